@@ -1,0 +1,305 @@
+"""Vision-language backbone: real transformers Qwen classes, offline.
+
+The backbone turns (camera images, embodiment prompt, instruction) into a sequence of hidden
+states that the action decoder cross-attends to. It is a thin wrapper over
+``transformers`` ``Qwen3_5Model`` (or ``Qwen3VLModel`` / ``Qwen2_5_VLModel``: same inputs),
+the real Qwen image processor, and a tokenizer. Nothing is fetched from a hub.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from qwen_vla_ros.errors import CheckpointError, ConfigError
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|image_pad|>", "<|video_pad|>",
+)
+SUPPORTED_MODEL_TYPES = ("qwen3_5", "qwen3_vl", "qwen2_5_vl")
+
+# Qwen's pre-tokenizer pattern (letters, numbers one at a time, punctuation runs, whitespace).
+_QWEN_PRETOKENIZE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+"
+    r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# A fixed corpus so the tiny tokenizer is the same on every machine.
+_TOKENIZER_CORPUS = (
+    "pick up the red cube and hand it to the other arm",
+    "transfer the cube from the right gripper to the left gripper",
+    "insert the peg into the socket",
+    "open the drawer and put the sponge inside",
+    "walk forward past the sofa and stop at the kitchen door",
+    "turn left at the blue chair then go straight to the green box",
+    "Embodiment: ALOHA bimanual, two 6-DoF ViperX 300 arms with parallel grippers",
+    "Action: absolute joint positions in radians plus normalised gripper opening, 50 Hz.",
+    "wheeled mobile base with a forward camera waypoints x y yaw stop flag metres",
+    "single arm joint trajectory controller camera wrist high low left right front",
+    "Instruction: Camera: cam_high cam_low cam_left_wrist cam_right_wrist 0123456789",
+)
+
+
+def train_tiny_tokenizer(vocab_size: int = 512):
+    """Train a small byte-level BPE with Qwen's pre-tokenizer and wrap it as Qwen3_5Tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen3_5Tokenizer
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_QWEN_PRETOKENIZE), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(list(_TOKENIZER_CORPUS) * 4, trainer=trainer)
+    vocab = tok.get_vocab()
+    state = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    tokenizer = Qwen3_5Tokenizer(vocab=vocab, merges=merges)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS[1:])})
+    return tokenizer
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    ids = {}
+    for name, tok in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+                      ("vision_start_token_id", "<|vision_start|>"),
+                      ("vision_end_token_id", "<|vision_end|>")):
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if tid is None or (tid == tokenizer.unk_token_id and tok != tokenizer.unk_token):
+            raise ConfigError(f"tokenizer has no special token {tok}")
+        ids[name] = int(tid)
+    return ids
+
+
+def make_image_processor(image_pixels: int, patch_size: int = 16, merge_size: int = 2,
+                         temporal_patch_size: int = 2):
+    """The real Qwen2-VL/Qwen3-VL PIL image processor, sized to ~``image_pixels`` per image."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(
+        patch_size=patch_size, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
+        size={"shortest_edge": image_pixels, "longest_edge": image_pixels},
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+
+
+def model_class(model_type: str):
+    import transformers
+
+    names = {"qwen3_5": "Qwen3_5Model", "qwen3_vl": "Qwen3VLModel",
+             "qwen2_5_vl": "Qwen2_5_VLModel"}
+    if model_type not in names:
+        raise ConfigError(
+            f"backbone model_type '{model_type}' is not supported; use one of "
+            f"{SUPPORTED_MODEL_TYPES}")
+    return getattr(transformers, names[model_type])
+
+
+class VLMBackbone(nn.Module):
+    """Images + prompt -> conditioning tokens (hidden states of the first ``num_layers`` layers).
+
+    ``num_layers``: how many language-model layers run (None = all). The conditioning is the
+    output of the last layer run, after the model's final norm. Fewer layers = faster chunks.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, image_processor,
+                 num_layers: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.model_type = model.config.model_type
+        if self.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ConfigError(f"backbone model_type '{self.model_type}' is not supported")
+        self.ids = special_token_ids(tokenizer)
+        for key, value in self.ids.items():
+            cfg_value = getattr(model.config, key, None)
+            if cfg_value is not None and int(cfg_value) != value:
+                raise ConfigError(
+                    f"backbone config {key}={cfg_value} but the tokenizer maps it to {value}")
+        self.num_layers = self._truncate(num_layers)
+        self._accepts_mm_types = "mm_token_type_ids" in inspect.signature(
+            model.forward).parameters
+
+    # ---- construction -------------------------------------------------------------------
+    @property
+    def text_config(self):
+        return getattr(self.model.config, "text_config", self.model.config)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.text_config.hidden_size)
+
+    def _truncate(self, num_layers: int | None) -> int:
+        layers = self.model.language_model.layers
+        total = len(layers)
+        if num_layers is None or num_layers == total:
+            return total
+        if not 1 <= num_layers <= total:
+            raise ConfigError(f"backbone num_layers={num_layers} outside 1..{total}")
+        self.model.language_model.layers = nn.ModuleList(list(layers)[:num_layers])
+        cfg = self.text_config
+        cfg.num_hidden_layers = num_layers
+        if getattr(cfg, "layer_types", None):
+            cfg.layer_types = list(cfg.layer_types)[:num_layers]
+        return num_layers
+
+    @classmethod
+    def from_config(cls, model_config, tokenizer, image_processor,
+                    num_layers: int | None = None) -> VLMBackbone:
+        model_cls = model_class(model_config.model_type)
+        model = model_cls(model_config)
+        return cls(model, tokenizer, image_processor, num_layers)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, num_layers: int | None = None,
+                        dtype: torch.dtype = torch.float32) -> VLMBackbone:
+        from transformers import AutoConfig, AutoTokenizer, Qwen2VLImageProcessorPil
+
+        directory = Path(directory)
+        if not (directory / "config.json").exists():
+            raise CheckpointError(f"backbone directory {directory} has no config.json")
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+        model_cls = model_class(config.model_type)
+        try:
+            model = model_cls.from_pretrained(directory, local_files_only=True, dtype=dtype,
+                                                attn_implementation="sdpa")
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"backbone weights in {directory} could not be loaded: {exc}"
+                                  ) from exc
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(directory,
+                                                                   local_files_only=True)
+        return cls(model, tokenizer, image_processor, num_layers)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        # Save the full-depth layer count only if nothing was truncated: a truncated
+        # backbone is saved as what it is (a shorter model), which reloads identically.
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        self.image_processor.save_pretrained(directory)
+
+    # ---- inputs -------------------------------------------------------------------------
+    def build_prompt(self, prompt: str, instruction: str, camera_names: Sequence[str],
+                     tokens_per_image: Sequence[int]) -> str:
+        parts = ["<|im_start|>user\n", prompt.strip(), "\n"]
+        for name, n in zip(camera_names, tokens_per_image, strict=True):
+            parts += [f"{name}: <|vision_start|>", "<|image_pad|>" * int(n), "<|vision_end|>\n"]
+        parts += ["Instruction: ", instruction.strip(), "<|im_end|>\n<|im_start|>assistant\n"]
+        return "".join(parts)
+
+    def prepare(self, images: Mapping[str, np.ndarray], camera_order: Sequence[str], prompt: str,
+                instruction: str) -> dict[str, torch.Tensor]:
+        """Model inputs for one observation (batch of 1). Images are HxWx3 uint8 RGB."""
+        missing = [c for c in camera_order if c not in images]
+        if missing:
+            raise KeyError(f"missing camera image(s) {missing}; have {sorted(images)}")
+        arrays = []
+        for cam in camera_order:
+            img = images[cam]
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ValueError(f"camera '{cam}': expected HxWx3 uint8, got {img.shape} "
+                                 f"{img.dtype}")
+            arrays.append(img)
+        vision = self.image_processor(images=arrays, return_tensors="pt")
+        grid = vision["image_grid_thw"]
+        merge = int(self.image_processor.merge_size) ** 2
+        tokens_per_image = (grid.prod(dim=-1) // merge).tolist()
+        text = self.build_prompt(prompt, instruction, camera_order, tokens_per_image)
+        enc = self.tokenizer(text, return_tensors="pt")
+        input_ids = enc["input_ids"]
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": enc["attention_mask"],
+            "pixel_values": vision["pixel_values"],
+            "image_grid_thw": grid,
+        }
+        if self._accepts_mm_types:
+            inputs["mm_token_type_ids"] = (input_ids == self.ids["image_token_id"]).to(torch.int32)
+        return inputs
+
+    # ---- forward ------------------------------------------------------------------------
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (hidden [B, L, C], mask [B, L] bool)."""
+        device = next(self.model.parameters()).device
+        dtype = next(self.model.parameters()).dtype
+        moved = {k: (v.to(device=device, dtype=dtype) if k == "pixel_values" else v.to(device))
+                 for k, v in inputs.items()}
+        out = self.model(**moved, use_cache=False)
+        return out.last_hidden_state, moved["attention_mask"].bool()
+
+
+def tiny_backbone_config(tokenizer, hidden_size: int = 64, num_layers: int = 2,
+                         vision_depth: int = 2, image_pixels: int = 224 * 224):
+    """A small random-init Qwen3.5 config: real architecture, seconds to build."""
+    from transformers import Qwen3_5Config
+
+    ids = special_token_ids(tokenizer)
+    layer_types = (["linear_attention", "full_attention"] * num_layers)[:num_layers]
+    if "full_attention" not in layer_types:
+        layer_types[-1] = "full_attention"
+    head_dim = 16
+    side = max(4, round((image_pixels ** 0.5) / 16))
+    text = {
+        "vocab_size": len(tokenizer), "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2, "num_hidden_layers": num_layers,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": head_dim,
+        "linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_key_head_dim": 16,
+        "linear_value_head_dim": 16, "layer_types": layer_types,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                            "partial_rotary_factor": 0.5, "mrope_section": [2, 1, 1],
+                            "mrope_interleaved": True},
+        "max_position_embeddings": 4096,
+    }
+    vision = {
+        "depth": vision_depth, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+        "out_hidden_size": hidden_size, "patch_size": 16, "spatial_merge_size": 2,
+        "temporal_patch_size": 2, "num_position_embeddings": side * side,
+    }
+    return Qwen3_5Config(text_config=text, vision_config=vision, **ids)
+
+
+def qwen3_5_4b_config(tokenizer):
+    """A Qwen3.5-4B-shaped config (random init): for GPU latency and memory figures only.
+
+    Shape as published for Qwen3.5-4B: 32 layers (3 gated-delta-net : 1 full attention),
+    hidden 2560, MLP 9216, 16 query / 4 KV heads of 256, 248,320-token vocabulary, 24-layer
+    1024-wide vision tower. Verify against the real config.json before quoting it as 4B.
+    """
+    from transformers import Qwen3_5Config
+
+    ids = special_token_ids(tokenizer)
+    text = {
+        "vocab_size": 248320, "hidden_size": 2560, "intermediate_size": 9216,
+        "num_hidden_layers": 32, "num_attention_heads": 16, "num_key_value_heads": 4,
+        "head_dim": 256, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+        "linear_key_head_dim": 128, "linear_value_head_dim": 128, "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000000.0,
+                            "partial_rotary_factor": 0.25, "mrope_section": [11, 11, 10],
+                            "mrope_interleaved": True},
+        "max_position_embeddings": 262144,
+    }
+    vision = {
+        "depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
+        "out_hidden_size": 2560, "patch_size": 16, "spatial_merge_size": 2,
+        "temporal_patch_size": 2, "num_position_embeddings": 2304,
+    }
+    return Qwen3_5Config(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    return {"parameters": sum(p.numel() for p in model.parameters())}

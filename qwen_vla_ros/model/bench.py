@@ -1,0 +1,77 @@
+"""Latency and memory benchmark of one action chunk (used by the CLI and bench/model.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import resource
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from qwen_vla_ros.embodiment.spec import load_embodiment
+from qwen_vla_ros.model.policy import Observation
+from qwen_vla_ros.model.presets import build_preset, count_parameters
+
+BENCH_CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def run_model_bench(preset: str = "tiny", device: str = "cpu", dtype: str = "float32",
+                    iters: int = 20, warmup: int = 3, steps: int = 10,
+                    seed: int = 0) -> dict[str, Any]:
+    """3 cameras at 480x640, a 50-step ALOHA chunk, ``steps`` flow steps."""
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    spec = dataclasses.replace(load_embodiment("aloha"), cameras=BENCH_CAMERAS)
+    t0 = time.perf_counter()
+    policy = build_preset(preset, [spec], seed=seed, device=device, dtype=torch_dtype)
+    build_s = time.perf_counter() - t0
+    rng = np.random.default_rng(seed)
+    images = {c: rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for c in BENCH_CAMERAS}
+    obs = Observation(images=images, state=np.zeros(spec.state_dim),
+                      instruction="transfer the cube to the other arm", embodiment=spec.name)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(warmup):
+        policy.predict(obs, seed=i, steps=steps)
+    stages: dict[str, list[float]] = {}
+    for i in range(iters):
+        chunk = policy.predict(obs, seed=i, steps=steps)
+        for k, v in chunk.timing_ms.items():
+            stages.setdefault(k, []).append(v)
+    result: dict[str, Any] = {
+        "preset": preset, "device": device, "dtype": dtype, "iters": iters, "flow_steps": steps,
+        "cameras": len(BENCH_CAMERAS), "image": [480, 640], "horizon": spec.horizon,
+        "action_dim": spec.action_dim, "build_s": round(build_s, 2),
+        "params": count_parameters(preset),
+        "latency_ms": {k: {"p50": statistics.median(v), "p99": percentile(v, 99)}
+                       for k, v in stages.items()},
+        "torch": torch.__version__, "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.startswith("cuda"):
+        result["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        result["gpu"] = torch.cuda.get_device_name()
+    else:
+        result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        result["cpu"] = platform.processor() or platform.machine()
+    return result
+
+
+def format_result(r: dict[str, Any]) -> str:
+    lines = [f"preset={r['preset']} device={r['device']} dtype={r['dtype']} "
+             f"iters={r['iters']} flow_steps={r['flow_steps']} cameras={r['cameras']} "
+             f"horizon={r['horizon']} params={r['params']}"]
+    for stage, v in r["latency_ms"].items():
+        lines.append(f"  {stage:>10}: p50 {v['p50']:8.2f} ms   p99 {v['p99']:8.2f} ms")
+    if "peak_gpu_memory_gb" in r:
+        lines.append(f"  peak GPU memory {r['peak_gpu_memory_gb']:.2f} GB on {r['gpu']}")
+    else:
+        lines.append(f"  peak RSS {r['peak_rss_gb']:.2f} GB (CPU, {r['torch_threads']} threads)")
+    return "\n".join(lines)

@@ -1,0 +1,266 @@
+"""The Qwen-VLA policy: backbone + DiT decoder + per-embodiment normalisation.
+
+Inference API used by the nodes, replay and benchmarks::
+
+    policy = QwenVLAPolicy.from_pretrained(ckpt_dir, device="cuda", dtype="bfloat16")
+    chunk = policy.predict(Observation(images={...}, state=q, instruction="...",
+                                       embodiment="aloha"), seed=0)
+    chunk.actions   # [horizon, action_dim] in the embodiment's units (rad, m, normalised grip)
+    chunk.timing_ms # preprocess / backbone / decoder / total
+
+Units: the policy speaks the embodiment's units (``config/embodiments/*.yaml``): radians and
+metres, grippers as normalised opening. Mapping to hardware units happens in the adapters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from qwen_vla_ros.embodiment.spec import EmbodimentSpec
+from qwen_vla_ros.errors import ConfigError
+from qwen_vla_ros.model.backbone import VLMBackbone
+from qwen_vla_ros.model.dit import ActionDecoder, DecoderConfig
+from qwen_vla_ros.model.flow import flow_matching_loss, sample_actions
+from qwen_vla_ros.model.normalize import NormStats
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "qwen_vla.json"
+DECODER_FILE = "decoder.safetensors"
+STATS_FILE = "norm_stats.json"
+BACKBONE_DIR = "backbone"
+EMBODIMENTS_DIR = "embodiments"
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class PolicyConfig:
+    decoder: DecoderConfig
+    image_pixels: int = 224 * 224  # each camera is resized to about this many pixels
+    backbone_layers: int | None = None  # language-model layers run for conditioning
+    flow_steps: int = 10
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        if self.flow_steps < 1:
+            raise ConfigError("flow_steps must be >= 1")
+        if self.image_pixels < 32 * 32:
+            raise ConfigError("image_pixels must be >= 1024")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["decoder"] = self.decoder.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
+        allowed = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ConfigError(f"{CONFIG_FILE}: unknown policy key(s) {unknown}")
+        if "decoder" not in data:
+            raise ConfigError(f"{CONFIG_FILE}: missing 'decoder'")
+        kwargs = dict(data)
+        kwargs["decoder"] = DecoderConfig.from_dict(dict(data["decoder"]))
+        return cls(**kwargs)
+
+
+@dataclass
+class Observation:
+    """One moment of the robot, as the policy needs it."""
+
+    images: Mapping[str, np.ndarray]  # camera name -> HxWx3 uint8 RGB
+    state: np.ndarray  # [state_dim], embodiment units
+    instruction: str
+    embodiment: str
+    stamp: float = 0.0  # observation time (s), carried through to the chunk
+
+
+@dataclass
+class ActionChunk:
+    actions: np.ndarray  # [horizon, action_dim], embodiment units
+    embodiment: str
+    stamp: float  # observation time the chunk was computed from
+    dt: float  # seconds between consecutive actions
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+
+class QwenVLAPolicy(nn.Module):
+    def __init__(self, backbone: VLMBackbone, decoder: ActionDecoder, config: PolicyConfig,
+                 embodiments: Mapping[str, EmbodimentSpec], norm_stats: NormStats) -> None:
+        super().__init__()
+        if decoder.cfg.context_dim != backbone.hidden_size:
+            raise ConfigError(f"decoder context_dim {decoder.cfg.context_dim} != backbone "
+                              f"hidden size {backbone.hidden_size}")
+        self.backbone = backbone
+        self.decoder = decoder
+        self.config = config
+        self.embodiments = dict(embodiments)
+        self.norm_stats = norm_stats
+        for spec in self.embodiments.values():
+            spec.check_width(decoder.cfg.action_width)
+            if spec.state_dim and max(spec.state_slots) >= decoder.cfg.state_width:
+                raise ConfigError(f"embodiment '{spec.name}': state slots exceed state width")
+            if spec.horizon > decoder.cfg.max_horizon:
+                raise ConfigError(f"embodiment '{spec.name}': horizon {spec.horizon} > decoder "
+                                  f"max_horizon {decoder.cfg.max_horizon}")
+            norm_stats.validate(spec)
+        self._calls = 0
+
+    # ---- helpers ------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.decoder.parameters()).dtype
+
+    def spec(self, embodiment: str) -> EmbodimentSpec:
+        if embodiment not in self.embodiments:
+            raise ConfigError(f"unknown embodiment '{embodiment}'; this checkpoint knows "
+                              f"{sorted(self.embodiments)}")
+        return self.embodiments[embodiment]
+
+    def _masks(self, spec: EmbodimentSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.decoder.cfg
+        am = torch.zeros(1, cfg.action_width, device=self.device, dtype=self.dtype)
+        am[0, spec.action_slots] = 1
+        sm = torch.zeros(1, cfg.state_width, device=self.device, dtype=self.dtype)
+        if spec.state_dim:
+            sm[0, spec.state_slots] = 1
+        return am, sm
+
+    def _to_slots(self, values: np.ndarray, slots: list[int], width: int) -> torch.Tensor:
+        out = np.zeros((*values.shape[:-1], width), dtype=np.float32)
+        out[..., slots] = values
+        return torch.from_numpy(out).to(device=self.device, dtype=self.dtype)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # ---- conditioning -------------------------------------------------------------------
+    def features(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone hidden states [1, L, C] and mask [1, L] for one observation."""
+        spec = self.spec(obs.embodiment)
+        inputs = self.backbone.prepare(obs.images, spec.cameras, spec.prompt, obs.instruction)
+        hidden, mask = self.backbone(inputs)
+        return hidden.to(self.dtype), mask
+
+    def state_tensor(self, spec: EmbodimentSpec, state: np.ndarray) -> torch.Tensor:
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        if state.shape[0] != spec.state_dim:
+            raise ValueError(f"embodiment '{spec.name}' expects a state of {spec.state_dim} "
+                             f"values, got {state.shape[0]}")
+        if not np.all(np.isfinite(state)):
+            raise ValueError("state contains NaN or inf")
+        norm = self.norm_stats.normalise(spec, "state", state)
+        return self._to_slots(norm[None], spec.state_slots, self.decoder.cfg.state_width)
+
+    # ---- inference ----------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, obs: Observation, *, seed: int | None = None, steps: int | None = None,
+                prefix: np.ndarray | None = None) -> ActionChunk:
+        """Sample one action chunk. ``prefix`` ([d, action_dim], embodiment units): actions
+        already committed to the robot; the chunk starts with them exactly."""
+        spec = self.spec(obs.embodiment)
+        if not obs.instruction or not obs.instruction.strip():
+            raise ValueError("instruction is empty")
+        steps = int(steps or self.config.flow_steps)
+        t0 = time.perf_counter()
+        state = self.state_tensor(spec, obs.state)
+        inputs = self.backbone.prepare(obs.images, spec.cameras, spec.prompt, obs.instruction)
+        t1 = time.perf_counter()
+        hidden, mask = self.backbone(inputs)
+        kvs, attn_mask = self.decoder.encode_context(hidden.to(self.dtype), mask)
+        self._sync()
+        t2 = time.perf_counter()
+        am, sm = self._masks(spec)
+        cfg = self.decoder.cfg
+        if seed is None:
+            seed = self._calls
+        self._calls += 1
+        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        noise = torch.randn((1, spec.horizon, cfg.action_width), generator=gen,
+                            device=self.device, dtype=torch.float32).to(self.dtype)
+        prefix_t, prefix_len = None, 0
+        if prefix is not None and len(prefix) > 0:
+            prefix = np.asarray(prefix, dtype=np.float64)
+            if prefix.ndim != 2 or prefix.shape[1] != spec.action_dim:
+                raise ValueError(f"prefix must be [d, {spec.action_dim}], got {prefix.shape}")
+            if not np.all(np.isfinite(prefix)):
+                raise ValueError("prefix contains NaN or inf")
+            prefix_len = min(len(prefix), spec.horizon)
+            padded = np.zeros((spec.horizon, spec.action_dim))
+            padded[:prefix_len] = self.norm_stats.normalise(spec, "action", prefix[:prefix_len])
+            prefix_t = self._to_slots(padded[None], spec.action_slots, cfg.action_width)
+        x = sample_actions(self.decoder, kvs, attn_mask, state, am, sm, noise, steps,
+                           prefix_t, prefix_len)
+        out = x[0, :, spec.action_slots].float().cpu().numpy().astype(np.float64)
+        t3 = time.perf_counter()
+        actions = self.norm_stats.denormalise(spec, "action", out)
+        if prefix_len:
+            # Exact in embodiment units (normalise/denormalise round off ~1e-7).
+            actions[:prefix_len] = prefix[:prefix_len]
+        timing = {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3,
+                  "decoder": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
+        return ActionChunk(actions=actions, embodiment=spec.name, stamp=obs.stamp, dt=spec.dt,
+                           timing_ms=timing)
+
+    # ---- training -----------------------------------------------------------------------
+    def loss(self, obs: Observation, actions: np.ndarray, *, prefix_len: int = 0,
+             generator: torch.Generator | None = None,
+             features: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Flow-matching loss for one observation and its target chunk (embodiment units).
+
+        ``features``: precomputed ``self.features(obs)`` (frozen-backbone training).
+        """
+        spec = self.spec(obs.embodiment)
+        hidden, mask = features if features is not None else self.features(obs)
+        kvs, attn_mask = self.decoder.encode_context(hidden, mask)
+        target = self.norm_stats.normalise(spec, "action", np.asarray(actions, np.float64))
+        target_t = self._to_slots(target[None], spec.action_slots, self.decoder.cfg.action_width)
+        am, sm = self._masks(spec)
+        return flow_matching_loss(self.decoder, target_t, self.state_tensor(spec, obs.state),
+                                  am, sm, kvs, attn_mask, prefix_len=prefix_len,
+                                  generator=generator)
+
+    # ---- checkpoint io ------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(directory / BACKBONE_DIR)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.decoder.state_dict().items()}
+        save_file(state, str(directory / DECODER_FILE))
+        self.norm_stats.save(directory / STATS_FILE)
+        emb_dir = directory / EMBODIMENTS_DIR
+        emb_dir.mkdir(exist_ok=True)
+        import yaml
+
+        for name, spec in self.embodiments.items():
+            (emb_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec.to_dict(),
+                                                                 sort_keys=False))
+        meta = {"format_version": FORMAT_VERSION, "policy": self.config.to_dict(),
+                "embodiments": sorted(self.embodiments),
+                "backbone_model_type": self.backbone.model_type}
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
+                        dtype: str | torch.dtype = "float32") -> QwenVLAPolicy:
+        from qwen_vla_ros.model.checkpoint import load_policy
+
+        return load_policy(directory, device=device, dtype=dtype)

@@ -1,0 +1,77 @@
+"""Model presets.
+
+- ``tiny``: the real architecture at toy size; builds offline in seconds (tokenizer trained on
+  the fly, real Qwen image processor). For tests, CI, the sim demo and replay.
+- ``full``: Qwen3.5-4B-shaped backbone + ~1.15B-parameter DiT, random init. For GPU latency
+  and memory figures; no weights exist to load into it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from qwen_vla_ros.embodiment.spec import EmbodimentSpec, available_embodiments, load_embodiment
+from qwen_vla_ros.errors import ConfigError
+from qwen_vla_ros.model.backbone import (
+    VLMBackbone,
+    make_image_processor,
+    model_class,
+    qwen3_5_4b_config,
+    tiny_backbone_config,
+    train_tiny_tokenizer,
+)
+from qwen_vla_ros.model.dit import ActionDecoder, DecoderConfig
+from qwen_vla_ros.model.normalize import NormStats
+from qwen_vla_ros.model.policy import PolicyConfig, QwenVLAPolicy
+
+PRESETS = ("tiny", "full")
+
+
+def preset_configs(name: str, tokenizer):
+    """(backbone transformers config, PolicyConfig) for a preset."""
+    if name == "tiny":
+        bb = tiny_backbone_config(tokenizer, hidden_size=64, num_layers=2, vision_depth=2,
+                                  image_pixels=224 * 224)
+        dec = DecoderConfig(width=128, depth=2, heads=4, context_dim=64, max_horizon=64,
+                            time_embed_dim=64)
+        return bb, PolicyConfig(decoder=dec, image_pixels=224 * 224, flow_steps=10,
+                                preset="tiny")
+    if name == "full":
+        bb = qwen3_5_4b_config(tokenizer)
+        dec = DecoderConfig(width=1536, depth=18, heads=16, mlp_ratio=4.25, context_dim=2560,
+                            max_horizon=64, time_embed_dim=256)
+        return bb, PolicyConfig(decoder=dec, image_pixels=224 * 224, flow_steps=10,
+                                preset="full")
+    raise ConfigError(f"unknown preset '{name}'; choose one of {PRESETS}")
+
+
+def build_preset(name: str, embodiments: Sequence[str | EmbodimentSpec] | None = None,
+                 seed: int = 0, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> QwenVLAPolicy:
+    """A random-init policy of the preset's shape, for every embodiment in config/."""
+    specs: dict[str, EmbodimentSpec] = {}
+    for e in embodiments if embodiments is not None else available_embodiments():
+        spec = e if isinstance(e, EmbodimentSpec) else load_embodiment(e)
+        specs[spec.name] = spec
+    tokenizer = train_tiny_tokenizer()
+    bb_cfg, pol_cfg = preset_configs(name, tokenizer)
+    processor = make_image_processor(pol_cfg.image_pixels)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        backbone = VLMBackbone.from_config(bb_cfg, tokenizer, processor, pol_cfg.backbone_layers)
+        decoder = ActionDecoder(pol_cfg.decoder)
+    policy = QwenVLAPolicy(backbone, decoder, pol_cfg, specs, NormStats.from_limits(specs))
+    return policy.to(dtype=dtype).eval()
+
+
+def count_parameters(name: str) -> dict[str, int]:
+    """Parameter counts of a preset, built on the meta device (no memory, no time)."""
+    tokenizer = train_tiny_tokenizer()
+    bb_cfg, pol_cfg = preset_configs(name, tokenizer)
+    with torch.device("meta"):
+        model = model_class(bb_cfg.model_type)(bb_cfg)
+        decoder = ActionDecoder(pol_cfg.decoder)
+    return {"backbone": sum(p.numel() for p in model.parameters()),
+            "decoder": sum(p.numel() for p in decoder.parameters())}

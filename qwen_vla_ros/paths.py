@@ -1,0 +1,39 @@
+"""Locate the package's installed data (config/, urdf/, launch/) without requiring ROS."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+PACKAGE = "qwen_vla_ros"
+
+
+def share_dir() -> Path:
+    """Directory holding config/, urdf/ and launch/.
+
+    Order: $QWEN_VLA_ROS_SHARE, the ament index (colcon or pip install with AMENT_PREFIX_PATH),
+    <sys.prefix>/share/qwen_vla_ros (pip install), then the source tree (editable install).
+    """
+    env = os.environ.get("QWEN_VLA_ROS_SHARE")
+    if env:
+        return Path(env)
+    source_root = Path(__file__).resolve().parents[1]
+    if (source_root / "config" / "embodiments").is_dir():
+        # Editable install or running from a checkout: the tree being edited wins.
+        return source_root
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE))
+    except Exception:
+        pass
+    return Path(sys.prefix) / "share" / PACKAGE
+
+
+def config_dir() -> Path:
+    return share_dir() / "config"
+
+
+def embodiments_dir() -> Path:
+    return config_dir() / "embodiments"

@@ -1,0 +1,38 @@
+"""ament_python package that also installs with pip into a plain venv."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "qwen_vla_ros"
+
+
+def _files(pattern: str) -> list[str]:
+    return sorted(p for p in glob(pattern, recursive=True) if not p.endswith("/"))
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*", "bench"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", _files("launch/*.py")),
+        (f"share/{PACKAGE}/config", _files("config/*.*")),
+        (f"share/{PACKAGE}/config/embodiments", _files("config/embodiments/*.yaml")),
+        (f"share/{PACKAGE}/urdf", _files("urdf/*.*")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="qwen_vla_ros maintainers",
+    maintainer_email="maintainers@qwen-vla-ros.invalid",
+    description="ROS 2 deployment of a Qwen-VLA-style vision-language-action policy.",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+            "qwen-vla-ros = qwen_vla_ros.cli:main",
+        ],
+    },
+)

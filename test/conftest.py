@@ -1,0 +1,37 @@
+"""Shared fixtures. Every test process gets its own ROS_HOME and ROS_DOMAIN_ID."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("ROS_HOME", tempfile.mkdtemp(prefix="qvr_ros_home_"))
+os.environ.setdefault("ROS_LOG_DIR", os.path.join(os.environ["ROS_HOME"], "log"))
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_policy():
+    from transformers.utils import logging as hf_logging
+
+    from qwen_vla_ros.model.presets import build_preset
+
+    hf_logging.disable_progress_bar()
+    return build_preset("tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_policy, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    tiny_policy.save_pretrained(path)
+    return path
+
+
+def camera_images(spec, seed: int = 0, shape=(480, 640, 3)) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {c: rng.integers(0, 256, shape, dtype=np.uint8) for c in spec.cameras}

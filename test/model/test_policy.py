@@ -1,0 +1,140 @@
+"""The policy model: shapes, determinism, prompt conditioning, prefix conditioning, learning."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import camera_images
+
+from qwen_vla_ros.model.normalize import NormStats
+from qwen_vla_ros.model.policy import Observation, QwenVLAPolicy
+from qwen_vla_ros.model.presets import count_parameters
+
+
+def obs_for(policy, embodiment: str, seed: int = 0, instruction: str = "transfer the cube"):
+    spec = policy.spec(embodiment)
+    state = (spec.lower() + spec.upper())[[spec.action_names.index(s) for s in spec.state]] / 2
+    return Observation(images=camera_images(spec, seed), state=state, instruction=instruction,
+                       embodiment=embodiment)
+
+
+@pytest.mark.parametrize("embodiment", ["aloha", "vx300s_single", "vln"])
+def test_chunk_shape_and_finite_for_each_layout(tiny_policy, embodiment):
+    spec = tiny_policy.spec(embodiment)
+    chunk = tiny_policy.predict(obs_for(tiny_policy, embodiment), seed=1)
+    assert chunk.actions.shape == (spec.horizon, spec.action_dim)
+    assert np.all(np.isfinite(chunk.actions))
+    assert chunk.dt == pytest.approx(1.0 / spec.control_rate_hz)
+    assert set(chunk.timing_ms) == {"preprocess", "backbone", "decoder", "total"}
+
+
+def test_same_seed_same_chunk_different_seed_different(tiny_policy):
+    obs = obs_for(tiny_policy, "aloha")
+    a = tiny_policy.predict(obs, seed=7).actions
+    b = tiny_policy.predict(obs, seed=7).actions
+    c = tiny_policy.predict(obs, seed=8).actions
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+
+
+def test_embodiment_prompt_changes_the_chunk(tiny_policy):
+    """Two embodiments identical but for the prompt text: the prompt alone must move the chunk."""
+    aloha = tiny_policy.spec("aloha")
+    other = dataclasses.replace(aloha, name="aloha_b",
+                                prompt="Embodiment: a different bimanual rig, mirrored arms.")
+    specs = {"aloha": aloha, "aloha_b": other}
+    policy = QwenVLAPolicy(tiny_policy.backbone, tiny_policy.decoder, tiny_policy.config,
+                           specs, NormStats.from_limits(specs))
+    obs = obs_for(tiny_policy, "aloha")
+    a = policy.predict(obs, seed=3).actions
+    b = policy.predict(dataclasses.replace(obs, embodiment="aloha_b"), seed=3).actions
+    assert np.abs(a - b).max() > 1e-4
+
+
+def test_prefix_is_reproduced_and_conditions_the_rest(tiny_policy):
+    obs = obs_for(tiny_policy, "aloha")
+    spec = tiny_policy.spec("aloha")
+    rng = np.random.default_rng(0)
+    prefix = rng.uniform(spec.lower(), spec.upper(), size=(10, spec.action_dim))
+    chunk = tiny_policy.predict(obs, seed=5, prefix=prefix).actions
+    # Stated tolerance: 1e-6 in embodiment units (rad / normalised gripper).
+    np.testing.assert_allclose(chunk[:10], prefix, atol=1e-6, rtol=0)
+    other = tiny_policy.predict(obs, seed=5, prefix=prefix[::-1].copy()).actions
+    assert np.abs(chunk[10:] - other[10:]).max() > 1e-5, "prefix does not reach the rest"
+
+
+def test_bad_observations_raise_clear_errors(tiny_policy):
+    obs = obs_for(tiny_policy, "aloha")
+    with pytest.raises(ValueError, match="NaN"):
+        tiny_policy.predict(dataclasses.replace(obs, state=np.full(14, np.nan)))
+    with pytest.raises(ValueError, match="expects a state of 14"):
+        tiny_policy.predict(dataclasses.replace(obs, state=np.zeros(3)))
+    with pytest.raises(ValueError, match="instruction is empty"):
+        tiny_policy.predict(dataclasses.replace(obs, instruction="  "))
+    with pytest.raises(KeyError, match="cam_low"):
+        images = dict(obs.images)
+        del images["cam_low"]
+        tiny_policy.predict(dataclasses.replace(obs, images=images))
+    with pytest.raises(Exception, match="unknown embodiment 'spot'"):
+        tiny_policy.predict(dataclasses.replace(obs, embodiment="spot"))
+
+
+def test_decoder_learns_a_fixed_batch(tiny_policy):
+    """Overfitting a small fixed batch cuts the flow-matching loss by >= 10x.
+
+    The batch is fixed whole: observations, target chunks, and each sample's noise and flow
+    time (a per-sample generator reseeded every pass)."""
+    torch.manual_seed(0)
+    from qwen_vla_ros.model.dit import ActionDecoder
+
+    decoder = ActionDecoder(tiny_policy.decoder.cfg)
+    policy = QwenVLAPolicy(tiny_policy.backbone, decoder, tiny_policy.config,
+                           tiny_policy.embodiments, tiny_policy.norm_stats)
+    spec = policy.spec("aloha")
+    rng = np.random.default_rng(0)
+    batch = []
+    for i in range(4):
+        obs = obs_for(policy, "aloha", seed=i, instruction=f"task number {i}")
+        t = np.linspace(0, 1, spec.horizon)[:, None]
+        start = rng.uniform(-0.5, 0.5, spec.action_dim)
+        target = np.clip(start + 0.5 * np.sin(2 * np.pi * t + i), spec.lower(), spec.upper())
+        with torch.no_grad():
+            feats = policy.features(obs)
+        batch.append((obs, target, feats))
+    opt = torch.optim.AdamW(decoder.parameters(), lr=2e-3)
+    def epoch_loss(train: bool) -> float:
+        total = 0.0
+        for i, (obs, target, feats) in enumerate(batch):
+            gen = torch.Generator().manual_seed(i)
+            loss = policy.loss(obs, target, generator=gen, features=feats)
+            if train:
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            total += float(loss.detach())
+        return total / len(batch)
+
+    with torch.no_grad():
+        first = epoch_loss(False)
+    for _ in range(150):
+        epoch_loss(True)
+    with torch.no_grad():
+        last = epoch_loss(False)
+    assert last < first / 10, f"loss {first:.3f} -> {last:.3f}"
+
+
+def test_full_preset_is_4b_plus_1_15b_shaped():
+    counts = count_parameters("full")
+    assert 4.0e9 <= counts["backbone"] <= 5.0e9, counts
+    assert 1.10e9 <= counts["decoder"] <= 1.20e9, counts
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_bf16_on_gpu(tiny_checkpoint):
+    policy = QwenVLAPolicy.from_pretrained(tiny_checkpoint, device="cuda", dtype="bfloat16")
+    chunk = policy.predict(obs_for(policy, "aloha"), seed=0)
+    assert np.all(np.isfinite(chunk.actions))

@@ -1,0 +1,158 @@
+"""Chunk execution at the control rate: what to command *now*, given the chunks received.
+
+A chunk's action k is meant for time ``stamp + k * dt`` (stamp = the observation time the chunk
+was computed from). At each control tick the executor:
+
+1. finds the action(s) meant for now: steps whose time has passed are skipped (latency
+   compensation); a chunk that no longer covers now is dropped;
+2. blends them: ``ensemble`` = ACT temporal ensembling over every chunk covering now, older
+   chunks weighted exp(-m * i); ``rtc`` = the newest chunk (it was sampled with the committed
+   prefix, so it continues the old one), cross-faded over ``blend_steps`` if it was not;
+3. clamps to joint position limits and to max_velocity * dt from the last command;
+4. if no chunk covers now, HOLDS the last command (never extrapolates).
+
+It returns the command actually sent and why.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from qwen_vla_ros.runtime.limits import Limits
+
+BLEND_MODES = ("ensemble", "rtc")
+
+
+@dataclass
+class Chunk:
+    actions: np.ndarray  # [H, D]
+    stamp: float  # time of actions[0]
+    dt: float
+    prefix_len: int = 0  # how many leading actions were committed before sampling
+
+    def index_at(self, now: float) -> int:
+        """Index of the action meant for ``now`` (rounded to the nearest step)."""
+        return int(np.floor((now - self.stamp) / self.dt + 0.5))
+
+    def covers(self, now: float) -> bool:
+        k = self.index_at(now)
+        return 0 <= k < len(self.actions)
+
+    @property
+    def end(self) -> float:
+        return self.stamp + (len(self.actions) - 1) * self.dt
+
+
+@dataclass
+class Command:
+    position: np.ndarray
+    source: str  # "chunk" | "hold"
+    clamped: bool
+    chunks_used: int
+
+
+class RejectedChunk(ValueError):
+    """A chunk the executor refuses (non-finite, wrong width, ...)."""
+
+
+class ChunkExecutor:
+    def __init__(self, limits: Limits, dt: float, mode: str = "ensemble",
+                 ensemble_decay: float = 0.01, blend_steps: int = 5, max_chunks: int = 8) -> None:
+        if mode not in BLEND_MODES:
+            raise ValueError(f"blend mode '{mode}' not one of {BLEND_MODES}")
+        if dt <= 0:
+            raise ValueError("dt must be > 0")
+        self.limits = limits
+        self.dt = dt
+        self.mode = mode
+        self.decay = float(ensemble_decay)
+        self.blend_steps = int(blend_steps)
+        self.chunks: deque[Chunk] = deque(maxlen=max_chunks)
+        self.last_command: np.ndarray | None = None
+        self._fade_from: np.ndarray | None = None
+        self._fade_left = 0
+        self.dim = len(limits.lower)
+
+    # ---- inputs -------------------------------------------------------------------------
+    def add_chunk(self, chunk: Chunk) -> None:
+        a = np.asarray(chunk.actions, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != self.dim:
+            raise RejectedChunk(f"chunk shape {a.shape}, expected [H, {self.dim}]")
+        if len(a) == 0:
+            raise RejectedChunk("empty chunk")
+        if not np.all(np.isfinite(a)):
+            raise RejectedChunk("chunk contains NaN or inf")
+        if not (np.isfinite(chunk.stamp) and chunk.dt > 0):
+            raise RejectedChunk(f"chunk stamp {chunk.stamp} / dt {chunk.dt} invalid")
+        if self.chunks and chunk.stamp < self.chunks[-1].stamp:
+            raise RejectedChunk(f"chunk stamp {chunk.stamp:.3f} older than the newest "
+                                f"({self.chunks[-1].stamp:.3f})")
+        if self.mode == "rtc" and chunk.prefix_len == 0 and self.last_command is not None:
+            self._fade_from = self.last_command.copy()
+            self._fade_left = self.blend_steps
+        self.chunks.append(Chunk(a, float(chunk.stamp), float(chunk.dt), chunk.prefix_len))
+
+    def reset(self, position: np.ndarray | None = None) -> None:
+        """Forget all chunks; hold ``position`` (e.g. the measured pose at a handover)."""
+        self.chunks.clear()
+        self._fade_left = 0
+        self.last_command = None if position is None else np.asarray(position, float).copy()
+
+    def set_last_command(self, position: np.ndarray) -> None:
+        """Tell the executor what the robot was last commanded by someone else (teleop)."""
+        self.last_command = np.asarray(position, dtype=np.float64).copy()
+
+    # ---- schedule -----------------------------------------------------------------------
+    def _prune(self, now: float) -> None:
+        while self.chunks and self.chunks[0].index_at(now) >= len(self.chunks[0].actions):
+            self.chunks.popleft()
+
+    def planned(self, now: float) -> tuple[np.ndarray | None, int]:
+        """The blended (unclamped) action for ``now`` and how many chunks contributed."""
+        self._prune(now)
+        covering = [c for c in self.chunks if c.covers(now)]
+        if not covering:
+            return None, 0
+        if self.mode == "rtc":
+            c = covering[-1]
+            target = c.actions[c.index_at(now)]
+            if self._fade_left > 0 and self._fade_from is not None:
+                w = self._fade_left / (self.blend_steps + 1)
+                target = w * self._fade_from + (1 - w) * target
+            return target, 1
+        # ACT temporal ensembling: oldest first, w_i = exp(-m * i).
+        weights = np.exp(-self.decay * np.arange(len(covering)))
+        weights /= weights.sum()
+        stacked = np.stack([c.actions[c.index_at(now)] for c in covering])
+        return weights @ stacked, len(covering)
+
+    def committed(self, start: float, count: int) -> np.ndarray | None:
+        """Actions already planned for ``start + k*dt``, k < count (prefix for RTC sampling).
+
+        None if the current schedule does not cover all of them."""
+        out = []
+        for k in range(count):
+            t = start + k * self.dt
+            covering = [c for c in self.chunks if c.covers(t)]
+            if not covering:
+                return None
+            c = covering[-1]
+            out.append(c.actions[c.index_at(t)])
+        return np.stack(out) if out else None
+
+    # ---- control tick -------------------------------------------------------------------
+    def step(self, now: float) -> Command | None:
+        """The command for this tick, or None if nothing was ever commanded (no pose known)."""
+        target, used = self.planned(now)
+        if target is None:
+            if self.last_command is None:
+                return None
+            return Command(self.last_command.copy(), "hold", False, 0)
+        if self._fade_left > 0:
+            self._fade_left -= 1
+        cmd, clamped = self.limits.clamp(target, self.last_command, self.dt)
+        self.last_command = cmd
+        return Command(cmd.copy(), "chunk", clamped, used)

@@ -1,0 +1,103 @@
+"""Assemble the policy's observation from the latest sensor data, or say why not.
+
+Joint states arrive per hardware namespace (ALOHA: one JointState per follower arm) and are
+merged by joint NAME through the embodiment spec; grippers are converted to the normalised
+opening there, once. Every input carries its own stamp; too old, missing or non-finite data
+gives a rejection reason instead of an observation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from qwen_vla_ros.embodiment.spec import EmbodimentSpec
+
+
+@dataclass
+class Rejection:
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class JointStateMerger:
+    """(robot namespace, joint name) -> the spec's state vector, in embodiment units."""
+
+    def __init__(self, spec: EmbodimentSpec) -> None:
+        self.spec = spec
+        self._index: dict[tuple[str, str], int] = {}
+        for i, name in enumerate(spec.state):
+            d = spec.dim(name)
+            self._index[(d.robot or "", d.joint or d.name)] = i
+        self._values = np.full(spec.state_dim, np.nan)
+        self._stamps = np.full(spec.state_dim, -np.inf)
+
+    def robots(self) -> list[str]:
+        return sorted({robot for robot, _ in self._index})
+
+    def update(self, robot: str, names: Sequence[str], positions: Sequence[float],
+               stamp: float) -> str | None:
+        """Take one JointState; returns a rejection reason, or None if accepted."""
+        if len(names) != len(positions):
+            return (f"joint state from '{robot}': {len(names)} names but {len(positions)} "
+                    "positions")
+        hits = [(self._index[(robot, n)], float(p)) for n, p in zip(names, positions, strict=True)
+                if (robot, n) in self._index]
+        if not hits:
+            return (f"joint state from '{robot}' has none of the expected joints "
+                    f"(got {list(names)[:8]})")
+        values = np.array([p for _, p in hits])
+        if not np.all(np.isfinite(values)):
+            bad = [n for n, p in zip(names, positions, strict=True)
+                   if (robot, n) in self._index and not np.isfinite(p)]
+            return f"joint state from '{robot}' has non-finite positions for {bad}"
+        for i, p in hits:
+            d = self.spec.dim(self.spec.state[i])
+            self._values[i] = float(d.gripper.to_normalised(p)) if d.gripper else p
+            self._stamps[i] = stamp
+        return None
+
+    def state(self, now: float, max_age: float) -> np.ndarray | Rejection:
+        missing = [self.spec.state[i] for i in np.flatnonzero(~np.isfinite(self._values))]
+        if missing:
+            return Rejection(f"no joint state yet for {missing}")
+        age = now - self._stamps.min()
+        if age > max_age:
+            oldest = self.spec.state[int(np.argmin(self._stamps))]
+            return Rejection(f"joint state is stale: '{oldest}' is {age * 1e3:.0f} ms old "
+                             f"(max {max_age * 1e3:.0f} ms)")
+        return self._values.copy()
+
+    def oldest_stamp(self) -> float:
+        return float(self._stamps.min())
+
+
+class ImageBuffer:
+    """Latest frame per camera, with its stamp."""
+
+    def __init__(self, cameras: Sequence[str]) -> None:
+        self.cameras = tuple(cameras)
+        self._frames: dict[str, tuple[np.ndarray, float]] = {}
+
+    def put(self, camera: str, image: np.ndarray, stamp: float) -> None:
+        if camera not in self.cameras:
+            raise KeyError(f"unknown camera '{camera}'; expected one of {list(self.cameras)}")
+        self._frames[camera] = (image, stamp)
+
+    def images(self, now: float, max_age: float) -> Mapping[str, np.ndarray] | Rejection:
+        missing = [c for c in self.cameras if c not in self._frames]
+        if missing:
+            return Rejection(f"no image yet from camera(s) {missing}")
+        stale = {c: now - s for c, (_, s) in self._frames.items() if now - s > max_age}
+        if stale:
+            worst = max(stale, key=stale.__getitem__)
+            return Rejection(f"camera '{worst}' is stale: {stale[worst] * 1e3:.0f} ms old "
+                             f"(max {max_age * 1e3:.0f} ms)")
+        return {c: img for c, (img, _) in self._frames.items()}
+
+    def oldest_stamp(self) -> float:
+        return min((s for _, s in self._frames.values()), default=-np.inf)

@@ -1,0 +1,69 @@
+"""Observation assembly: joint states merged by name, grippers normalised once, staleness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qwen_vla_ros.embodiment.spec import load_embodiment
+from qwen_vla_ros.runtime.modes import Mode, ModeMachine
+from qwen_vla_ros.runtime.observation import ImageBuffer, JointStateMerger, Rejection
+
+ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate"]
+XS_NAMES = [*ARM, "gripper", "left_finger", "right_finger"]  # interbotix joint_states order
+
+
+def test_merges_two_arms_by_name_in_any_order():
+    spec = load_embodiment("aloha")
+    m = JointStateMerger(spec)
+    assert m.robots() == ["follower_left", "follower_right"]
+    left = {n: 0.1 * i for i, n in enumerate(ARM)} | {"gripper": 1.4910, "left_finger": 0.03,
+                                                       "right_finger": -0.03}
+    right = {n: -0.1 * i for i, n in enumerate(ARM)} | {"gripper": -0.6213}
+    names = list(reversed(XS_NAMES))
+    assert m.update("follower_left", names, [left[n] for n in names], 10.0) is None
+    names_r = [*ARM, "gripper"]
+    assert m.update("follower_right", names_r, [right[n] for n in names_r], 10.0) is None
+    q = m.state(10.01, 0.1)
+    np.testing.assert_allclose(q[:6], [0.1 * i for i in range(6)])
+    assert q[6] == pytest.approx(1.0)  # open gripper -> normalised 1
+    np.testing.assert_allclose(q[7:13], [-0.1 * i for i in range(6)])
+    assert q[13] == pytest.approx(0.0)  # closed -> 0
+
+
+def test_rejections_name_the_problem():
+    spec = load_embodiment("aloha")
+    m = JointStateMerger(spec)
+    assert "none of the expected joints" in m.update("follower_left", ["knee"], [0.0], 0.0)
+    reason = m.update("follower_left", ARM, [0, np.nan, 0, 0, 0, 0], 0.0)
+    assert "non-finite positions for ['shoulder']" in reason
+    assert "2 names but 1 positions" in m.update("follower_left", ["a", "b"], [0.0], 0.0)
+    missing = m.state(0.0, 1.0)
+    assert isinstance(missing, Rejection) and "left_waist" in missing.reason
+    m.update("follower_left", XS_NAMES[:7], [0.0] * 7, 0.0)
+    m.update("follower_right", XS_NAMES[:7], [0.0] * 7, 0.0)
+    stale = m.state(0.5, 0.1)
+    assert isinstance(stale, Rejection) and "stale" in stale.reason and "500 ms" in stale.reason
+
+
+def test_image_buffer_missing_and_stale():
+    buf = ImageBuffer(["cam_high", "cam_low"])
+    img = np.zeros((4, 4, 3), np.uint8)
+    buf.put("cam_high", img, 1.0)
+    assert "cam_low" in buf.images(1.0, 0.1).reason
+    buf.put("cam_low", img, 1.0)
+    assert set(buf.images(1.05, 0.1)) == {"cam_high", "cam_low"}
+    assert "stale" in buf.images(1.2, 0.1).reason
+    with pytest.raises(KeyError, match="unknown camera 'cam_side'"):
+        buf.put("cam_side", img, 1.0)
+
+
+def test_mode_machine_records_transitions():
+    mm = ModeMachine()
+    assert mm.mode is Mode.HOLD
+    assert mm.request("teleop", 1.0) and mm.request(Mode.POLICY, 2.0)
+    assert not mm.request("POLICY", 3.0)
+    assert [(t.previous, t.mode) for t in mm.history] == [(Mode.HOLD, Mode.TELEOP),
+                                                          (Mode.TELEOP, Mode.POLICY)]
+    with pytest.raises(ValueError, match="unknown mode 'dance'"):
+        mm.request("dance", 4.0)

@@ -145,11 +145,14 @@ class ChunkExecutor:
 
     # ---- control tick -------------------------------------------------------------------
     def step(self, now: float) -> Command | None:
-        """The command for this tick, or None if nothing was ever commanded (no pose known)."""
+        """The command for this tick, or None while no pose is known.
+
+        Without a known pose (``reset(measured)`` or ``set_last_command``) there is nothing to
+        limit the first step against, so no chunk is executed: the caller must hold."""
+        if self.last_command is None:
+            return None
         target, used = self.planned(now)
         if target is None:
-            if self.last_command is None:
-                return None
             return Command(self.last_command.copy(), "hold", False, 0)
         if self._fade_left > 0:
             self._fade_left -= 1

@@ -54,6 +54,11 @@ class JointStateMerger:
         if not np.all(np.isfinite(values)):
             bad = [n for n, p in zip(names, positions, strict=True)
                    if (robot, n) in self._index and not np.isfinite(p)]
+            # The sensor is reporting garbage now: the last good value no longer describes
+            # the robot, so those joints are invalid until a finite reading arrives.
+            for i, p in hits:
+                if not np.isfinite(p):
+                    self._values[i] = np.nan
             return f"joint state from '{robot}' has non-finite positions for {bad}"
         for i, p in hits:
             d = self.spec.dim(self.spec.state[i])
@@ -64,7 +69,7 @@ class JointStateMerger:
     def state(self, now: float, max_age: float) -> np.ndarray | Rejection:
         missing = [self.spec.state[i] for i in np.flatnonzero(~np.isfinite(self._values))]
         if missing:
-            return Rejection(f"no joint state yet for {missing}")
+            return Rejection(f"no valid joint state for {missing}")
         age = now - self._stamps.min()
         if age > max_age:
             oldest = self.spec.state[int(np.argmin(self._stamps))]

@@ -26,6 +26,7 @@ def ramp(n=50, start=0.0, slope=0.01):
 
 def test_skips_steps_whose_time_has_passed():
     ex = ChunkExecutor(LIM, DT)
+    ex.reset(np.array([0.07, -0.07]))
     ex.add_chunk(Chunk(ramp(), stamp=100.0, dt=DT))
     cmd = ex.step(100.0 + 7 * DT)  # 7 steps of latency: action 7 is due now
     np.testing.assert_allclose(cmd.position, [0.07, -0.07])
@@ -34,6 +35,7 @@ def test_skips_steps_whose_time_has_passed():
 
 def test_holds_last_command_when_chunk_runs_out_and_never_extrapolates():
     ex = ChunkExecutor(LIM, DT)
+    ex.reset(np.zeros(2))
     ex.add_chunk(Chunk(ramp(n=5), stamp=0.0, dt=DT))
     last = None
     for k in range(5):
@@ -43,8 +45,13 @@ def test_holds_last_command_when_chunk_runs_out_and_never_extrapolates():
     np.testing.assert_array_equal(held.position, last.position)
 
 
-def test_nothing_commanded_before_any_pose_is_known():
-    assert ChunkExecutor(LIM, DT).step(0.0) is None
+def test_no_chunk_is_executed_before_a_pose_is_known():
+    ex = ChunkExecutor(LIM, DT)
+    ex.add_chunk(Chunk(np.full((5, 2), 0.9), stamp=0.0, dt=DT))
+    assert ex.step(0.0) is None  # no pose to limit the first step against: hold
+    ex.reset(np.zeros(2))
+    ex.add_chunk(Chunk(np.full((5, 2), 0.9), stamp=0.0, dt=DT))
+    np.testing.assert_allclose(ex.step(0.0).position, [0.2, 0.2])  # one velocity step
 
 
 @pytest.mark.parametrize("bad", [np.full((5, 2), np.nan), np.full((5, 2), np.inf),
@@ -61,6 +68,7 @@ def test_bad_chunks_rejected_and_robot_holds(bad):
 
 def test_temporal_ensembling_averages_overlapping_chunks():
     ex = ChunkExecutor(LIM, DT, mode="ensemble", ensemble_decay=0.0)
+    ex.reset(np.array([0.2, 0.2]))
     ex.add_chunk(Chunk(np.full((50, 2), 0.1), stamp=0.0, dt=DT))
     ex.add_chunk(Chunk(np.full((50, 2), 0.3), stamp=5 * DT, dt=DT))
     cmd = ex.step(6 * DT)
@@ -70,6 +78,7 @@ def test_temporal_ensembling_averages_overlapping_chunks():
 
 def test_rtc_follows_newest_chunk_and_fades_in_when_it_had_no_prefix():
     ex = ChunkExecutor(LIM, DT, mode="rtc", blend_steps=4)
+    ex.reset(np.array([0.1, 0.1]))
     ex.add_chunk(Chunk(np.full((50, 2), 0.1), stamp=0.0, dt=DT))
     ex.step(0.0)
     ex.add_chunk(Chunk(np.full((50, 2), 0.5), stamp=DT, dt=DT, prefix_len=0))

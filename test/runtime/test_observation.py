@@ -42,6 +42,11 @@ def test_rejections_name_the_problem():
     assert isinstance(missing, Rejection) and "left_waist" in missing.reason
     m.update("follower_left", XS_NAMES[:7], [0.0] * 7, 0.0)
     m.update("follower_right", XS_NAMES[:7], [0.0] * 7, 0.0)
+    assert not isinstance(m.state(0.0, 0.1), Rejection)
+    m.update("follower_right", ["elbow"], [np.inf], 0.01)  # garbage now invalidates at once
+    invalid = m.state(0.01, 0.1)
+    assert isinstance(invalid, Rejection) and "right_elbow" in invalid.reason
+    m.update("follower_right", ["elbow"], [0.0], 0.0)
     stale = m.state(0.5, 0.1)
     assert isinstance(stale, Rejection) and "stale" in stale.reason and "500 ms" in stale.reason
 

@@ -1,0 +1,279 @@
+"""policy_node: cameras + joint states + instruction -> action chunks (JointTrajectory).
+
+Wiring only: observation assembly, staleness and chunk checks live in ``runtime/``; the model
+in ``model/``. Inference runs on a worker thread, so subscriptions, services and timers never
+wait for the model.
+
+Topics (relative, remappable):
+  sub  <camera topic per camera>      sensor_msgs/Image or CompressedImage (sensor QoS)
+  sub  <joint-state topic per robot>  sensor_msgs/JointState (sensor QoS)
+  sub  ~/instruction                  std_msgs/String
+  pub  ~/action_chunk                 trajectory_msgs/JointTrajectory, joint_names = the
+                                      embodiment's dimension names, header.stamp = the
+                                      observation time, time_from_start = k * dt
+  pub  /diagnostics                   diagnostic_msgs/DiagnosticArray (1 Hz)
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from qwen_vla_ros.embodiment.spec import load_embodiment
+from qwen_vla_ros.errors import QwenVLAError
+from qwen_vla_ros.model.policy import Observation
+from qwen_vla_ros.ros import qos
+from qwen_vla_ros.ros.conversions import (
+    ImageConversionError,
+    chunk_to_trajectory,
+    compressed_to_rgb,
+    image_to_rgb,
+    sec_to_stamp,
+    stamp_to_sec,
+)
+from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor
+from qwen_vla_ros.runtime.inference import InferenceWorker, LatencyStats
+from qwen_vla_ros.runtime.limits import Limits
+from qwen_vla_ros.runtime.observation import ImageBuffer, JointStateMerger, Rejection
+
+
+def _desc(text: str) -> ParameterDescriptor:
+    return ParameterDescriptor(description=text)
+
+
+class PolicyNode(Node):
+    def __init__(self, policy=None, **kwargs) -> None:
+        super().__init__("policy_node", **kwargs)
+        p = self.declare_parameter
+        p("checkpoint", "", _desc("policy checkpoint directory (qwen-vla-ros checkpoint ...)"))
+        p("embodiment", "aloha", _desc("embodiment name (config/embodiments/NAME.yaml)"))
+        p("device", "cpu", _desc("torch device: cpu, cuda, cuda:1"))
+        p("dtype", "float32", _desc("float32 or bfloat16"))
+        p("instruction", "", _desc("language instruction; also settable on ~/instruction"))
+        p("inference_rate_hz", 5.0, _desc("how often a new chunk is requested"))
+        p("max_observation_age", 0.2, _desc("s; older camera/joint data -> no inference"))
+        p("flow_steps", 10, _desc("Euler steps per chunk"))
+        p("seed", 0, _desc("base seed; chunk i uses seed + i"))
+        p("rtc_prefix_steps", 0, _desc("committed steps passed as prefix (0 = off)"))
+        p("torch_threads", 0, _desc("CPU threads for torch (0 = torch default); on a small "
+                                    "CPU leave cores for DDS and the executor"))
+        gp = self.get_parameter
+        self.spec = load_embodiment(gp("embodiment").value)
+        overrides = set(getattr(self, "_parameter_overrides", {}))
+        cams = [k.split(".", 1)[1] for k in overrides if k.startswith("camera_topics.")]
+        unknown = sorted(set(cams) - set(self.spec.cameras))
+        if unknown:
+            raise ValueError(f"camera_topics names {unknown} are not cameras of "
+                             f"'{self.spec.name}' ({list(self.spec.cameras)})")
+        self.merger = JointStateMerger(self.spec)
+        self.images = ImageBuffer(self.spec.cameras)
+        for cam in self.spec.cameras:
+            topic = p(f"camera_topics.{cam}", f"{cam}/image_raw",
+                      _desc(f"topic of camera slot '{cam}'")).value
+            compressed = p(f"camera_compressed.{cam}", False,
+                           _desc(f"'{cam}' is sensor_msgs/CompressedImage")).value
+            msg_type = CompressedImage if compressed else Image
+            self.create_subscription(msg_type, topic, self._image_cb(cam, compressed),
+                                     qos.SENSOR)
+        for robot in self.merger.robots():
+            key = robot or "robot"
+            default = f"/{robot}/joint_states" if robot else "joint_states"
+            topic = p(f"joint_state_topics.{key}", default,
+                      _desc(f"JointState topic of '{key}'")).value
+            self.create_subscription(JointState, topic, self._joint_cb(robot), qos.SENSOR)
+        self.instruction = gp("instruction").value
+        self.create_subscription(String, "~/instruction", self._instruction_cb, qos.COMMAND)
+        self.chunk_pub = self.create_publisher(JointTrajectory, "~/action_chunk", qos.COMMAND)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.COMMAND)
+
+        self.max_age = float(gp("max_observation_age").value)
+        self.steps = int(gp("flow_steps").value)
+        self.seed = int(gp("seed").value)
+        self.prefix_steps = int(gp("rtc_prefix_steps").value)
+        rate = float(gp("inference_rate_hz").value)
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"inference_rate_hz must be > 0, got {rate}")
+        threads = int(gp("torch_threads").value)
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.policy = policy if policy is not None else self._load_policy()
+        self.policy.spec(self.spec.name)  # the checkpoint must know this embodiment
+        self.schedule = ChunkExecutor(Limits.from_spec(self.spec), self.spec.dt, mode="rtc")
+        self.latency = LatencyStats()
+        self.status = "starting"
+        self.chunks_published = 0
+        self.last_obs_age: float | None = None
+        self._chunk_times: list[float] = []
+        self._lock = threading.Lock()
+        self._warned: dict[str, float] = {}
+        self.worker = InferenceWorker(self._infer, self._on_chunk, self._on_error)
+        self.create_timer(1.0 / rate, self._tick)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+    # ---- setup --------------------------------------------------------------------------
+    def _load_policy(self):
+        from qwen_vla_ros.model.policy import QwenVLAPolicy
+
+        path = self.get_parameter("checkpoint").value
+        if not path:
+            raise ValueError("parameter 'checkpoint' is empty (make one with "
+                             "`qwen-vla-ros checkpoint tiny DIR`)")
+        self.get_logger().info(f"loading policy from {path}")
+        return QwenVLAPolicy.from_pretrained(path, device=self.get_parameter("device").value,
+                                             dtype=self.get_parameter("dtype").value)
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _warn(self, key: str, text: str, period: float = 2.0) -> None:
+        t = time.monotonic()
+        if t - self._warned.get(key, -1e9) >= period:
+            self._warned[key] = t
+            self.get_logger().warning(text)
+        self.status = text
+
+    # ---- inputs -------------------------------------------------------------------------
+    def _stamp(self, header) -> float:
+        s = stamp_to_sec(header.stamp)
+        return s if s > 0 else self.now()
+
+    def _image_cb(self, cam: str, compressed: bool):
+        def cb(msg) -> None:
+            try:
+                rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
+            except ImageConversionError as exc:
+                self._warn(f"img:{cam}", f"camera '{cam}': frame rejected: {exc}")
+                return
+            self.images.put(cam, rgb, self._stamp(msg.header))
+        return cb
+
+    def _joint_cb(self, robot: str):
+        def cb(msg: JointState) -> None:
+            reason = self.merger.update(robot, list(msg.name), list(msg.position),
+                                        self._stamp(msg.header))
+            if reason:
+                self._warn(f"js:{robot}", f"joint state rejected: {reason}")
+        return cb
+
+    def _instruction_cb(self, msg: String) -> None:
+        if not msg.data.strip():
+            self._warn("instr", "empty instruction ignored; keeping the previous one")
+            return
+        self.instruction = msg.data.strip()
+        self.get_logger().info(f"instruction: {self.instruction!r}")
+
+    # ---- inference ----------------------------------------------------------------------
+    def _tick(self) -> None:
+        if not self.worker.idle():
+            return
+        now = self.now()
+        if not self.instruction.strip():
+            self._warn("instr", "no instruction yet: not inferring")
+            return
+        images = self.images.images(now, self.max_age)
+        if isinstance(images, Rejection):
+            self._warn("obs", f"not inferring: {images}")
+            return
+        state = self.merger.state(now, self.max_age)
+        if isinstance(state, Rejection):
+            self._warn("obs", f"not inferring: {state}")
+            return
+        stamp = min(self.images.oldest_stamp(), self.merger.oldest_stamp())
+        self.last_obs_age = now - stamp
+        prefix = None
+        if self.prefix_steps > 0:
+            with self._lock:
+                prefix = self.schedule.committed(stamp, self.prefix_steps)
+        obs = Observation(images=dict(images), state=state, instruction=self.instruction,
+                          embodiment=self.spec.name, stamp=stamp)
+        self.worker.submit((obs, prefix, self.seed + self.chunks_published))
+
+    def _infer(self, request):
+        obs, prefix, seed = request
+        return self.policy.predict(obs, seed=seed, steps=self.steps, prefix=prefix)
+
+    def _on_chunk(self, request, chunk) -> None:
+        _, prefix, _ = request
+        if not np.all(np.isfinite(chunk.actions)):
+            self.get_logger().error("model output contains NaN/inf: chunk dropped")
+            self.status = "model output non-finite"
+            return
+        self.latency.add(chunk.timing_ms["total"])
+        with self._lock:
+            self.schedule.add_chunk(Chunk(chunk.actions, chunk.stamp, chunk.dt,
+                                          0 if prefix is None else len(prefix)))
+        from builtin_interfaces.msg import Time
+
+        msg = chunk_to_trajectory(chunk.actions, self.spec.action_names, chunk.dt,
+                                  JointTrajectory, JointTrajectoryPoint, Duration,
+                                  stamp=sec_to_stamp(chunk.stamp, Time))
+        self.chunk_pub.publish(msg)
+        self.chunks_published += 1
+        self._chunk_times.append(time.monotonic())
+        self.status = "ok"
+
+    def _on_error(self, request, exc: BaseException) -> None:
+        level = self.get_logger().error if not isinstance(exc, (QwenVLAError, ValueError,
+                                                                KeyError)) else \
+            self.get_logger().warning
+        level(f"inference failed: {type(exc).__name__}: {exc}")
+        self.status = f"inference failed: {exc}"
+
+    # ---- diagnostics --------------------------------------------------------------------
+    @staticmethod
+    def _fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1f}"
+
+    def _publish_diagnostics(self) -> None:
+        t = time.monotonic()
+        self._chunk_times = [x for x in self._chunk_times if t - x <= 5.0]
+        p50, p99 = self.latency.percentile(50), self.latency.percentile(99)
+        age_ms = None if self.last_obs_age is None else self.last_obs_age * 1e3
+        st = DiagnosticStatus(name="qwen_vla_ros: policy", hardware_id=self.spec.name)
+        st.level = DiagnosticStatus.OK if self.status == "ok" else DiagnosticStatus.WARN
+        st.message = self.status
+        st.values = [
+            KeyValue(key="inference_ms_p50", value=self._fmt(p50)),
+            KeyValue(key="inference_ms_p99", value=self._fmt(p99)),
+            KeyValue(key="observation_age_ms", value=self._fmt(age_ms)),
+            KeyValue(key="chunk_rate_hz", value=f"{len(self._chunk_times) / 5.0:.2f}"),
+            KeyValue(key="chunks_published", value=str(self.chunks_published)),
+            KeyValue(key="requests_dropped", value=str(self.worker.dropped)),
+        ]
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+    def destroy_node(self) -> None:
+        self.worker.stop()
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = PolicyNode()
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Run the policy off the control thread: one request in flight, newest observation wins.
+
+ROS-free: the policy node submits observations from its timer and gets results through a
+callback on the worker thread. A slow model never blocks the caller; while it runs, newer
+submissions replace older waiting ones (an old observation is useless once a newer exists).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class LatencyStats:
+    window: int = 200
+
+    def __post_init__(self) -> None:
+        self.samples: deque[float] = deque(maxlen=self.window)
+
+    def add(self, ms: float) -> None:
+        self.samples.append(ms)
+
+    def percentile(self, q: float) -> float | None:
+        if not self.samples:
+            return None
+        data = sorted(self.samples)
+        k = min(len(data) - 1, max(0, round(q / 100 * (len(data) - 1))))
+        return data[k]
+
+
+class InferenceWorker:
+    def __init__(self, run: Callable[[Any], Any], on_result: Callable[[Any, Any], None],
+                 on_error: Callable[[Any, BaseException], None]) -> None:
+        self._run = run
+        self._on_result = on_result
+        self._on_error = on_error
+        self._pending: Any = None
+        self._cv = threading.Condition()
+        self._stop = False
+        self.busy = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._loop, name="policy-inference", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: Any) -> None:
+        with self._cv:
+            if self._pending is not None:
+                self.dropped += 1
+            self._pending = request
+            self._cv.notify()
+
+    def idle(self) -> bool:
+        with self._cv:
+            return not self.busy and self._pending is None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while self._pending is None and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                request, self._pending = self._pending, None
+                self.busy = True
+            try:
+                result = self._run(request)
+            except BaseException as exc:
+                self._on_error(request, exc)
+            else:
+                self._on_result(request, result)
+            finally:
+                with self._cv:
+                    self.busy = False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(timeout)

@@ -1,0 +1,203 @@
+"""Real rclpy nodes in one process: sensors -> policy_node -> trajectory_adapter, with
+mode_manager switching. Assertions are on the messages the nodes publish."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from qwen_vla_ros.embodiment.spec import load_embodiment  # noqa: E402
+from qwen_vla_ros.ros import qos  # noqa: E402
+from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp  # noqa: E402
+
+pytestmark = pytest.mark.ros
+EMB = "vx300s_single"
+
+
+class Rig:
+    """Stands in for cameras and the arm driver; records what the stack publishes."""
+
+    def __init__(self, node, spec):
+        self.node, self.spec = node, spec
+        self.cam_pubs = {c: node.create_publisher(Image, f"{c}/image_raw", qos.SENSOR)
+                         for c in spec.cameras}
+        self.js_pub = node.create_publisher(JointState, "joint_states", qos.SENSOR)
+        self.instr_pub = node.create_publisher(String, "/policy_node/instruction", qos.COMMAND)
+        self.chunks: list[JointTrajectory] = []
+        self.commands: list[tuple[float, JointTrajectory]] = []
+        self.modes: list[str] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append,
+                                 qos.COMMAND)
+        node.create_subscription(JointTrajectory, "/policy_node/action_chunk",
+                                 self.chunks.append, qos.COMMAND)
+        node.create_subscription(JointTrajectory, "joint_trajectory",
+                                 lambda m: self.commands.append((time.monotonic(), m)),
+                                 qos.COMMAND)
+        node.create_subscription(String, "/mode_manager/mode",
+                                 lambda m: self.modes.append(m.data), qos.LATCHED)
+        self.clients = {n: node.create_client(Trigger, f"/mode_manager/{n}")
+                        for n in ("engage_teleop", "engage_policy", "hold")}
+        self.pose = np.array([0.1, -0.2, 0.3, 0.0, 0.2, 0.0, -0.6213])  # gripper closed (rad)
+        self.cameras_on = True
+        self.nan_joints = False
+        rng = np.random.default_rng(0)
+        self.frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+        node.create_timer(0.05, self.publish_cameras)
+        node.create_timer(0.02, self.publish_joints)
+
+    def stamp(self):
+        return sec_to_stamp(self.node.get_clock().now().nanoseconds * 1e-9, Time)
+
+    def publish_cameras(self):
+        if self.cameras_on:
+            for pub in self.cam_pubs.values():
+                pub.publish(rgb_to_image(self.frame, Image, stamp=self.stamp()))
+
+    def publish_joints(self):
+        names = [d.joint for d in self.spec.action]
+        pos = np.full(7, np.nan) if self.nan_joints else self.pose
+        msg = JointState(name=names, position=pos.tolist())
+        msg.header.stamp = self.stamp()
+        self.js_pub.publish(msg)
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_policy):
+    from qwen_vla_ros.nodes.mode_manager import ModeManager
+    from qwen_vla_ros.nodes.policy_node import PolicyNode
+    from qwen_vla_ros.nodes.trajectory_adapter import TrajectoryAdapter
+
+    rclpy.init()
+    spec = load_embodiment(EMB)
+    policy = PolicyNode(policy=tiny_policy, parameter_overrides=[
+        Parameter("embodiment", value=EMB), Parameter("inference_rate_hz", value=10.0),
+        Parameter("instruction", value="pick up the cube"),
+        Parameter("max_observation_age", value=0.3), Parameter("torch_threads", value=1)])
+    adapter = TrajectoryAdapter(
+        cli_args=["--ros-args", "-r", "/trajectory_adapter/action_chunk:=/policy_node/"
+                  "action_chunk", "-r", "mode:=/mode_manager/mode"],
+        parameter_overrides=[Parameter("embodiment", value=EMB)])
+    modes = ModeManager()
+    rig_node = rclpy.create_node("rig")
+    rig = Rig(rig_node, spec)
+    ex = SingleThreadedExecutor()
+    for n in (policy, adapter, modes, rig_node):
+        ex.add_node(n)
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
+    yield ex, rig, spec, policy
+    ex.shutdown()
+    spinner.join(5)
+    for n in (policy, adapter, modes, rig_node):
+        n.destroy_node()
+    rclpy.shutdown()
+
+
+def spin_until(_ex, cond, timeout=20.0):
+    """Poll ``cond`` while the executor spins in its own thread."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def call(ex, rig, name):
+    client = rig.clients[name]
+    assert spin_until(ex, lambda: client.service_is_ready(), 10)
+    fut = client.call_async(Trigger.Request())
+    assert spin_until(ex, fut.done, 10)
+    return fut.result()
+
+
+def test_policy_publishes_stamped_chunks_in_embodiment_order(stack):
+    ex, rig, spec, _ = stack
+    assert spin_until(ex, lambda: len(rig.chunks) >= 2), "no chunk published"
+    msg = rig.chunks[-1]
+    assert list(msg.joint_names) == spec.action_names
+    assert len(msg.points) == spec.horizon
+    t = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points[:3]]
+    np.testing.assert_allclose(t, [0.0, 0.02, 0.04], atol=1e-9)
+    assert msg.header.stamp.sec > 0
+    assert all(np.isfinite(p.positions).all() for p in msg.points)
+
+
+def test_hold_publishes_nothing_then_policy_ramps_from_measured_pose(stack):
+    ex, rig, spec, _ = stack
+    assert spin_until(ex, lambda: rig.modes and rig.modes[-1] == "HOLD")
+    spin_until(ex, lambda: False, 0.5)
+    assert rig.commands == [], "commands published in HOLD"
+    assert call(ex, rig, "engage_policy").success
+    assert spin_until(ex, lambda: len(rig.commands) >= 30), "no commands in POLICY"
+    assert rig.modes[-1] == "POLICY"
+    lower, upper, vmax = spec.lower(), spec.upper(), spec.max_velocity()
+    g = spec.dim("gripper").gripper
+    measured = rig.pose.copy()
+    measured[6] = g.to_normalised(measured[6])
+    prev = measured
+    for _, msg in rig.commands[:30]:
+        assert list(msg.joint_names) == [d.joint for d in spec.action]
+        q = np.array(msg.points[0].positions)
+        q[6] = g.to_normalised(q[6])  # back to embodiment units
+        assert np.all(q >= lower - 1e-9) and np.all(q <= upper + 1e-9)
+        assert np.all(np.abs(q - prev) <= vmax * spec.dt + 1e-6), "jump beyond one step"
+        prev = q
+
+
+def last_diag(rig):
+    status = rig.diagnostics[-1].status[0]
+    return status.message, {kv.key: kv.value for kv in status.values}
+
+
+def test_stale_camera_stops_inference_and_diagnostics_say_why(stack):
+    ex, rig, _, _ = stack
+    rig.cameras_on = False
+    assert spin_until(ex, lambda: rig.diagnostics and "stale" in last_diag(rig)[0], 10), \
+        "diagnostics never reported the stale camera"
+    count = len(rig.chunks)
+    spin_until(ex, lambda: False, 1.0)
+    assert len(rig.chunks) <= count + 1, "kept inferring on stale camera data"
+    message, values = last_diag(rig)
+    assert "camera 'cam_high' is stale" in message or "camera 'cam_wrist' is stale" in message
+    assert float(values["inference_ms_p50"]) > 0
+    rig.cameras_on = True
+    assert spin_until(ex, lambda: len(rig.chunks) > count + 1), "did not recover"
+
+
+def test_nan_joints_and_empty_instruction_rejected(stack):
+    ex, rig, _, policy = stack
+    rig.instr_pub.publish(String(data="   "))
+    rig.nan_joints = True
+    assert spin_until(ex, lambda: (rig.diagnostics and "non-finite" in last_diag(rig)[0])
+                      or "stale" in last_diag(rig)[0], 10)
+    count = len(rig.chunks)
+    spin_until(ex, lambda: False, 1.0)
+    assert len(rig.chunks) <= count + 1, "kept inferring with NaN joints"
+    assert policy.instruction == "pick up the cube"
+    rig.nan_joints = False
+    assert spin_until(ex, lambda: len(rig.chunks) > count)
+
+
+def test_switching_out_of_policy_is_immediate(stack):
+    ex, rig, _, _ = stack
+    assert call(ex, rig, "hold").success
+    assert spin_until(ex, lambda: rig.modes[-1] == "HOLD")
+    spin_until(ex, lambda: False, 0.2)
+    n = len(rig.commands)
+    spin_until(ex, lambda: False, 0.5)
+    assert len(rig.commands) == n, "commands after HOLD"

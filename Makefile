@@ -5,7 +5,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 
-.PHONY: venv demo test lint bench clean
+# interbotix_xs_msgs is not on PyPI: tests use real classes generated from a fixture package
+# with the same field layout (test/fixtures/interbotix_xs_msgs), built here with colcon.
+IX_WS := build/fixtures
+IX := $(IX_WS)/install
+IX_STAMP := $(IX)/.built
+PYVER = $(shell $(PY) -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')
+TEST_ENV = AMENT_PREFIX_PATH=$(abspath $(VENV)):$(abspath $(IX)) \
+	LD_LIBRARY_PATH=$(abspath $(IX))/lib$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} \
+	PYTHONPATH=$(abspath $(IX))/lib/$(PYVER)/site-packages
+
+.PHONY: venv fixtures demo test lint bench clean
 
 $(STAMP): requirements.txt setup.py setup.cfg
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,14 +26,26 @@ $(STAMP): requirements.txt setup.py setup.cfg
 
 venv: $(STAMP)
 
+$(IX_STAMP): $(STAMP) $(wildcard test/fixtures/interbotix_xs_msgs/*) \
+		$(wildcard test/fixtures/interbotix_xs_msgs/msg/*)
+	rm -rf $(IX_WS) && mkdir -p $(IX_WS)
+	cd $(IX_WS) && PATH=$(abspath $(VENV))/bin:$$PATH AMENT_PREFIX_PATH=$(abspath $(VENV)) \
+		CMAKE_PREFIX_PATH=$(abspath $(VENV)) $(abspath $(VENV))/bin/colcon build \
+		--base-paths $(abspath test/fixtures) --merge-install --event-handlers console_direct- \
+		--cmake-args -DPython3_EXECUTABLE=$(abspath $(PY)) -DBUILD_TESTING=OFF > build.log 2>&1 \
+		|| { tail -40 build.log; exit 1; }
+	touch $(IX_STAMP)
+
+fixtures: $(IX_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/qwen-vla-ros demo --out $(DEMO_OUT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
-	AMENT_PREFIX_PATH=$(abspath $(VENV)) $(PY) -m pytest -ra
+test: $(STAMP) $(IX_STAMP) lint
+	$(TEST_ENV) $(PY) -m pytest -ra
 
 bench: $(STAMP)
 	$(PY) bench/model.py --preset tiny --json out/bench_model_tiny.json

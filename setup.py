@@ -35,6 +35,7 @@ setup(
             "qwen-vla-ros = qwen_vla_ros.cli:main",
             "policy_node = qwen_vla_ros.nodes.policy_node:main",
             "trajectory_adapter = qwen_vla_ros.nodes.trajectory_adapter:main",
+            "aloha_adapter = qwen_vla_ros.nodes.aloha_adapter:main",
             "mode_manager = qwen_vla_ros.nodes.mode_manager:main",
         ],
     },

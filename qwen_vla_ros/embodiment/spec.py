@@ -108,6 +108,32 @@ class Dim:
 
 
 @dataclass(frozen=True)
+class Leader:
+    """A leader (teleop) arm that drives one follower namespace."""
+
+    follower: str
+    robot: str
+    gripper: GripperMap | None = None
+
+    @classmethod
+    def from_dict(cls, follower: str, data: Mapping[str, Any], where: str) -> Leader:
+        check_keys(data, ("leader", "gripper"), ("leader",), where)
+        gripper = None
+        if data.get("gripper") is not None:
+            check_keys(data["gripper"], ("closed", "open"), ("closed", "open"), f"{where}.gripper")
+            gripper = GripperMap(float(data["gripper"]["closed"]), float(data["gripper"]["open"]))
+            if gripper.closed == gripper.open:
+                raise ConfigError(f"{where}.gripper: closed and open are equal")
+        return cls(follower=follower, robot=str(data["leader"]), gripper=gripper)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"leader": self.robot}
+        if self.gripper is not None:
+            out["gripper"] = {"closed": self.gripper.closed, "open": self.gripper.open}
+        return out
+
+
+@dataclass(frozen=True)
 class EmbodimentSpec:
     """A robot body as the policy and the adapters see it."""
 
@@ -120,10 +146,11 @@ class EmbodimentSpec:
     action: tuple[Dim, ...]
     state: tuple[str, ...]  # names of action dims that are also measured (proprioception)
     description: str = ""
+    teleop: tuple[Leader, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
 
     _KEYS = ("name", "prompt", "kind", "control_rate_hz", "horizon", "cameras", "action", "state",
-             "description", "extras")
+             "description", "teleop", "extras")
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -161,10 +188,20 @@ class EmbodimentSpec:
             raise ConfigError(f"{where}: horizon must be >= 1")
         if not str(data["prompt"]).strip():
             raise ConfigError(f"{where}: prompt is empty")
+        robots = {d.robot for d in action if d.robot}
+        teleop_data = data.get("teleop") or {}
+        if not isinstance(teleop_data, Mapping):
+            raise ConfigError(f"{where}.teleop: expected a mapping follower -> leader")
+        teleop = tuple(Leader.from_dict(str(f), v, f"{where}.teleop.{f}")
+                       for f, v in teleop_data.items())
+        unknown_followers = sorted({t.follower for t in teleop} - robots)
+        if unknown_followers:
+            raise ConfigError(f"{where}.teleop: {unknown_followers} are not robots of this "
+                              f"embodiment ({sorted(robots)})")
         return cls(name=name, prompt=str(data["prompt"]).strip(), kind=kind,
                    control_rate_hz=rate, horizon=horizon, cameras=cameras, action=action,
                    state=state, description=str(data.get("description", "")),
-                   extras=dict(data.get("extras") or {}))
+                   teleop=teleop, extras=dict(data.get("extras") or {}))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EmbodimentSpec:
@@ -182,6 +219,8 @@ class EmbodimentSpec:
             "cameras": list(self.cameras), "action": [d.to_dict() for d in self.action],
             "state": list(self.state),
         }
+        if self.teleop:
+            out["teleop"] = {t.follower: t.to_dict() for t in self.teleop}
         if self.extras:
             out["extras"] = dict(self.extras)
         return out
@@ -211,6 +250,21 @@ class EmbodimentSpec:
     @property
     def dt(self) -> float:
         return 1.0 / self.control_rate_hz
+
+    @property
+    def robots(self) -> list[str]:
+        """Hardware namespaces in action order (e.g. follower_left, follower_right)."""
+        seen: list[str] = []
+        for d in self.action:
+            if d.robot and d.robot not in seen:
+                seen.append(d.robot)
+        return seen
+
+    def dims_of(self, robot: str) -> list[int]:
+        return [i for i, d in enumerate(self.action) if d.robot == robot]
+
+    def leader_of(self, follower: str) -> Leader | None:
+        return next((t for t in self.teleop if t.follower == follower), None)
 
     def dim(self, name: str) -> Dim:
         for d in self.action:

@@ -5,7 +5,6 @@ Services (std_srvs/Trigger): ~/engage_teleop, ~/engage_policy, ~/hold. Starts in
 
 from __future__ import annotations
 
-import rclpy
 from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -42,16 +41,9 @@ class ModeManager(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = ModeManager()
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    from qwen_vla_ros.nodes import spin_node
+
+    spin_node(ModeManager, args)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,29 @@ class Rejection:
 
 
 class JointStateMerger:
-    """(robot namespace, joint name) -> the spec's state vector, in embodiment units."""
+    """(robot namespace, joint name) -> the spec's state vector, in embodiment units.
 
-    def __init__(self, spec: EmbodimentSpec) -> None:
+    ``leaders=True`` reads the teleop leader arms instead: each follower's dims are taken from
+    its leader's namespace, with the leader's gripper range (spec ``teleop``).
+    """
+
+    def __init__(self, spec: EmbodimentSpec, leaders: bool = False) -> None:
         self.spec = spec
         self._index: dict[tuple[str, str], int] = {}
+        self._grippers: dict[int, object] = {}
         for i, name in enumerate(spec.state):
             d = spec.dim(name)
-            self._index[(d.robot or "", d.joint or d.name)] = i
+            robot = d.robot or ""
+            gripper = d.gripper
+            if leaders:
+                leader = spec.leader_of(robot)
+                if leader is None:
+                    raise ValueError(f"embodiment '{spec.name}' has no leader for '{robot}'")
+                robot = leader.robot
+                gripper = leader.gripper if d.gripper is not None else None
+            self._index[(robot, d.joint or d.name)] = i
+            if gripper is not None:
+                self._grippers[i] = gripper
         self._values = np.full(spec.state_dim, np.nan)
         self._stamps = np.full(spec.state_dim, -np.inf)
 
@@ -61,8 +76,8 @@ class JointStateMerger:
                     self._values[i] = np.nan
             return f"joint state from '{robot}' has non-finite positions for {bad}"
         for i, p in hits:
-            d = self.spec.dim(self.spec.state[i])
-            self._values[i] = float(d.gripper.to_normalised(p)) if d.gripper else p
+            g = self._grippers.get(i)
+            self._values[i] = float(g.to_normalised(p)) if g is not None else p
             self._stamps[i] = stamp
         return None
 

@@ -74,3 +74,17 @@ def test_gripper_map_round_trips(closed, span, x):
     robot = g.to_robot(x)
     assert min(g.closed, g.open) - 1e-9 <= robot <= max(g.closed, g.open) + 1e-9
     np.testing.assert_allclose(g.to_normalised(robot), x, atol=1e-9)
+
+
+def test_teleop_section_validated():
+    data = _aloha_dict()
+    data["teleop"]["follower_middle"] = {"leader": "leader_middle"}
+    with pytest.raises(ConfigError, match=r"\['follower_middle'\] are not robots"):
+        EmbodimentSpec.from_dict(data)
+    data = _aloha_dict()
+    data["teleop"]["follower_left"]["speed"] = 2
+    with pytest.raises(ConfigError, match=r"teleop.follower_left: unknown key"):
+        EmbodimentSpec.from_dict(data)
+    spec = load_embodiment("aloha")
+    assert spec.robots == ["follower_left", "follower_right"]
+    assert spec.leader_of("follower_right").robot == "leader_right"

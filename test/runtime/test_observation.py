@@ -72,3 +72,29 @@ def test_mode_machine_records_transitions():
                                                           (Mode.TELEOP, Mode.POLICY)]
     with pytest.raises(ValueError, match="unknown mode 'dance'"):
         mm.request("dance", 4.0)
+
+
+def test_leader_view_uses_leader_namespaces_and_gripper_range():
+    spec = load_embodiment("aloha")
+    leaders = JointStateMerger(spec, leaders=True)
+    assert leaders.robots() == ["leader_left", "leader_right"]
+    for robot in ("leader_left", "leader_right"):
+        assert leaders.update(robot, [*ARM, "gripper"], [0.0] * 6 + [-0.8], 1.0) is None
+    q = leaders.state(1.0, 0.1)
+    assert q[6] == pytest.approx(1.0) and q[13] == pytest.approx(1.0)  # leader open -> 1
+
+
+def test_split_command_into_interbotix_arm_and_gripper():
+    from qwen_vla_ros.runtime.interbotix import split_command
+
+    spec = load_embodiment("aloha")
+    cmd = np.arange(14, dtype=float) / 10
+    cmd[6], cmd[13] = 1.0, 0.0
+    left, right = split_command(spec, cmd)
+    assert left.robot == "follower_left" and left.group == "arm"
+    np.testing.assert_allclose(left.arm, cmd[:6])
+    assert left.gripper_joint == "gripper" and left.gripper == pytest.approx(1.4910)
+    np.testing.assert_allclose(right.arm, cmd[7:13])
+    assert right.gripper == pytest.approx(-0.6213)
+    with pytest.raises(ValueError, match="NaN"):
+        split_command(spec, np.full(14, np.nan))

@@ -111,8 +111,9 @@ class ChunkExecutor:
             self.chunks.popleft()
 
     def planned(self, now: float) -> tuple[np.ndarray | None, int]:
-        """The blended (unclamped) action for ``now`` and how many chunks contributed."""
-        self._prune(now)
+        """The blended (unclamped) action for ``now`` and how many chunks contributed.
+
+        Read-only: may be asked about the future (ghost display) without dropping chunks."""
         covering = [c for c in self.chunks if c.covers(now)]
         if not covering:
             return None, 0
@@ -151,6 +152,7 @@ class ChunkExecutor:
         limit the first step against, so no chunk is executed: the caller must hold."""
         if self.last_command is None:
             return None
+        self._prune(now)
         target, used = self.planned(now)
         if target is None:
             return Command(self.last_command.copy(), "hold", False, 0)

@@ -123,3 +123,12 @@ def test_commands_stay_in_limits_and_within_one_velocity_step(chunk, start, late
         assert LIM.within(cmd.position)
         assert np.all(np.abs(cmd.position - prev) <= LIM.max_velocity * DT + 1e-9)
         prev = cmd.position
+
+
+def test_looking_ahead_does_not_drop_the_running_chunk():
+    ex = ChunkExecutor(LIM, DT)
+    ex.reset(np.zeros(2))
+    ex.add_chunk(Chunk(ramp(n=50), stamp=0.0, dt=DT))
+    for k in range(45):
+        ex.planned(k * DT + 0.5)  # a ghost display 0.5 s ahead
+        assert ex.step(k * DT).source == "chunk", f"chunk dropped at step {k}"

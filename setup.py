@@ -36,6 +36,7 @@ setup(
             "policy_node = qwen_vla_ros.nodes.policy_node:main",
             "trajectory_adapter = qwen_vla_ros.nodes.trajectory_adapter:main",
             "aloha_adapter = qwen_vla_ros.nodes.aloha_adapter:main",
+            "velocity_adapter = qwen_vla_ros.nodes.velocity_adapter:main",
             "mode_manager = qwen_vla_ros.nodes.mode_manager:main",
         ],
     },

@@ -78,6 +78,13 @@ class ChunkAdapterNode(Node):
     def teleop_target(self, now: float) -> np.ndarray | Rejection:
         return Rejection(f"{self.get_name()} has no teleop input")
 
+    def handover_pose(self, now: float) -> np.ndarray | Rejection:
+        """Where a driving mode starts from: the measured pose, fresh."""
+        return self.measured.state(now, self.max_state_age)
+
+    def on_mode_change(self, previous: Mode, mode: Mode) -> None:
+        """Hook for outputs that must say 'stop' explicitly (velocity controllers)."""
+
     # ---- callbacks ----------------------------------------------------------------------
     def _chunk_cb(self, msg: JointTrajectory) -> None:
         try:
@@ -94,11 +101,13 @@ class ChunkAdapterNode(Node):
             return
         if mode == self.mode:
             return
+        previous = self.mode
         if mode is not Mode.HOLD:
-            measured = self.measured.state(self.now(), self.max_state_age)
+            measured = self.handover_pose(self.now())
             if isinstance(measured, Rejection):
                 self.get_logger().error(f"not engaging {mode.value}: {measured}; holding")
                 self.mode = Mode.HOLD
+                self.on_mode_change(previous, Mode.HOLD)
                 return
             # Start from where the robot is: the velocity limit then ramps the handover.
             if mode is Mode.POLICY:
@@ -106,6 +115,7 @@ class ChunkAdapterNode(Node):
             else:
                 self.chunk_executor.set_last_command(measured)
         self.mode = mode
+        self.on_mode_change(previous, mode)
         self.get_logger().info(f"mode {mode.value}")
 
     def _tick(self) -> None:

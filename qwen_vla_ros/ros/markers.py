@@ -1,0 +1,61 @@
+"""RViz visualisation messages for the mode manager: a menu marker and a mode text marker.
+
+Speaks the standard interactive-marker protocol (what interactive_markers' server does, and
+what RViz's InteractiveMarkers display expects) without that library, which some installs
+lack: ``<ns>/get_interactive_markers`` service, ``<ns>/update`` topic (UPDATE, KEEP_ALIVE),
+``<ns>/feedback`` subscription (MENU_SELECT).
+"""
+
+from __future__ import annotations
+
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import (
+    InteractiveMarker,
+    InteractiveMarkerControl,
+    Marker,
+    MenuEntry,
+)
+
+from qwen_vla_ros.runtime.modes import Mode
+
+MENU = (Mode.TELEOP, Mode.POLICY, Mode.HOLD)  # menu entry id = index + 1
+COLORS = {Mode.TELEOP: (0.2, 0.6, 1.0), Mode.POLICY: (0.1, 0.9, 0.3), Mode.HOLD: (1.0, 0.6, 0.1)}
+
+
+def menu_entry_mode(entry_id: int) -> Mode | None:
+    return MENU[entry_id - 1] if 1 <= entry_id <= len(MENU) else None
+
+
+def _color(mode: Mode, alpha: float = 1.0) -> ColorRGBA:
+    r, g, b = COLORS[mode]
+    return ColorRGBA(r=r, g=g, b=b, a=alpha)
+
+
+def mode_menu_marker(mode: Mode, frame_id: str, name: str = "mode") -> InteractiveMarker:
+    """A sphere with a right-click menu: Teleop / Policy / Hold."""
+    im = InteractiveMarker(name=name, description=f"mode: {mode.value}", scale=0.2)
+    im.header.frame_id = frame_id
+    im.pose.position.z = 0.6
+    im.pose.orientation.w = 1.0
+    sphere = Marker(type=Marker.SPHERE, color=_color(mode))
+    sphere.scale.x = sphere.scale.y = sphere.scale.z = 0.08
+    sphere.pose.orientation.w = 1.0
+    control = InteractiveMarkerControl(interaction_mode=InteractiveMarkerControl.MENU,
+                                       always_visible=True, name="menu", markers=[sphere])
+    control.orientation.w = 1.0
+    im.controls = [control]
+    im.menu_entries = [MenuEntry(id=i + 1, parent_id=0, title=m.value.capitalize(),
+                                 command="", command_type=MenuEntry.FEEDBACK)
+                       for i, m in enumerate(MENU)]
+    return im
+
+
+def mode_text_marker(mode: Mode, frame_id: str, stamp) -> Marker:
+    m = Marker(ns="qwen_vla_mode", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,
+               text=mode.value, color=_color(mode))
+    m.header.frame_id = frame_id
+    m.header.stamp = stamp
+    m.pose.position.z = 0.75
+    m.pose.orientation.w = 1.0
+    m.scale.z = 0.08
+    return m

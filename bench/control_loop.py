@@ -161,7 +161,7 @@ def record(seconds: float, model_ms: float, separate: bool, domain: int) -> dict
     err = np.abs(dt - 20.0)
     missed = int(np.sum(np.maximum(np.round(dt / 20.0) - 1, 0)[dt > 30.0]))
     return {"layout": "adapter in its own process" if separate else
-            "adapter in the policy's process", "commands": int(len(t)),
+            "adapter in the policy's process", "commands": len(t),
             "period_ms_p50": float(np.median(dt)) if len(dt) else None,
             "period_error_ms_p50": float(np.median(err)) if len(err) else None,
             "period_error_ms_p99": float(np.percentile(err, 99)) if len(err) else None,

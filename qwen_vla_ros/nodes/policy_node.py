@@ -24,7 +24,10 @@ import numpy as np
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.publisher import Publisher
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -51,7 +54,12 @@ def _desc(text: str) -> ParameterDescriptor:
     return ParameterDescriptor(description=text)
 
 
-class PolicyNode(Node):
+class PolicyNode(LifecycleNode):
+    """Lifecycle: configure (validate parameters, load the checkpoint, subscribe), activate
+    (infer and publish), deactivate (stop inferring), cleanup (free the model).
+    ``autostart`` (default true) runs configure + activate at start-up. A failed transition is
+    logged with its reason (``last_error``, /diagnostics) and the node stays up."""
+
     def __init__(self, policy=None, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
         p = self.declare_parameter
@@ -67,7 +75,80 @@ class PolicyNode(Node):
         p("rtc_prefix_steps", 0, _desc("committed steps passed as prefix (0 = off)"))
         p("torch_threads", 0, _desc("CPU threads for torch (0 = torch default); on a small "
                                     "CPU leave cores for DDS and the executor"))
+        p("autostart", True, _desc("configure and activate at start-up"))
+        self._injected_policy = policy
+        self.policy = None
+        self.active = False
+        self.status = "unconfigured"
+        self.last_error = ""
+        self.spec = None
+        self._entities: list = []
+        self.latency = LatencyStats()
+        self.chunks_published = 0
+        self.last_obs_age: float | None = None
+        self._chunk_times: list[float] = []
+        self._lock = threading.Lock()
+        self._warned: dict[str, float] = {}
+        self.worker: InferenceWorker | None = None
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.COMMAND)
+        self.create_timer(1.0, self._publish_diagnostics)
+        if (self.get_parameter("autostart").value
+                and self.trigger_configure() == TransitionCallbackReturn.SUCCESS):
+            self.trigger_activate()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as exc:
+            self.last_error = f"configure failed: {exc}"
+            self.status = self.last_error
+            self.get_logger().error(self.last_error)
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        self.status = "configured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = True
+        self.status = "active: waiting for observations"
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        self.status = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.status = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        self.active = False
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        for entity in self._entities:
+            if isinstance(entity, Subscription):
+                self.destroy_subscription(entity)
+            elif isinstance(entity, Timer):
+                self.destroy_timer(entity)
+            elif isinstance(entity, Publisher):
+                self.destroy_publisher(entity)
+        self._entities = []
+        owned = self.policy is not None and self.policy is not self._injected_policy
+        self.policy = None
+        if owned:
+            _free_accelerator_memory()
+
+    def _configure(self) -> None:
         gp = self.get_parameter
+        p = self.declare_parameter
         self.spec = load_embodiment(gp("embodiment").value)
         overrides = set(getattr(self, "_parameter_overrides", {}))
         cams = [k.split(".", 1)[1] for k in overrides if k.startswith("camera_topics.")]
@@ -75,52 +156,56 @@ class PolicyNode(Node):
         if unknown:
             raise ValueError(f"camera_topics names {unknown} are not cameras of "
                              f"'{self.spec.name}' ({list(self.spec.cameras)})")
-        self.merger = JointStateMerger(self.spec)
-        self.images = ImageBuffer(self.spec.cameras)
-        for cam in self.spec.cameras:
-            topic = p(f"camera_topics.{cam}", f"{cam}/image_raw",
-                      _desc(f"topic of camera slot '{cam}'")).value
-            compressed = p(f"camera_compressed.{cam}", False,
-                           _desc(f"'{cam}' is sensor_msgs/CompressedImage")).value
-            msg_type = CompressedImage if compressed else Image
-            self.create_subscription(msg_type, topic, self._image_cb(cam, compressed),
-                                     qos.SENSOR)
-        for robot in self.merger.robots():
-            key = robot or "robot"
-            default = f"/{robot}/joint_states" if robot else "joint_states"
-            topic = p(f"joint_state_topics.{key}", default,
-                      _desc(f"JointState topic of '{key}'")).value
-            self.create_subscription(JointState, topic, self._joint_cb(robot), qos.SENSOR)
-        self.instruction = gp("instruction").value
-        self.create_subscription(String, "~/instruction", self._instruction_cb, qos.COMMAND)
-        self.chunk_pub = self.create_publisher(JointTrajectory, "~/action_chunk", qos.COMMAND)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.COMMAND)
-
-        self.max_age = float(gp("max_observation_age").value)
-        self.steps = int(gp("flow_steps").value)
-        self.seed = int(gp("seed").value)
-        self.prefix_steps = int(gp("rtc_prefix_steps").value)
         rate = float(gp("inference_rate_hz").value)
         if not (rate > 0 and math.isfinite(rate)):
             raise ValueError(f"inference_rate_hz must be > 0, got {rate}")
+        self.max_age = float(gp("max_observation_age").value)
+        if not self.max_age > 0:
+            raise ValueError(f"max_observation_age must be > 0, got {self.max_age}")
+        self.steps = int(gp("flow_steps").value)
+        if self.steps < 1:
+            raise ValueError(f"flow_steps must be >= 1, got {self.steps}")
+        self.seed = int(gp("seed").value)
+        self.prefix_steps = int(gp("rtc_prefix_steps").value)
+        self.merger = JointStateMerger(self.spec)
+        self.images = ImageBuffer(self.spec.cameras)
+        ents = self._entities
+        for cam in self.spec.cameras:
+            topic = self._param(p, f"camera_topics.{cam}", f"{cam}/image_raw",
+                                f"topic of camera slot '{cam}'")
+            compressed = self._param(p, f"camera_compressed.{cam}", False,
+                                     f"'{cam}' is sensor_msgs/CompressedImage")
+            msg_type = CompressedImage if compressed else Image
+            ents.append(self.create_subscription(msg_type, topic,
+                                                 self._image_cb(cam, compressed), qos.SENSOR))
+        for robot in self.merger.robots():
+            key = robot or "robot"
+            default = f"/{robot}/joint_states" if robot else "joint_states"
+            topic = self._param(p, f"joint_state_topics.{key}", default,
+                                f"JointState topic of '{key}'")
+            ents.append(self.create_subscription(JointState, topic, self._joint_cb(robot),
+                                                 qos.SENSOR))
+        self.instruction = gp("instruction").value
+        ents.append(self.create_subscription(String, "~/instruction", self._instruction_cb,
+                                             qos.COMMAND))
+        self.chunk_pub = self.create_publisher(JointTrajectory, "~/action_chunk", qos.COMMAND)
+        ents.append(self.chunk_pub)
         threads = int(gp("torch_threads").value)
         if threads > 0:
             import torch
 
             torch.set_num_threads(threads)
-        self.policy = policy if policy is not None else self._load_policy()
+        self.policy = (self._injected_policy if self._injected_policy is not None
+                       else self._load_policy())
         self.policy.spec(self.spec.name)  # the checkpoint must know this embodiment
         self.schedule = ChunkExecutor(Limits.from_spec(self.spec), self.spec.dt, mode="rtc")
-        self.latency = LatencyStats()
-        self.status = "starting"
-        self.chunks_published = 0
-        self.last_obs_age: float | None = None
-        self._chunk_times: list[float] = []
-        self._lock = threading.Lock()
-        self._warned: dict[str, float] = {}
         self.worker = InferenceWorker(self._infer, self._on_chunk, self._on_error)
-        self.create_timer(1.0 / rate, self._tick)
-        self.create_timer(1.0, self._publish_diagnostics)
+        ents.append(self.create_timer(1.0 / rate, self._tick))
+
+    def _param(self, declare, name: str, default, description: str):
+        if self.has_parameter(name):
+            return self.get_parameter(name).value
+        return declare(name, default, _desc(description)).value
 
     # ---- setup --------------------------------------------------------------------------
     def _load_policy(self):
@@ -176,7 +261,7 @@ class PolicyNode(Node):
 
     # ---- inference ----------------------------------------------------------------------
     def _tick(self) -> None:
-        if not self.worker.idle():
+        if not self.active or self.worker is None or not self.worker.idle():
             return
         now = self.now()
         if not self.instruction.strip():
@@ -206,6 +291,8 @@ class PolicyNode(Node):
 
     def _on_chunk(self, request, chunk) -> None:
         _, prefix, _ = request
+        if not self.active:
+            return  # deactivated while the model ran: publish nothing
         if not np.all(np.isfinite(chunk.actions)):
             self.get_logger().error("model output contains NaN/inf: chunk dropped")
             self.status = "model output non-finite"
@@ -241,8 +328,11 @@ class PolicyNode(Node):
         self._chunk_times = [x for x in self._chunk_times if t - x <= 5.0]
         p50, p99 = self.latency.percentile(50), self.latency.percentile(99)
         age_ms = None if self.last_obs_age is None else self.last_obs_age * 1e3
-        st = DiagnosticStatus(name="qwen_vla_ros: policy", hardware_id=self.spec.name)
-        st.level = DiagnosticStatus.OK if self.status == "ok" else DiagnosticStatus.WARN
+        st = DiagnosticStatus(name="qwen_vla_ros: policy",
+                              hardware_id=self.spec.name if self.spec else "")
+        st.level = (DiagnosticStatus.OK if self.status == "ok" else
+                    DiagnosticStatus.ERROR if self.last_error and not self.active else
+                    DiagnosticStatus.WARN)
         st.message = self.status
         st.values = [
             KeyValue(key="inference_ms_p50", value=self._fmt(p50)),
@@ -250,15 +340,29 @@ class PolicyNode(Node):
             KeyValue(key="observation_age_ms", value=self._fmt(age_ms)),
             KeyValue(key="chunk_rate_hz", value=f"{len(self._chunk_times) / 5.0:.2f}"),
             KeyValue(key="chunks_published", value=str(self.chunks_published)),
-            KeyValue(key="requests_dropped", value=str(self.worker.dropped)),
+            KeyValue(key="requests_dropped",
+                     value=str(self.worker.dropped if self.worker else 0)),
         ]
         arr = DiagnosticArray(status=[st])
         arr.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(arr)
 
     def destroy_node(self) -> None:
-        self.worker.stop()
+        self._release()
         super().destroy_node()
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def main(args=None) -> None:

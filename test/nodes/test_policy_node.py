@@ -1,0 +1,129 @@
+"""policy_node lifecycle, parameter validation, and bad inputs at the node level."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from qwen_vla_ros.ros import qos  # noqa: E402
+from qwen_vla_ros.ros.conversions import rgb_to_image  # noqa: E402
+
+pytestmark = pytest.mark.ros
+EMB = "vx300s_single"
+NAMES = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper"]
+
+
+@pytest.fixture()
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+def params(**extra):
+    base = {"embodiment": EMB, "instruction": "pick", "inference_rate_hz": 10.0,
+            "torch_threads": 1, "max_observation_age": 0.3}
+    base.update(extra)
+    return [Parameter(k, value=v) for k, v in base.items()]
+
+
+def wait_for(cond, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_unknown_camera_name_fails_configure_by_name_and_node_stays_up(ros, tiny_policy):
+    from qwen_vla_ros.nodes.policy_node import PolicyNode
+
+    node = PolicyNode(policy=tiny_policy, parameter_overrides=[
+        *params(), Parameter("camera_topics.cam_side", value="/side/image_raw")])
+    assert "cam_side" in node.last_error and "not cameras of 'vx300s_single'" in node.last_error
+    assert not node.active
+    node.destroy_node()
+
+
+def test_missing_checkpoint_fails_configure_with_a_clear_error(ros):
+    from qwen_vla_ros.nodes.policy_node import PolicyNode
+
+    node = PolicyNode(parameter_overrides=params(checkpoint="/nonexistent/ckpt"))
+    assert "configure failed" in node.last_error and "does not exist" in node.last_error
+    node.destroy_node()
+
+
+def test_lifecycle_deactivate_stops_chunks_and_cleanup_releases(ros, tiny_policy):
+    from qwen_vla_ros.nodes.policy_node import PolicyNode
+
+    node = PolicyNode(policy=tiny_policy, parameter_overrides=params(autostart=False))
+    assert not node.active and node.policy is None
+    rig = rclpy.create_node("rig")
+    chunks = []
+    rig.create_subscription(JointTrajectory, "/policy_node/action_chunk", chunks.append,
+                            qos.COMMAND)
+    cams = {c: rig.create_publisher(Image, f"{c}/image_raw", qos.SENSOR)
+            for c in ("cam_high", "cam_wrist")}
+    js = rig.create_publisher(JointState, "joint_states", qos.SENSOR)
+    bad = {"encoding": False, "step": False, "names": False}
+    frame = np.zeros((60, 80, 3), np.uint8)
+
+    def publish():
+        stamp = rig.get_clock().now().to_msg()
+        for name, pub in cams.items():
+            msg = rgb_to_image(frame, Image, stamp=stamp)
+            if bad["encoding"] and name == "cam_high":
+                msg.encoding = "16UC1"
+            if bad["step"] and name == "cam_wrist":
+                msg.step = msg.step + 4  # says padded rows, data is not
+            pub.publish(msg)
+        names = ["knee"] * 7 if bad["names"] else NAMES
+        m = JointState(name=names, position=[0.0] * 7)
+        m.header.stamp = stamp
+        js.publish(m)
+    rig.create_timer(0.05, publish)
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    ex.add_node(rig)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    try:
+        time.sleep(0.5)
+        assert chunks == [], "published before activation"
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert wait_for(lambda: len(chunks) >= 2)
+        for case, needle in (("encoding", "unsupported encoding '16UC1'"),
+                             ("step", "expected step"),
+                             ("names", "none of the expected joints")):
+            bad[case] = True
+            assert wait_for(lambda n=needle: n in node.status, 5), (case, node.status)
+            time.sleep(0.5)  # the last good data ages out
+            count = len(chunks)
+            time.sleep(0.6)
+            assert len(chunks) <= count + 1, f"kept inferring with bad {case}"
+            bad[case] = False
+            assert wait_for(lambda c=count: len(chunks) > c + 1), f"no recovery after {case}"
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        time.sleep(0.3)
+        count = len(chunks)
+        time.sleep(0.6)
+        assert len(chunks) == count, "published while inactive"
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert node.policy is None and node.worker is None
+    finally:
+        ex.shutdown()
+        th.join(5)
+        node.destroy_node()
+        rig.destroy_node()

@@ -10,6 +10,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("ROS_HOME", tempfile.mkdtemp(prefix="qvr_ros_home_"))
 os.environ.setdefault("ROS_LOG_DIR", os.path.join(os.environ["ROS_HOME"], "log"))
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering (Mesa llvmpipe without a GPU)
 
 import numpy as np
 import pytest

@@ -27,7 +27,7 @@ from qwen_vla_ros.ros.conversions import chunk_to_trajectory, sec_to_stamp  # no
 
 pytestmark = pytest.mark.ros
 ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate"]
-F_OPEN, F_CLOSED, L_OPEN, L_CLOSED = 1.4910, -0.6213, -0.8, -1.65
+F_OPEN, F_CLOSED, L_OPEN, L_CLOSED = 1.4910, -0.6213, 0.3083, -0.6842
 
 
 class XsRig:
@@ -149,7 +149,7 @@ def test_teleop_ramps_followers_to_leaders_within_velocity_limit(stack):
     assert all(m.name == "arm" and len(m.cmd) == 6 for _, m in rig.groups)
     steps = np.abs(np.diff(np.vstack([start, *left]), axis=0))
     assert np.all(steps <= vmax_step(spec)), steps.max(axis=0)
-    # Leader gripper open (-0.8 rad) -> follower gripper open (1.4910 rad).
+    # Leader gripper open (0.3083 rad) -> follower gripper open (1.4910 rad).
     assert wait_for(lambda: abs(rig.follower_grip["follower_left"] - F_OPEN) < 1e-4, 5)
     assert all(m.name == "gripper" for _, m in rig.singles)
     np.testing.assert_allclose(rig.follower["follower_right"], rig.leader["leader_right"],

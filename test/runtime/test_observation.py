@@ -79,7 +79,7 @@ def test_leader_view_uses_leader_namespaces_and_gripper_range():
     leaders = JointStateMerger(spec, leaders=True)
     assert leaders.robots() == ["leader_left", "leader_right"]
     for robot in ("leader_left", "leader_right"):
-        assert leaders.update(robot, [*ARM, "gripper"], [0.0] * 6 + [-0.8], 1.0) is None
+        assert leaders.update(robot, [*ARM, "gripper"], [0.0] * 6 + [0.3083], 1.0) is None
     q = leaders.state(1.0, 0.1)
     assert q[6] == pytest.approx(1.0) and q[13] == pytest.approx(1.0)  # leader open -> 1
 

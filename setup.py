@@ -38,6 +38,8 @@ setup(
             "aloha_adapter = qwen_vla_ros.nodes.aloha_adapter:main",
             "velocity_adapter = qwen_vla_ros.nodes.velocity_adapter:main",
             "mode_manager = qwen_vla_ros.nodes.mode_manager:main",
+            "aloha_sim = qwen_vla_ros.nodes.aloha_sim:main",
+            "scripted_leader = qwen_vla_ros.nodes.scripted_leader:main",
         ],
     },
 )

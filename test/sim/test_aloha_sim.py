@@ -86,3 +86,25 @@ def test_scripted_demonstrator_solves_transfer_cube(sim):
             sim.step(a)
         successes += sim.max_reward == 4
     assert successes >= 9, f"{successes}/10"
+
+
+def test_bridge_speaks_interbotix_units(sim):
+    from qwen_vla_ros.sim.bridge import JOINT_NAMES, InterbotixSimBridge
+
+    spec = load_embodiment("aloha")
+    bridge = InterbotixSimBridge(spec, sim)
+    bridge.reset(0)
+    names, pos = bridge.joint_state("follower_right")
+    assert names == JOINT_NAMES and len(pos) == 9
+    assert bridge.on_group("follower_left", "arm", [0.2, -0.9, 1.1, 0.0, -0.2, 0.1]) is None
+    assert bridge.on_single("follower_left", "gripper", 1.4910) is None  # open, in rad
+    for _ in range(80):
+        bridge.step()
+    names, pos = bridge.joint_state("follower_left")
+    np.testing.assert_allclose(pos[:3], [0.2, -0.9, 1.1], atol=0.03)
+    assert pos[6] == pytest.approx(1.4910, abs=0.1)
+    assert "takes 6 values" in bridge.on_group("follower_left", "arm", [0.0] * 5)
+    assert "unknown group" in bridge.on_group("follower_left", "legs", [0.0] * 6)
+    assert "non-finite" in bridge.on_single("follower_left", "gripper", float("nan"))
+    with pytest.raises(KeyError, match="unknown robot 'follower_middle'"):
+        bridge.on_single("follower_middle", "gripper", 0.0)

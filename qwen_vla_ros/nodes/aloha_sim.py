@@ -1,0 +1,152 @@
+"""aloha_sim: the simulated ALOHA behind the same ROS interface as the real followers.
+
+  sub /<robot>/commands/joint_group   interbotix_xs_msgs/JointGroupCommand ("arm", 6 rad)
+  sub /<robot>/commands/joint_single  interbotix_xs_msgs/JointSingleCommand ("gripper", rad)
+  pub /<robot>/joint_states           sensor_msgs/JointState, xs_sdk names, 50 Hz (sim time)
+  pub /<camera>/image_raw             sensor_msgs/Image rgb8 (rig names -> MJCF cameras)
+  pub /clock                          rosgraph_msgs/Clock (the sim is the time source)
+  pub ~/success (std_msgs/Bool, latched), ~/reward (std_msgs/Int32), ~/episode (std_msgs/String
+      JSON: task, seed, start time; latched), ~/episode_result (JSON: seed, success, rewards)
+  srv ~/reset (std_srvs/Trigger): next seed
+
+Steps at 50 Hz of sim time, ``rate_factor`` x real time. Rendering is the cost: resolution,
+camera rate and quality are parameters (MUJOCO_GL=egl for headless).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Int32, String
+from std_srvs.srv import Trigger
+
+from qwen_vla_ros.embodiment.spec import load_embodiment
+from qwen_vla_ros.ros import qos
+from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
+from qwen_vla_ros.sim.aloha import DEFAULT_CAMERA_MAP, DT, AlohaSim
+from qwen_vla_ros.sim.bridge import InterbotixSimBridge
+
+
+def _d(text: str) -> ParameterDescriptor:
+    return ParameterDescriptor(description=text)
+
+
+class AlohaSimNode(Node):
+    def __init__(self, **kwargs) -> None:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        from builtin_interfaces.msg import Time
+        from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
+
+        super().__init__("aloha_sim", **kwargs)
+        p = self.declare_parameter
+        task = p("task", "transfer_cube", _d("transfer_cube or insertion")).value
+        self.seed = int(p("seed", 0, _d("seed of the first episode; each reset adds 1")).value)
+        rate = float(p("rate_factor", 1.0, _d("sim seconds per wall second")).value)
+        self.camera_rate = float(p("camera_rate_hz", 10.0, _d("image rate (0: off)")).value)
+        h = int(p("image_height", 480, _d("rendered image height")).value)
+        w = int(p("image_width", 640, _d("rendered image width")).value)
+        fast = bool(p("fast_render", True, _d("no shadows/MSAA: ~4x cheaper")).value)
+        cams = p("cameras", [f"{k}={v}" for k, v in DEFAULT_CAMERA_MAP.items()],
+                 _d("rig camera name=MJCF camera")).value
+        self.episode_steps = int(p("episode_steps", 450, _d("steps per episode")).value)
+        self.auto_reset = bool(p("auto_reset", True, _d("start the next episode at the end")
+                                 ).value)
+        self.spec = load_embodiment(p("embodiment", "aloha", _d("embodiment")).value)
+        self.camera_map = dict(c.split("=", 1) for c in cams if c)
+        self.sim = AlohaSim(task, image_size=(h, w), fast_render=fast)
+        self.bridge = InterbotixSimBridge(self.spec, self.sim)
+        self._time_cls = Time
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.js_pubs = {r: self.create_publisher(JointState, f"/{r}/joint_states", qos.SENSOR)
+                        for r in self.bridge.robots}
+        for r in self.bridge.robots:
+            self.create_subscription(JointGroupCommand, f"/{r}/commands/joint_group",
+                                     self._group_cb(r), qos.COMMAND)
+            self.create_subscription(JointSingleCommand, f"/{r}/commands/joint_single",
+                                     self._single_cb(r), qos.COMMAND)
+        self.cam_pubs = {name: self.create_publisher(Image, f"/{name}/image_raw", qos.SENSOR)
+                         for name in self.camera_map}
+        self.success_pub = self.create_publisher(Bool, "~/success", qos.LATCHED)
+        self.reward_pub = self.create_publisher(Int32, "~/reward", qos.COMMAND)
+        self.episode_pub = self.create_publisher(String, "~/episode", qos.LATCHED)
+        self.result_pub = self.create_publisher(String, "~/episode_result", qos.COMMAND)
+        self.create_service(Trigger, "~/reset", self._reset_srv)
+        self._time_offset = 0.0
+        self._start_episode(self.seed)
+        self.create_timer(DT / max(rate, 1e-3), self._step)
+
+    # ---- episodes -----------------------------------------------------------------------
+    def _start_episode(self, seed: int) -> None:
+        self.seed = seed
+        # MuJoCo restarts its clock at a reset; /clock must never go backwards.
+        self._time_offset += self.sim.time
+        self.bridge.reset(seed)
+        self.success_pub.publish(Bool(data=False))
+        self.episode_pub.publish(String(data=json.dumps(
+            {"task": self.sim.task, "seed": seed, "start": self.now_sim()})))
+        self.get_logger().info(f"episode: {self.sim.task} seed {seed}")
+
+    def now_sim(self) -> float:
+        return self._time_offset + self.sim.time
+
+    def _reset_srv(self, _req, response):
+        self._start_episode(self.seed + 1)
+        response.success, response.message = True, f"seed {self.seed}"
+        return response
+
+    # ---- commands -----------------------------------------------------------------------
+    def _group_cb(self, robot: str):
+        def cb(msg) -> None:
+            reason = self.bridge.on_group(robot, msg.name, list(msg.cmd))
+            if reason:
+                self.get_logger().warning(f"{robot}: {reason}", throttle_duration_sec=2.0)
+        return cb
+
+    def _single_cb(self, robot: str):
+        def cb(msg) -> None:
+            reason = self.bridge.on_single(robot, msg.name, float(msg.cmd))
+            if reason:
+                self.get_logger().warning(f"{robot}: {reason}", throttle_duration_sec=2.0)
+        return cb
+
+    # ---- stepping -----------------------------------------------------------------------
+    def _step(self) -> None:
+        info = self.bridge.step()
+        t = self.now_sim()
+        stamp = sec_to_stamp(t, self._time_cls)
+        self.clock_pub.publish(Clock(clock=stamp))
+        for robot, pub in self.js_pubs.items():
+            names, pos = self.bridge.joint_state(robot)
+            msg = JointState(name=list(names), position=pos)
+            msg.header.stamp = stamp
+            pub.publish(msg)
+        self.reward_pub.publish(Int32(data=info.reward))
+        every = round(1.0 / (self.camera_rate * DT)) if self.camera_rate > 0 else 0
+        if every and self.sim.steps % every == 0:
+            for name, mj_cam in self.camera_map.items():
+                self.cam_pubs[name].publish(rgb_to_image(self.sim.render(mj_cam), Image,
+                                                         stamp=stamp, frame_id=name))
+        if self.sim.steps >= self.episode_steps:
+            self.success_pub.publish(Bool(data=info.success))
+            self.result_pub.publish(String(data=json.dumps(
+                {"task": self.sim.task, "seed": self.seed, "success": bool(info.success),
+                 "max_reward": int(self.sim.max_reward), "final_reward": int(info.reward)})))
+            self.get_logger().info(f"episode seed {self.seed} ended: max reward "
+                                   f"{self.sim.max_reward}, success {info.success}")
+            if self.auto_reset:
+                self._start_episode(self.seed + 1)
+
+
+def main(args=None) -> None:
+    from qwen_vla_ros.nodes import spin_node
+
+    spin_node(AlohaSimNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""scripted_leader: stands in for the human at the ALOHA leader arms, in simulation.
+
+On each episode announced by aloha_sim (``/aloha_sim/episode``) it computes the scripted
+transfer-cube demonstration for that seed (sim/scripted.py) and publishes it as leader joint
+states (``/<leader>/joint_states``, xs_sdk names, gripper in the leader's rad) on sim time.
+Run with use_sim_time:=true. In TELEOP, aloha_adapter makes the followers track it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from qwen_vla_ros.embodiment.spec import load_embodiment
+from qwen_vla_ros.ros import qos
+from qwen_vla_ros.sim.aloha import ARM_JOINTS
+from qwen_vla_ros.sim.scripted import scripted_transfer_cube
+
+
+class ScriptedLeader(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("scripted_leader", **kwargs)
+        name = self.declare_parameter(
+            "embodiment", "aloha", ParameterDescriptor(description="embodiment")).value
+        self.spec = load_embodiment(name)
+        self.leaders = [self.spec.leader_of(r) for r in self.spec.robots]
+        if any(leader is None for leader in self.leaders):
+            raise ValueError(f"embodiment '{name}' lacks a teleop leader for every arm")
+        self.pubs = [self.create_publisher(JointState, f"/{lead.robot}/joint_states",
+                                           qos.SENSOR) for lead in self.leaders]
+        self.create_subscription(String, "/aloha_sim/episode", self._episode, qos.LATCHED)
+        self.traj: np.ndarray | None = None
+        self.t_start = 0.0
+        self.create_timer(self.spec.dt, self._tick)
+
+    def _episode(self, msg: String) -> None:
+        ep = json.loads(msg.data)
+        if ep.get("task") != "transfer_cube":
+            self.get_logger().warning(f"no script for task {ep.get('task')!r}; idle")
+            self.traj = None
+            return
+        self.traj = scripted_transfer_cube(int(ep["seed"]))
+        self.t_start = float(ep["start"])
+        self.get_logger().info(f"scripted demonstration for seed {ep['seed']}")
+
+    def _tick(self) -> None:
+        if self.traj is None:
+            return
+        now = self.get_clock().now()
+        k = int(np.clip(round((now.nanoseconds * 1e-9 - self.t_start) / self.spec.dt), 0,
+                        len(self.traj) - 1))
+        q = self.traj[k]
+        for robot, leader, pub in zip(self.spec.robots, self.leaders, self.pubs, strict=True):
+            idx = self.spec.dims_of(robot)
+            values = q[idx]
+            grip = float(leader.gripper.to_robot(values[-1])) if leader.gripper else values[-1]
+            msg = JointState(name=[*ARM_JOINTS, "gripper"],
+                             position=[*values[:6].tolist(), grip])
+            msg.header.stamp = now.to_msg()
+            pub.publish(msg)
+
+
+def main(args=None) -> None:
+    from qwen_vla_ros.nodes import spin_node
+
+    spin_node(ScriptedLeader, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,6 +21,7 @@ setup(
         (f"share/{PACKAGE}/launch", _files("launch/*.py")),
         (f"share/{PACKAGE}/config", _files("config/*.*")),
         (f"share/{PACKAGE}/config/embodiments", _files("config/embodiments/*.yaml")),
+        (f"share/{PACKAGE}/config/bringup", _files("config/bringup/*.yaml")),
         (f"share/{PACKAGE}/urdf", _files("urdf/*.*")),
     ],
     install_requires=["setuptools"],

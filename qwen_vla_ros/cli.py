@@ -3,6 +3,7 @@
     qwen-vla-ros checkpoint tiny OUT_DIR        write a complete random-init tiny checkpoint
     qwen-vla-ros bench model --preset tiny|full [--device cuda --dtype bfloat16] --json OUT
     qwen-vla-ros demo [--seconds N] [--out DIR] [--checkpoint DIR]
+    qwen-vla-ros bringup NAME [arg:=value ...]  the launch file's nodes, in one process
     qwen-vla-ros embodiments                    list the embodiments in config/
 """
 
@@ -59,6 +60,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bringup(args: argparse.Namespace) -> int:
+    from qwen_vla_ros.bringup import run
+
+    values = {}
+    for item in args.args:
+        if ":=" not in item:
+            raise SystemExit(f"argument '{item}' is not NAME:=VALUE")
+        k, v = item.split(":=", 1)
+        values[k] = v
+    run(args.name, values)
+    return 0
+
+
 def cmd_embodiments(args: argparse.Namespace) -> int:
     from qwen_vla_ros.embodiment.spec import available_embodiments, load_embodiment
 
@@ -100,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy checkpoint (default: make a tiny one in OUT)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bringup", help="start a bringup's nodes in one process (no ros2 launch)")
+    p.add_argument("name", help="config/bringup/NAME.yaml: aloha, aloha_sim")
+    p.add_argument("args", nargs="*", help="launch arguments as NAME:=VALUE")
+    p.set_defaults(func=cmd_bringup)
 
     p = sub.add_parser("embodiments", help="list configured embodiments")
     p.set_defaults(func=cmd_embodiments)

@@ -1,0 +1,170 @@
+"""Bringup descriptions (config/bringup/NAME.yaml): which nodes, with which parameter files,
+overrides and remappings, and which arguments a user may set.
+
+Both ``ros2 launch qwen_vla_ros NAME.launch.py`` (via launch_support.py) and
+``qwen-vla-ros bringup NAME`` (no launch_ros needed, one process) read the same file, so the
+two cannot drift. Values ``$(arg)`` refer to declared arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from qwen_vla_ros.embodiment.spec import check_keys
+from qwen_vla_ros.errors import ConfigError
+from qwen_vla_ros.paths import share_dir
+
+# executable -> (module, node class). Every console script that is a node is listed here.
+EXECUTABLES: dict[str, tuple[str, str]] = {
+    "policy_node": ("qwen_vla_ros.nodes.policy_node", "PolicyNode"),
+    "aloha_adapter": ("qwen_vla_ros.nodes.aloha_adapter", "AlohaAdapter"),
+    "trajectory_adapter": ("qwen_vla_ros.nodes.trajectory_adapter", "TrajectoryAdapter"),
+    "velocity_adapter": ("qwen_vla_ros.nodes.velocity_adapter", "VelocityAdapter"),
+    "mode_manager": ("qwen_vla_ros.nodes.mode_manager", "ModeManager"),
+    "aloha_sim": ("qwen_vla_ros.nodes.aloha_sim", "AlohaSimNode"),
+    "scripted_leader": ("qwen_vla_ros.nodes.scripted_leader", "ScriptedLeader"),
+}
+ARG_RE = re.compile(r"^\$\((\w+)\)$")
+FAST_DDS_PROFILE = "config/fastdds_shm.xml"
+
+
+@dataclass(frozen=True)
+class Argument:
+    default: str
+    description: str
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    executable: str
+    parameters: tuple[str, ...]  # share-relative parameter files
+    overrides: dict[str, Any] = field(default_factory=dict)  # values may be "$(arg)"
+    remappings: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Bringup:
+    name: str
+    description: str
+    arguments: dict[str, Argument]
+    nodes: tuple[NodeEntry, ...]
+
+    def resolve(self, values: Mapping[str, str] | None = None) -> list[NodeEntry]:
+        """Nodes with every $(arg) replaced (typed as YAML would type it)."""
+        values = dict(values or {})
+        unknown = sorted(set(values) - set(self.arguments))
+        if unknown:
+            raise ConfigError(f"bringup '{self.name}': unknown argument(s) {unknown}; "
+                              f"known: {sorted(self.arguments)}")
+        merged = {k: values.get(k, a.default) for k, a in self.arguments.items()}
+        out = []
+        for node in self.nodes:
+            overrides = {}
+            for key, value in node.overrides.items():
+                m = ARG_RE.match(str(value))
+                if m:
+                    raw = merged[m.group(1)]
+                    overrides[key] = yaml.safe_load(raw) if raw != "" else ""
+                else:
+                    overrides[key] = value
+            out.append(NodeEntry(node.executable, node.parameters, overrides, node.remappings))
+        return out
+
+
+def load_bringup(name: str, directory: Path | None = None) -> Bringup:
+    folder = directory or share_dir() / "config" / "bringup"
+    path = folder / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"unknown bringup '{name}'; known: {known}")
+    data = yaml.safe_load(path.read_text())
+    where = path.name
+    check_keys(data, ("description", "arguments", "nodes"), ("description", "nodes"), where)
+    arguments = {}
+    for arg, spec in (data.get("arguments") or {}).items():
+        check_keys(spec, ("default", "description"), ("default", "description"),
+                   f"{where}.arguments.{arg}")
+        if not str(spec["description"]).strip():
+            raise ConfigError(f"{where}: argument '{arg}' has an empty description")
+        arguments[arg] = Argument(str(spec["default"]), str(spec["description"]))
+    nodes = []
+    for i, entry in enumerate(data["nodes"]):
+        w = f"{where}.nodes[{i}]"
+        check_keys(entry, ("executable", "parameters", "overrides", "remappings"),
+                   ("executable",), w)
+        exe = entry["executable"]
+        if exe not in EXECUTABLES:
+            raise ConfigError(f"{w}: unknown executable '{exe}'; known: {sorted(EXECUTABLES)}")
+        overrides = dict(entry.get("overrides") or {})
+        for key, value in overrides.items():
+            m = ARG_RE.match(str(value))
+            if m and m.group(1) not in arguments:
+                raise ConfigError(f"{w}: override '{key}' uses undeclared argument "
+                                  f"'{m.group(1)}'")
+        params = tuple(entry.get("parameters") or ())
+        missing = [p for p in params if not (share_dir() / p).exists()]
+        if missing:
+            raise ConfigError(f"{w}: parameter file(s) {missing} not found")
+        nodes.append(NodeEntry(exe, params, overrides,
+                               {str(k): str(v) for k, v in (entry.get("remappings") or {}
+                                                            ).items()}))
+    return Bringup(name, str(data["description"]), arguments, tuple(nodes))
+
+
+def available_bringups() -> list[str]:
+    return sorted(p.stem for p in (share_dir() / "config" / "bringup").glob("*.yaml"))
+
+
+def node_class(executable: str):
+    module, cls = EXECUTABLES[executable]
+    return getattr(importlib.import_module(module), cls)
+
+
+def create_node(entry: NodeEntry, extra_overrides: Mapping[str, Any] | None = None):
+    """Instantiate one node as ros2 launch would start it (params files, -p, -r)."""
+    from rclpy.parameter import Parameter
+
+    cls = node_class(entry.executable)
+    cli = ["--ros-args"]
+    for p in entry.parameters:
+        cli += ["--params-file", str(share_dir() / p)]
+    for src, dst in entry.remappings.items():
+        if src.startswith("~/"):  # private names: every node here is named as its executable
+            src = f"/{entry.executable}/{src[2:]}"
+        cli += ["-r", f"{src}:={dst}"]
+    overrides = {**entry.overrides, **(extra_overrides or {})}
+    params = [Parameter(k, value=v) for k, v in overrides.items()]
+    return cls(cli_args=cli, parameter_overrides=params)
+
+
+def run(name: str, values: Mapping[str, str] | None = None) -> None:
+    """`qwen-vla-ros bringup NAME arg:=value ...`: all nodes in one process."""
+    import os
+
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(share_dir() / FAST_DDS_PROFILE))
+    entries = load_bringup(name).resolve(values)
+    rclpy.init()
+    nodes = [create_node(e) for e in entries]
+    ex = MultiThreadedExecutor(num_threads=max(2, len(nodes)))
+    for n in nodes:
+        ex.add_node(n)
+    try:
+        ex.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ex.shutdown()
+        for n in nodes:
+            n.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()

@@ -1,0 +1,49 @@
+"""Turn a bringup description into a ROS 2 LaunchDescription (needs launch / launch_ros,
+which robot machines have from the ROS apt repositories). The launch files are one line each:
+the description in config/bringup/ is the single source of truth (see bringup.py)."""
+
+from __future__ import annotations
+
+import re
+
+from qwen_vla_ros.bringup import ARG_RE, FAST_DDS_PROFILE, load_bringup
+from qwen_vla_ros.paths import share_dir
+
+
+def generate(name: str, rviz: bool = True):
+    from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+    from launch.conditions import IfCondition
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    from launch import LaunchDescription
+
+    desc = load_bringup(name)
+    share = share_dir()
+    actions: list = [SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE",
+                                            str(share / FAST_DDS_PROFILE))]
+    for arg, a in desc.arguments.items():
+        actions.append(DeclareLaunchArgument(arg, default_value=a.default,
+                                             description=a.description))
+    for entry in desc.nodes:
+        overrides = {}
+        for key, value in entry.overrides.items():
+            m = ARG_RE.match(str(value))
+            overrides[key] = LaunchConfiguration(m.group(1)) if m else value
+        actions.append(Node(
+            package="qwen_vla_ros", executable=entry.executable, name=entry.executable,
+            parameters=[*(str(share / p) for p in entry.parameters), overrides],
+            remappings=list(entry.remappings.items()), output="screen"))
+    if rviz:
+        actions.append(DeclareLaunchArgument("rviz", default_value="true",
+                                             description="start RViz with config/aloha.rviz"))
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
+                            arguments=["-d", str(share / "config" / "aloha.rviz")],
+                            condition=IfCondition(LaunchConfiguration("rviz"))))
+    return LaunchDescription(actions)
+
+
+def bringup_name_of(launch_file_text: str) -> str | None:
+    """The bringup a launch file generates (for the drift test)."""
+    m = re.search(r'generate\(\s*"(\w+)"', launch_file_text)
+    return m.group(1) if m else None

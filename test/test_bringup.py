@@ -1,0 +1,89 @@
+"""Launch files and `qwen-vla-ros bringup` cannot drift: both read config/bringup/*.yaml.
+These tests check that every launch file names a description, and that every executable,
+parameter file and argument a description names exists and matches."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qwen_vla_ros.bringup import EXECUTABLES, available_bringups, load_bringup
+from qwen_vla_ros.errors import ConfigError
+from qwen_vla_ros.launch_support import bringup_name_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def console_scripts() -> set[str]:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    scripts = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and " = " in node.value:
+            scripts.add(node.value.split(" = ")[0].strip())
+    return scripts
+
+
+def test_every_launch_file_generates_an_existing_bringup():
+    launches = sorted((ROOT / "launch").glob("*.launch.py"))
+    assert launches
+    for path in launches:
+        name = bringup_name_of(path.read_text())
+        assert name == path.name.removesuffix(".launch.py"), path
+        assert name in available_bringups(), f"{path.name}: no config/bringup/{name}.yaml"
+
+
+@pytest.mark.parametrize("name", available_bringups())
+def test_bringup_names_only_real_executables_files_and_arguments(name):
+    b = load_bringup(name)  # validates keys, executables, files, $(arg) references
+    scripts = console_scripts()
+    for node in b.nodes:
+        assert node.executable in scripts, f"{node.executable} is not a console script"
+        for f in node.parameters:
+            data = yaml.safe_load((ROOT / f).read_text())
+            assert any(k in (node.executable, "/**") for k in data), \
+                f"{f} has no section for {node.executable}"
+    for arg, a in b.arguments.items():
+        assert a.description.strip(), arg
+        used = any(f"$({arg})" in str(v) for n in b.nodes for v in n.overrides.values())
+        assert used, f"argument '{arg}' of {name} is declared but never used"
+
+
+def test_every_node_console_script_is_startable_by_bringup():
+    nodes = {s for s in console_scripts() if s != "qwen-vla-ros"}
+    assert nodes == set(EXECUTABLES)
+
+
+def test_unknown_argument_is_rejected_by_name():
+    with pytest.raises(ConfigError, match=r"unknown argument\(s\) \['sed'\]"):
+        load_bringup("aloha_sim").resolve({"sed": "1"})
+    nodes = load_bringup("aloha_sim").resolve({"seed": "7", "checkpoint": "/tmp/x"})
+    sim = next(n for n in nodes if n.executable == "aloha_sim")
+    assert sim.overrides["seed"] == 7 and isinstance(sim.overrides["rate_factor"], float)
+
+
+DECLARE = re.compile(r'(?:\bp|declare_parameter|_param)\((?:p,\s*)?f?"([\w.{}]+)"')
+
+
+def declared_parameters(executable: str) -> set[str]:
+    """Names a node declares; f-string names like camera_topics.{cam} become prefixes."""
+    module = EXECUTABLES[executable][0]
+    src = (ROOT / (module.replace(".", "/") + ".py")).read_text()
+    if "ChunkAdapterNode" in src:
+        src += (ROOT / "qwen_vla_ros/nodes/adapter_base.py").read_text()
+    return {n.split("{")[0] for n in DECLARE.findall(src)} | {"use_sim_time"}
+
+
+def test_parameter_files_use_declared_parameter_names():
+    """A key in config/*.yaml must be a parameter its node declares: typos would be ignored."""
+    for f in sorted((ROOT / "config").glob("*.yaml")):
+        for node, section in yaml.safe_load(f.read_text()).items():
+            if node == "/**":
+                continue
+            names = declared_parameters(node)
+            for key in section["ros__parameters"]:
+                ok = key in names or any(n.endswith(".") and key.startswith(n) for n in names)
+                assert ok, f"{f.name}: '{key}' is not a parameter of {node} ({sorted(names)})"

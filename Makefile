@@ -5,13 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 
-# interbotix_xs_msgs is not on PyPI: tests use real classes generated from a fixture package
-# with the same field layout (test/fixtures/interbotix_xs_msgs), built here with colcon.
+# interbotix_xs_msgs is not on PyPI: the demo and tests use real classes generated from a
+# fixture package with the same field layout (test/fixtures/interbotix_xs_msgs), built here
+# with colcon from the ROS 2 wheels. Robot machines use the real package instead.
 IX_WS := build/fixtures
 IX := $(IX_WS)/install
 IX_STAMP := $(IX)/.built
 PYVER = $(shell $(PY) -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')
-TEST_ENV = AMENT_PREFIX_PATH=$(abspath $(VENV)):$(abspath $(IX)) \
+RUN_ENV = MUJOCO_GL=$${MUJOCO_GL:-egl} AMENT_PREFIX_PATH=$(abspath $(VENV)):$(abspath $(IX)) \
 	LD_LIBRARY_PATH=$(abspath $(IX))/lib$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} \
 	PYTHONPATH=$(abspath $(IX))/lib/$(PYVER)/site-packages
 
@@ -38,14 +39,14 @@ $(IX_STAMP): $(STAMP) $(wildcard test/fixtures/interbotix_xs_msgs/*) \
 
 fixtures: $(IX_STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/qwen-vla-ros demo --out $(DEMO_OUT)
+demo: $(STAMP) $(IX_STAMP)
+	$(RUN_ENV) $(VENV)/bin/qwen-vla-ros demo --out $(DEMO_OUT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: $(STAMP) $(IX_STAMP) lint
-	$(TEST_ENV) $(PY) -m pytest -ra
+	$(RUN_ENV) $(PY) -m pytest -ra
 
 bench: $(STAMP)
 	$(PY) bench/model.py --preset tiny --json out/bench_model_tiny.json

@@ -2,7 +2,7 @@
 
     qwen-vla-ros checkpoint tiny OUT_DIR        write a complete random-init tiny checkpoint
     qwen-vla-ros bench model --preset tiny|full [--device cuda --dtype bfloat16] --json OUT
-    qwen-vla-ros demo [--seconds N] [--out DIR] [--checkpoint DIR]
+    qwen-vla-ros demo [--seconds N] [--out DIR] [--checkpoint DIR]   simulated ALOHA, recorded
     qwen-vla-ros bringup NAME [arg:=value ...]  the launch file's nodes, in one process
     qwen-vla-ros embodiments                    list the embodiments in config/
 """
@@ -52,11 +52,13 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from qwen_vla_ros.demo import run_model_smoke
+    from qwen_vla_ros.demo import format_summary, run_sim_demo
 
-    summary = run_model_smoke(out=Path(args.out), seconds=args.seconds,
-                              checkpoint=args.checkpoint, seed=args.seed)
-    print(json.dumps(summary, indent=1))
+    summary = run_sim_demo(out=Path(args.out), seconds=args.seconds,
+                           teleop_seconds=args.teleop_seconds, checkpoint=args.checkpoint,
+                           seed=args.seed, rate_factor=args.rate_factor)
+    print(format_summary(summary))
+    print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0
 
 
@@ -107,8 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", help="write the figures here")
     m.set_defaults(func=cmd_bench_model)
 
-    p = sub.add_parser("demo", help="the main job (see README)")
-    p.add_argument("--seconds", type=float, default=10.0)
+    p = sub.add_parser("demo", help="the main job: simulated ALOHA closed loop (see README)")
+    p.add_argument("--seconds", type=float, default=20.0, help="sim seconds in all")
+    p.add_argument("--teleop-seconds", type=float, default=9.5,
+                   help="sim seconds in TELEOP (scripted leader) before POLICY")
+    p.add_argument("--rate-factor", type=float, default=1.0, help="sim speed vs wall clock")
     p.add_argument("--out", default="out/demo")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="policy checkpoint (default: make a tiny one in OUT)")

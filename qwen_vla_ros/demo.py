@@ -1,19 +1,25 @@
-"""The main job. Until the simulated ALOHA lands this is the model smoke path: make (or load) a
-checkpoint, feed the policy synthetic camera frames and joint states for N seconds, check every
-chunk, and write a summary."""
+"""The main job: the simulated ALOHA stack closed-loop, recorded and summarised.
+
+Starts the ``aloha_sim`` bringup in one process (sim, scripted leader, aloha_adapter,
+policy_node, mode_manager), engages TELEOP (the scripted leader drives the followers through
+the adapter), switches to POLICY through the mode service after ``teleop_seconds`` of sim time,
+then HOLD at the end. Everything is recorded to ``OUT/bag`` (MCAP, readable by rosbags), then
+read back for ``OUT/summary.json`` and ``OUT/demo.png`` (commands vs measured joints, modes
+shaded). A tiny random-init checkpoint is made in ``OUT/checkpoint`` if none is given: it is
+not trained, so POLICY is expected to move safely, not to solve the task.
+"""
 
 from __future__ import annotations
 
 import json
-import statistics
+import os
+import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from qwen_vla_ros.model.bench import percentile
-from qwen_vla_ros.model.policy import Observation, QwenVLAPolicy
+from qwen_vla_ros.paths import share_dir
 
 
 def ensure_checkpoint(out: Path, checkpoint: Path | None, seed: int) -> Path:
@@ -23,42 +29,111 @@ def ensure_checkpoint(out: Path, checkpoint: Path | None, seed: int) -> Path:
     if not (path / "qwen_vla.json").exists():
         from qwen_vla_ros.model.presets import build_preset
 
-        build_preset("tiny", seed=seed).save_pretrained(path)
+        build_preset("tiny", ["aloha"], seed=seed).save_pretrained(path)
     return path
 
 
-def run_model_smoke(out: Path, seconds: float, checkpoint: Path | None = None,
-                    seed: int = 0) -> dict[str, Any]:
+def _call(node, client, timeout: float = 10.0) -> None:
+    from std_srvs.srv import Trigger
+
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise RuntimeError(f"service {client.srv_name} not available")
+    fut = client.call_async(Trigger.Request())
+    end = time.monotonic() + timeout
+    while not fut.done() and time.monotonic() < end:
+        time.sleep(0.01)
+    if not fut.done() or not fut.result().success:
+        raise RuntimeError(f"service {client.srv_name} failed")
+
+
+def run_sim_demo(out: Path, seconds: float = 20.0, teleop_seconds: float = 9.5,
+                 checkpoint: Path | None = None, seed: int = 0, rate_factor: float = 1.0,
+                 log=print) -> dict[str, Any]:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE",
+                          str(share_dir() / "config" / "fastdds_shm.xml"))
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from std_srvs.srv import Trigger
+
+    from qwen_vla_ros.bringup import create_node, load_bringup
+    from qwen_vla_ros.embodiment.spec import load_embodiment
+    from qwen_vla_ros.replay.summary import plot, read_aloha_bag, summarize
+    from qwen_vla_ros.ros.bag_recorder import BagRecorder, demo_topics
+
     out.mkdir(parents=True, exist_ok=True)
     ckpt = ensure_checkpoint(out, checkpoint, seed)
-    policy = QwenVLAPolicy.from_pretrained(ckpt)
-    spec = policy.spec("aloha")
-    rng = np.random.default_rng(seed)
-    base = {c: rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for c in spec.cameras}
-    state = (spec.lower() + spec.upper()) / 2
-    latencies: list[float] = []
-    jumps: list[float] = []
-    prev_last: np.ndarray | None = None
-    t_end = time.monotonic() + seconds
-    i = 0
-    while time.monotonic() < t_end or i == 0:
-        images = {c: np.roll(img, 4 * i, axis=1) for c, img in base.items()}
-        obs = Observation(images=images, state=state, instruction="transfer the cube",
-                          embodiment="aloha", stamp=float(i))
-        chunk = policy.predict(obs, seed=seed + i)
-        if not np.all(np.isfinite(chunk.actions)):
-            raise RuntimeError(f"chunk {i} has non-finite actions")
-        latencies.append(chunk.timing_ms["total"])
-        if prev_last is not None:
-            jumps.append(float(np.abs(chunk.actions[0] - prev_last).max()))
-        prev_last = chunk.actions[-1]
-        state = chunk.actions[min(10, len(chunk.actions) - 1)]
-        i += 1
-    summary = {
-        "mode": "model smoke (no simulator yet)", "checkpoint": str(ckpt), "chunks": i,
-        "chunk_shape": list(chunk.actions.shape),
-        "inference_ms": {"p50": statistics.median(latencies), "p99": percentile(latencies, 99)},
-        "max_chunk_boundary_jump": max(jumps) if jumps else 0.0,
-    }
+    bag = out / "bag"
+    if bag.exists():
+        shutil.rmtree(bag)
+    spec = load_embodiment("aloha")
+    entries = load_bringup("aloha_sim").resolve({
+        "checkpoint": str(ckpt), "seed": str(seed), "rate_factor": str(rate_factor)})
+    rclpy.init()
+    nodes = []
+    try:
+        for e in entries:
+            extra = {"torch_threads": 1} if e.executable == "policy_node" else None
+            nodes.append(create_node(e, extra))
+        sim = next(n for n in nodes if n.get_name() == "aloha_sim")
+        cams = sorted(sim.camera_map)
+        probe = rclpy.create_node("demo", parameter_overrides=[
+            Parameter("use_sim_time", value=True)])
+        nodes.append(probe)
+        recorder = BagRecorder(probe, bag, demo_topics(spec, cams))
+        clients = {n: probe.create_client(Trigger, f"/mode_manager/{n}")
+                   for n in ("engage_teleop", "engage_policy", "hold")}
+        ex = SingleThreadedExecutor()
+        for n in nodes:
+            ex.add_node(n)
+        th = threading.Thread(target=ex.spin, daemon=True)
+        th.start()
+        log(f"demo: {seconds:g} s of sim time; TELEOP (scripted leader) until "
+            f"{teleop_seconds:g} s, then POLICY ({ckpt})")
+        _call(probe, clients["engage_teleop"])
+        while sim.now_sim() < teleop_seconds:
+            time.sleep(0.05)
+        _call(probe, clients["engage_policy"])
+        log(f"demo: POLICY engaged at sim time {sim.now_sim():.2f} s")
+        while sim.now_sim() < seconds:
+            time.sleep(0.05)
+        _call(probe, clients["hold"])
+        time.sleep(0.3)
+        ex.shutdown()
+        th.join(5)
+        recorder.close()
+    finally:
+        for n in nodes:
+            n.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    data = read_aloha_bag(bag, spec)
+    summary = summarize(data, spec)
+    summary["checkpoint"] = str(ckpt)
+    summary["bag"] = str(bag)
+    summary["plot"] = str(plot(data, spec, out / "demo.png"))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    h = s.get("handover") or {}
+    inf = s.get("inference_ms", {})
+    lines = [
+        f"control rate       {s.get('control_rate_hz', float('nan')):.1f} Hz "
+        f"({s['commands']} commands; period p99 {s.get('command_period_ms_p99', 0):.1f} ms)",
+        f"inference latency  p50 {inf.get('p50')} ms, p99 {inf.get('p99')} ms "
+        f"({s['chunks']} chunks)",
+        f"observation age    p50 {s['observation_age_ms']['p50']} ms, "
+        f"p99 {s['observation_age_ms']['p99']} ms",
+        "mode transitions   " + ", ".join(f"{m['mode']}@{m['t']:.2f}s"
+                                          for m in s["mode_transitions"]),
+        f"handover jump      {h.get('max_jump', float('nan')):.4f} ({h.get('max_jump_joint')}; "
+        f"{h.get('max_jump_over_step_limit', float('nan')):.2f} x the per-step limit; "
+        "from the measured pose)",
+        f"task success       {s['task_success']} (by the mode driving at episode end)",
+        f"bag                {s['bag']}",
+        f"plot               {s['plot']}",
+    ]
+    return "\n".join(lines)

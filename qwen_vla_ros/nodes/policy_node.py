@@ -84,6 +84,7 @@ class PolicyNode(LifecycleNode):
         self.spec = None
         self._entities: list = []
         self.latency = LatencyStats()
+        self.obs_age = LatencyStats()
         self.chunks_published = 0
         self.last_obs_age: float | None = None
         self._chunk_times: list[float] = []
@@ -277,6 +278,7 @@ class PolicyNode(LifecycleNode):
             return
         stamp = min(self.images.oldest_stamp(), self.merger.oldest_stamp())
         self.last_obs_age = now - stamp
+        self.obs_age.add(self.last_obs_age * 1e3)
         prefix = None
         if self.prefix_steps > 0:
             with self._lock:
@@ -327,7 +329,6 @@ class PolicyNode(LifecycleNode):
         t = time.monotonic()
         self._chunk_times = [x for x in self._chunk_times if t - x <= 5.0]
         p50, p99 = self.latency.percentile(50), self.latency.percentile(99)
-        age_ms = None if self.last_obs_age is None else self.last_obs_age * 1e3
         st = DiagnosticStatus(name="qwen_vla_ros: policy",
                               hardware_id=self.spec.name if self.spec else "")
         st.level = (DiagnosticStatus.OK if self.status == "ok" else
@@ -337,7 +338,8 @@ class PolicyNode(LifecycleNode):
         st.values = [
             KeyValue(key="inference_ms_p50", value=self._fmt(p50)),
             KeyValue(key="inference_ms_p99", value=self._fmt(p99)),
-            KeyValue(key="observation_age_ms", value=self._fmt(age_ms)),
+            KeyValue(key="observation_age_ms_p50", value=self._fmt(self.obs_age.percentile(50))),
+            KeyValue(key="observation_age_ms_p99", value=self._fmt(self.obs_age.percentile(99))),
             KeyValue(key="chunk_rate_hz", value=f"{len(self._chunk_times) / 5.0:.2f}"),
             KeyValue(key="chunks_published", value=str(self.chunks_published)),
             KeyValue(key="requests_dropped",

@@ -1,0 +1,190 @@
+"""Read a recorded ALOHA bag (rosbags; no ROS needed) into arrays, summarise and plot it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qwen_vla_ros.embodiment.spec import EmbodimentSpec
+
+MODE_COLORS = {"TELEOP": "#3b82f6", "POLICY": "#22c55e", "HOLD": "#9ca3af"}
+
+
+@dataclass
+class BagData:
+    t0: float = 0.0  # first receive time (s); every time below is relative to it
+    commands: list[tuple[float, np.ndarray]] = field(default_factory=list)  # 14-vectors
+    command_times: list[float] = field(default_factory=list)  # first arm's group commands
+    measured: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    modes: list[tuple[float, str]] = field(default_factory=list)
+    chunks: int = 0
+    diagnostics: dict[str, str] = field(default_factory=dict)  # last policy values
+    results: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def read_aloha_bag(path: Path, spec: EmbodimentSpec) -> BagData:
+    from rosbags.rosbag2 import Reader
+
+    from qwen_vla_ros.ros.bag_recorder import typestore
+
+    store = typestore()
+    data = BagData()
+    robots = spec.robots
+    arm_idx = {r: [i for i in spec.dims_of(r) if spec.action[i].gripper is None]
+               for r in robots}
+    grip_idx = {r: next(i for i in spec.dims_of(r) if spec.action[i].gripper is not None)
+                for r in robots}
+    current = np.full(spec.action_dim, np.nan)
+    latest_measured = {r: None for r in robots}
+    with Reader(path) as reader:
+        data.t0 = reader.start_time * 1e-9
+        for conn, stamp, raw in reader.messages():
+            t = stamp * 1e-9 - data.t0
+            topic = conn.topic
+            data.counts[topic] = data.counts.get(topic, 0) + 1
+            if topic == "/policy_node/action_chunk":
+                data.chunks += 1
+                continue
+            if topic.startswith("/cam_") or topic == "/clock":
+                continue  # not decoded for the summary
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            robot = topic.split("/")[1]
+            if topic.endswith("/commands/joint_group") and robot in robots:
+                current[arm_idx[robot]] = np.asarray(msg.cmd, float)
+                if robot == robots[0]:
+                    data.command_times.append(t)
+                # One vector per control tick: the adapter sends the last arm last.
+                if robot == robots[-1] and np.all(np.isfinite(current)):
+                    data.commands.append((t, current.copy()))
+            elif topic.endswith("/commands/joint_single") and robot in robots:
+                g = spec.action[grip_idx[robot]].gripper
+                current[grip_idx[robot]] = float(g.to_normalised(msg.cmd))
+            elif topic.endswith("/joint_states") and robot in robots:
+                names = list(msg.name)
+                q = np.asarray(msg.position, float)
+                v = np.full(len(spec.dims_of(robot)), np.nan)
+                for k, i in enumerate(spec.dims_of(robot)):
+                    d = spec.action[i]
+                    if d.joint in names:
+                        raw_q = q[names.index(d.joint)]
+                        v[k] = float(d.gripper.to_normalised(raw_q)) if d.gripper else raw_q
+                latest_measured[robot] = v
+                if all(m is not None for m in latest_measured.values()):
+                    data.measured.append((t, np.concatenate([latest_measured[r]
+                                                             for r in robots])))
+            elif topic == "/mode_manager/mode":
+                data.modes.append((t, msg.data))
+            elif topic == "/diagnostics":
+                for st in msg.status:
+                    if st.name.endswith("policy"):
+                        data.diagnostics = {kv.key: kv.value for kv in st.values}
+                        data.diagnostics["message"] = st.message
+            elif topic == "/aloha_sim/episode_result":
+                data.results.append({**json.loads(msg.data), "t": t})
+    return data
+
+
+def mode_at(modes: list[tuple[float, str]], t: float) -> str:
+    mode = "HOLD"
+    for tm, m in modes:
+        if tm <= t:
+            mode = m
+    return mode
+
+
+def summarize(data: BagData, spec: EmbodimentSpec) -> dict[str, Any]:
+    times = np.array([t for t, _ in data.commands])
+    cmds = np.array([c for _, c in data.commands]) if data.commands else np.zeros((0, 14))
+    out: dict[str, Any] = {"commands": len(cmds), "chunks": data.chunks,
+                           "topics": dict(sorted(data.counts.items()))}
+    if len(data.command_times) > 2:
+        dt = np.diff(np.array(data.command_times))
+        out["control_rate_hz"] = float(1.0 / np.median(dt))
+        out["command_period_ms_p99"] = float(np.percentile(dt, 99) * 1e3)
+    out["inference_ms"] = {"p50": _num(data.diagnostics.get("inference_ms_p50")),
+                           "p99": _num(data.diagnostics.get("inference_ms_p99"))}
+    out["observation_age_ms"] = {"p50": _num(data.diagnostics.get("observation_age_ms_p50")),
+                                 "p99": _num(data.diagnostics.get("observation_age_ms_p99"))}
+    out["mode_transitions"] = [{"t": round(t, 3), "mode": m} for t, m in data.modes]
+    # Handover: the first POLICY command against the measured pose at the switch, then the
+    # ramp's consecutive commands; both in units of the per-step velocity limit.
+    step_limit = spec.max_velocity() * spec.dt
+    mt = np.array([t for t, _ in data.measured])
+    handover = None
+    for t_switch, m in data.modes:
+        if m != "POLICY" or len(times) < 2 or len(mt) == 0:
+            continue
+        k = int(np.searchsorted(times, t_switch))
+        j = int(np.searchsorted(mt, t_switch)) - 1
+        if k >= len(cmds) or j < 0:
+            continue
+        ramp = np.vstack([data.measured[j][1], cmds[k: k + 25]])
+        jumps = np.abs(np.diff(ramp, axis=0))
+        ratio = jumps / step_limit
+        worst = np.unravel_index(int(ratio.argmax()), ratio.shape)
+        handover = {"t": round(t_switch, 3), "max_jump": float(jumps[worst]),
+                    "max_jump_joint": spec.action_names[int(worst[1])],
+                    "max_jump_over_step_limit": float(ratio.max())}
+    out["handover"] = handover
+    episodes = [{"seed": r["seed"], "success": r["success"], "max_reward": r["max_reward"],
+                 "mode_at_end": mode_at(data.modes, r["t"])} for r in data.results]
+    out["episodes"] = episodes
+    out["task_success"] = {m: f"{sum(e['success'] for e in episodes if e['mode_at_end'] == m)}"
+                              f"/{sum(1 for e in episodes if e['mode_at_end'] == m)}"
+                           for m in sorted({e["mode_at_end"] for e in episodes})}
+    return out
+
+
+def _num(v: str | None) -> float | None:
+    try:
+        return float(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def plot(data: BagData, spec: EmbodimentSpec, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = spec.action_dim
+    cols = 2
+    rows = (n + 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(14, 2.0 * rows), sharex=True)
+    tc = np.array([t for t, _ in data.commands])
+    c = np.array([v for _, v in data.commands]) if data.commands else np.zeros((0, n))
+    tm = np.array([t for t, _ in data.measured])
+    m = np.array([v for _, v in data.measured]) if data.measured else np.zeros((0, n))
+    t_end = max([*tc.tolist(), *tm.tolist(), 0.0])
+    spans = [(t, data.modes[i + 1][0] if i + 1 < len(data.modes) else t_end, mode)
+             for i, (t, mode) in enumerate(data.modes)]
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        for a, b, mode in spans:
+            ax.axvspan(a, b, color=MODE_COLORS.get(mode, "#ddd"), alpha=0.15, lw=0)
+        for r in data.results:  # episode ends: the sim resets the scene there
+            ax.axvline(r["t"], color="#6b7280", lw=0.8, ls=":")
+        if len(tm):
+            ax.plot(tm, m[:, i], color="k", lw=1.0, label="measured")
+        if len(tc):
+            ax.plot(tc, c[:, i], color="#dc2626", lw=0.8, ls="--", label="command")
+        d = spec.action[i]
+        ax.set_ylabel(f"{d.name}\n[{d.unit}]", fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7, loc="upper right")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=col, alpha=0.3) for col in MODE_COLORS.values()]
+    fig.legend(handles, list(MODE_COLORS), loc="upper center", ncol=3, fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,111 @@
+"""Record topics to a rosbag2 (MCAP) file without rosbag2: rclpy raw subscriptions + rosbags.
+
+Subscriptions are created with ``raw=True``, so the bag holds the exact CDR bytes that were
+on the wire (see FACTS: rclpy's re-serialisation is not byte-identical). Timestamps are
+receive times (wall clock, ns), as ``ros2 bag record`` writes them. Types outside the
+rosbags Jazzy typestore (interbotix_xs_msgs) are registered from their .msg definitions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from qwen_vla_ros.ros import qos
+
+# Message definitions the rosbags typestore lacks (same field layout as the real package).
+EXTRA_MSGDEFS = {
+    "interbotix_xs_msgs/msg/JointGroupCommand": "string name\nfloat32[] cmd\n",
+    "interbotix_xs_msgs/msg/JointSingleCommand": "string name\nfloat32 cmd\n",
+}
+
+
+def typestore():
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    types = {}
+    for name, text in EXTRA_MSGDEFS.items():
+        types.update(get_types_from_msg(text, name))
+    store.register(types)
+    return store
+
+
+def ros_type_name(msg_cls) -> str:
+    module = msg_cls.__module__.split(".")[0]
+    return f"{module}/msg/{msg_cls.__name__}"
+
+
+class BagRecorder:
+    """Subscribe ``topics`` ([(name, msg class, qos)]) on ``node`` and write an MCAP bag."""
+
+    def __init__(self, node, path: Path, topics: Sequence[tuple[str, type, object]],
+                 on_message: Callable[[str, bytes, int], None] | None = None) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self.path = Path(path)
+        self.store = typestore()
+        self.writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.on_message = on_message
+        self.connections = {}
+        for name, cls, profile in topics:
+            typename = ros_type_name(cls)
+            self.connections[name] = self.writer.add_connection(
+                name, typename, typestore=self.store,
+                serialization_format="cdr")
+            node.create_subscription(cls, name, self._callback(name), profile, raw=True)
+        self.closed = False
+
+    def _callback(self, topic: str):
+        def cb(raw: bytes) -> None:
+            stamp = time.time_ns()
+            with self.lock:
+                if self.closed:
+                    return
+                self.writer.write(self.connections[topic], stamp, bytes(raw))
+                self.counts[topic] = self.counts.get(topic, 0) + 1
+            if self.on_message is not None:
+                self.on_message(topic, raw, stamp)
+        return cb
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self.writer.close()
+
+
+def demo_topics(spec, cameras: Sequence[str]) -> list[tuple[str, type, object]]:
+    """The topic set replay needs (docs/replay.md) for the ALOHA stack."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Bool, Int32, String
+    from trajectory_msgs.msg import JointTrajectory
+
+    topics: list[tuple[str, type, object]] = [
+        ("/clock", Clock, 10),
+        ("/policy_node/action_chunk", JointTrajectory, qos.COMMAND),
+        ("/aloha_adapter/predicted_joint_states", JointState, qos.COMMAND),
+        ("/mode_manager/mode", String, qos.LATCHED),
+        ("/diagnostics", DiagnosticArray, qos.COMMAND),
+        ("/aloha_sim/episode", String, qos.LATCHED),
+        ("/aloha_sim/episode_result", String, qos.COMMAND),
+        ("/aloha_sim/reward", Int32, qos.COMMAND),
+        ("/aloha_sim/success", Bool, qos.LATCHED),
+    ]
+    for robot in spec.robots:
+        topics += [(f"/{robot}/joint_states", JointState, qos.SENSOR),
+                   (f"/{robot}/commands/joint_group", JointGroupCommand, qos.COMMAND),
+                   (f"/{robot}/commands/joint_single", JointSingleCommand, qos.COMMAND)]
+        leader = spec.leader_of(robot)
+        if leader is not None:
+            topics.append((f"/{leader.robot}/joint_states", JointState, qos.SENSOR))
+    topics += [(f"/{c}/image_raw", Image, qos.SENSOR) for c in cameras]
+    return topics

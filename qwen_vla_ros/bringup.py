@@ -50,11 +50,21 @@ class NodeEntry:
 
 
 @dataclass(frozen=True)
+class Visualization:
+    """robot_state_publishers for RViz (launch only: rsp and rviz2 are not Python nodes)."""
+
+    urdf: str  # share-relative xacro
+    joint_states: str
+    ghost_joint_states: str
+
+
+@dataclass(frozen=True)
 class Bringup:
     name: str
     description: str
     arguments: dict[str, Argument]
     nodes: tuple[NodeEntry, ...]
+    visualization: Visualization | None = None
 
     def resolve(self, values: Mapping[str, str] | None = None) -> list[NodeEntry]:
         """Nodes with every $(arg) replaced (typed as YAML would type it)."""
@@ -86,7 +96,8 @@ def load_bringup(name: str, directory: Path | None = None) -> Bringup:
         raise ConfigError(f"unknown bringup '{name}'; known: {known}")
     data = yaml.safe_load(path.read_text())
     where = path.name
-    check_keys(data, ("description", "arguments", "nodes"), ("description", "nodes"), where)
+    check_keys(data, ("description", "arguments", "nodes", "visualization"),
+               ("description", "nodes"), where)
     arguments = {}
     for arg, spec in (data.get("arguments") or {}).items():
         check_keys(spec, ("default", "description"), ("default", "description"),
@@ -115,7 +126,15 @@ def load_bringup(name: str, directory: Path | None = None) -> Bringup:
         nodes.append(NodeEntry(exe, params, overrides,
                                {str(k): str(v) for k, v in (entry.get("remappings") or {}
                                                             ).items()}))
-    return Bringup(name, str(data["description"]), arguments, tuple(nodes))
+    vis = None
+    if data.get("visualization"):
+        v = data["visualization"]
+        check_keys(v, ("urdf", "joint_states", "ghost_joint_states"),
+                   ("urdf", "joint_states", "ghost_joint_states"), f"{where}.visualization")
+        if not (share_dir() / v["urdf"]).exists():
+            raise ConfigError(f"{where}.visualization: {v['urdf']} not found")
+        vis = Visualization(str(v["urdf"]), str(v["joint_states"]), str(v["ghost_joint_states"]))
+    return Bringup(name, str(data["description"]), arguments, tuple(nodes), vis)
 
 
 def available_bringups() -> list[str]:

@@ -33,17 +33,11 @@ def ensure_checkpoint(out: Path, checkpoint: Path | None, seed: int) -> Path:
     return path
 
 
-def _call(node, client, timeout: float = 10.0) -> None:
-    from std_srvs.srv import Trigger
+def _call(client) -> None:
+    from qwen_vla_ros.ros.services import call_trigger
 
-    if not client.wait_for_service(timeout_sec=timeout):
-        raise RuntimeError(f"service {client.srv_name} not available")
-    fut = client.call_async(Trigger.Request())
-    end = time.monotonic() + timeout
-    while not fut.done() and time.monotonic() < end:
-        time.sleep(0.01)
-    if not fut.done() or not fut.result().success:
-        raise RuntimeError(f"service {client.srv_name} failed")
+    if not call_trigger(client).success:
+        raise RuntimeError(f"service {client.srv_name} refused")
 
 
 def run_sim_demo(out: Path, seconds: float = 20.0, teleop_seconds: float = 9.5,
@@ -91,14 +85,14 @@ def run_sim_demo(out: Path, seconds: float = 20.0, teleop_seconds: float = 9.5,
         th.start()
         log(f"demo: {seconds:g} s of sim time; TELEOP (scripted leader) until "
             f"{teleop_seconds:g} s, then POLICY ({ckpt})")
-        _call(probe, clients["engage_teleop"])
+        _call(clients["engage_teleop"])
         while sim.now_sim() < teleop_seconds:
             time.sleep(0.05)
-        _call(probe, clients["engage_policy"])
+        _call(clients["engage_policy"])
         log(f"demo: POLICY engaged at sim time {sim.now_sim():.2f} s")
         while sim.now_sim() < seconds:
             time.sleep(0.05)
-        _call(probe, clients["hold"])
+        _call(clients["hold"])
         time.sleep(0.3)
         ex.shutdown()
         th.join(5)

@@ -34,6 +34,20 @@ def generate(name: str, rviz: bool = True):
             package="qwen_vla_ros", executable=entry.executable, name=entry.executable,
             parameters=[*(str(share / p) for p in entry.parameters), overrides],
             remappings=list(entry.remappings.items()), output="screen"))
+    if desc.visualization is not None:
+        from launch.substitutions import Command
+        from launch_ros.parameter_descriptions import ParameterValue
+
+        v = desc.visualization
+        xacro_path = str(share / v.urdf)
+        for ns, prefix, topic in (("", "", v.joint_states), ("ghost", "ghost/",
+                                                              v.ghost_joint_states)):
+            urdf = ParameterValue(Command(["xacro ", xacro_path, f" prefix:={prefix}"]),
+                                  value_type=str)
+            actions.append(Node(package="robot_state_publisher",
+                                executable="robot_state_publisher", namespace=ns,
+                                parameters=[{"robot_description": urdf}],
+                                remappings=[("joint_states", topic)]))
     if rviz:
         actions.append(DeclareLaunchArgument("rviz", default_value="true",
                                              description="start RViz with config/aloha.rviz"))

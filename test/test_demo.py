@@ -59,7 +59,8 @@ def test_summary_reports_the_closed_loop(demo):
     out, s, stdout = demo
     assert 45 <= s["control_rate_hz"] <= 55
     modes = [m["mode"] for m in s["mode_transitions"]]
-    assert modes[:4] == ["HOLD", "TELEOP", "POLICY", "HOLD"]
+    # The initial latched HOLD may be superseded before the recorder is discovered.
+    assert modes[-3:] == ["TELEOP", "POLICY", "HOLD"], modes
     assert s["chunks"] > 5 and s["inference_ms"]["p50"] > 0
     # The scripted leader solved the first episode through the teleop path.
     assert s["task_success"]["TELEOP"] == "1/1"
@@ -71,14 +72,23 @@ def test_summary_reports_the_closed_loop(demo):
 
 
 def test_policy_commands_stay_within_limits(demo):
+    """Each command stream (per arm, per gripper), in POLICY: inside the position limits and
+    never more than one velocity step from the previous command."""
     from qwen_vla_ros.embodiment.spec import load_embodiment
     from qwen_vla_ros.replay.summary import mode_at, read_aloha_bag
 
     out, _, _ = demo
     spec = load_embodiment("aloha")
     data = read_aloha_bag(out / "bag", spec)
-    policy = np.array([c for t, c in data.commands if mode_at(data.modes, t) == "POLICY"])
-    assert len(policy) > 50
-    assert np.all(policy >= spec.lower() - 1e-5) and np.all(policy <= spec.upper() + 1e-5)
-    steps = np.abs(np.diff(policy, axis=0))
-    assert np.all(steps <= spec.max_velocity() * spec.dt * 1.01 + 1e-5)
+    checked = 0
+    for (robot, kind), stream in data.streams.items():
+        idx = [i for i in spec.dims_of(robot)
+               if (spec.action[i].gripper is not None) == (kind == "gripper")]
+        lo, hi = spec.lower()[idx], spec.upper()[idx]
+        step = spec.max_velocity()[idx] * spec.dt
+        values = np.array([v for t, v in stream if mode_at(data.modes, t) == "POLICY"])
+        assert len(values) > 50, (robot, kind)
+        assert np.all(values >= lo - 1e-5) and np.all(values <= hi + 1e-5), (robot, kind)
+        assert np.all(np.abs(np.diff(values, axis=0)) <= step + 1e-5), (robot, kind)
+        checked += 1
+    assert checked == 4

@@ -10,7 +10,8 @@ keep their last goal.
 
 Topics: sub ~/action_chunk (JointTrajectory), mode (std_msgs/String, latched; remap to
 /mode_manager/mode); pub ~/predicted_joint_states (JointState: the chunk's plan
-``ghost_lookahead_s`` ahead, embodiment dim names, grippers in robot units).
+``ghost_lookahead_s`` ahead) and ~/joint_states (the measured pose), both 10 Hz with the
+embodiment's dim names (= urdf/aloha.urdf.xacro joint names), grippers in robot units.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class ChunkAdapterNode(Node):
         self.create_subscription(String, "mode", self._mode_cb, qos.LATCHED)
         self.ghost_pub = self.create_publisher(JointState, "~/predicted_joint_states",
                                                qos.COMMAND)
+        self.measured_pub = self.create_publisher(JointState, "~/joint_states", qos.COMMAND)
         self._ticks = 0
         self.create_timer(self.spec.dt, self._tick)
 
@@ -119,6 +121,13 @@ class ChunkAdapterNode(Node):
         self.get_logger().info(f"mode {mode.value}")
 
     def _tick(self) -> None:
+        try:
+            self._control_tick()
+        except Exception as exc:  # noqa: BLE001 - keep the executor alive; send nothing
+            self.get_logger().error(f"control tick failed, holding: {type(exc).__name__}: "
+                                    f"{exc}", throttle_duration_sec=1.0)
+
+    def _control_tick(self) -> None:
         now = self.now()
         self._ticks += 1
         if self.mode is Mode.POLICY:
@@ -136,16 +145,21 @@ class ChunkAdapterNode(Node):
                 self.chunk_executor.set_last_command(position)
                 self.send(position)
         if self._ticks % max(1, round(0.1 / self.spec.dt)) == 0:
-            self._publish_ghost(now)
+            planned, _ = self.chunk_executor.planned(now + self.lookahead)
+            if planned is not None:  # shown as it would be commanded: inside the limits
+                self._publish_view(self.ghost_pub,
+                                   np.clip(planned, self.limits.lower, self.limits.upper))
+            if self.spec.state_dim == self.spec.action_dim:  # every dim is measured
+                measured = self.measured.state(now, self.max_state_age)
+                if not isinstance(measured, Rejection):
+                    self._publish_view(self.measured_pub, measured)
 
-    def _publish_ghost(self, now: float) -> None:
-        planned, _ = self.chunk_executor.planned(now + self.lookahead)
-        if planned is None:
-            return
-        positions = planned.copy()
+    def _publish_view(self, pub, values: np.ndarray) -> None:
+        """Embodiment dim names (= URDF joint names), grippers in robot units (rad)."""
+        positions = values.copy()
         for i, dim in enumerate(self.spec.action):
             if dim.gripper is not None:
                 positions[i] = float(dim.gripper.to_robot(positions[i]))
         msg = JointState(name=self.spec.action_names, position=positions.tolist())
         msg.header.stamp = self.get_clock().now().to_msg()
-        self.ghost_pub.publish(msg)
+        pub.publish(msg)

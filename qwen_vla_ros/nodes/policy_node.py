@@ -262,6 +262,12 @@ class PolicyNode(LifecycleNode):
 
     # ---- inference ----------------------------------------------------------------------
     def _tick(self) -> None:
+        try:
+            self._request_chunk()
+        except Exception as exc:  # noqa: BLE001 - keep the executor alive; no inference
+            self._warn("tick", f"observation assembly failed: {type(exc).__name__}: {exc}")
+
+    def _request_chunk(self) -> None:
         if not self.active or self.worker is None or not self.worker.idle():
             return
         now = self.now()

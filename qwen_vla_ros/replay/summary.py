@@ -19,6 +19,8 @@ class BagData:
     t0: float = 0.0  # first receive time (s); every time below is relative to it
     commands: list[tuple[float, np.ndarray]] = field(default_factory=list)  # 14-vectors
     command_times: list[float] = field(default_factory=list)  # first arm's group commands
+    # each command stream in its own order: (robot, "arm"|"gripper") -> [(t, values)]
+    streams: dict[tuple[str, str], list[tuple[float, np.ndarray]]] = field(default_factory=dict)
     measured: list[tuple[float, np.ndarray]] = field(default_factory=list)
     modes: list[tuple[float, str]] = field(default_factory=list)
     chunks: int = 0
@@ -56,14 +58,19 @@ def read_aloha_bag(path: Path, spec: EmbodimentSpec) -> BagData:
             robot = topic.split("/")[1]
             if topic.endswith("/commands/joint_group") and robot in robots:
                 current[arm_idx[robot]] = np.asarray(msg.cmd, float)
+                data.streams.setdefault((robot, "arm"), []).append(
+                    (t, np.asarray(msg.cmd, float)))
                 if robot == robots[0]:
                     data.command_times.append(t)
-                # One vector per control tick: the adapter sends the last arm last.
+                # About one vector per control tick: topics are separate DDS streams, so a
+                # vector can mix neighbouring ticks; exact per-step checks use ``streams``.
                 if robot == robots[-1] and np.all(np.isfinite(current)):
                     data.commands.append((t, current.copy()))
             elif topic.endswith("/commands/joint_single") and robot in robots:
                 g = spec.action[grip_idx[robot]].gripper
                 current[grip_idx[robot]] = float(g.to_normalised(msg.cmd))
+                data.streams.setdefault((robot, "gripper"), []).append(
+                    (t, np.array([current[grip_idx[robot]]])))
             elif topic.endswith("/joint_states") and robot in robots:
                 names = list(msg.name)
                 q = np.asarray(msg.position, float)

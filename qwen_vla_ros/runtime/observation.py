@@ -82,6 +82,8 @@ class JointStateMerger:
         return None
 
     def state(self, now: float, max_age: float) -> np.ndarray | Rejection:
+        if self.spec.state_dim == 0:
+            return np.zeros(0)  # nothing is measured (e.g. a velocity-driven base)
         missing = [self.spec.state[i] for i in np.flatnonzero(~np.isfinite(self._values))]
         if missing:
             return Rejection(f"no valid joint state for {missing}")
@@ -93,7 +95,7 @@ class JointStateMerger:
         return self._values.copy()
 
     def oldest_stamp(self) -> float:
-        return float(self._stamps.min())
+        return float(self._stamps.min()) if len(self._stamps) else float("inf")
 
 
 class ImageBuffer:

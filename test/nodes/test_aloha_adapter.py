@@ -54,6 +54,11 @@ class XsRig:
         self.chunk_pub = node.create_publisher(JointTrajectory, "/aloha_adapter/action_chunk",
                                                qos.COMMAND)
         node.create_timer(0.02, self.publish_states)
+        self.views = {"ghost": [], "measured": []}
+        node.create_subscription(JointState, "/aloha_adapter/predicted_joint_states",
+                                 self.views["ghost"].append, qos.COMMAND)
+        node.create_subscription(JointState, "/aloha_adapter/joint_states",
+                                 self.views["measured"].append, qos.COMMAND)
 
     def _group(self, robot):
         def cb(msg):
@@ -122,11 +127,9 @@ def wait_for(cond, timeout=10.0):
 
 
 def call(rig, name):
-    client = rig.clients[name]
-    assert client.wait_for_service(timeout_sec=10)
-    fut = client.call_async(Trigger.Request())
-    assert wait_for(fut.done)
-    assert fut.result().success
+    from qwen_vla_ros.ros.services import call_trigger
+
+    assert call_trigger(rig.clients[name]).success
 
 
 def vmax_step(spec):
@@ -186,6 +189,14 @@ def test_policy_handover_ramps_and_clamps_out_of_range_output(stack):
     steps = np.abs(np.diff(np.vstack([before[:6], *left]), axis=0))
     assert np.all(steps <= vmax_step(spec)), "jump at handover larger than one step"
     assert np.all(np.vstack(left)[:, 0] <= spec.upper()[0] + 1e-5)
+    # RViz views: the plan ahead (ghost) and the measured pose, named like the URDF joints.
+    assert wait_for(lambda: rig.views["ghost"] and rig.views["measured"], 5)
+    for view in ("ghost", "measured"):
+        msg = rig.views[view][-1]
+        assert list(msg.name) == spec.action_names
+        assert np.all(np.isfinite(msg.position))
+    ghost = np.array(rig.views["ghost"][-1].position)
+    assert ghost[0] == pytest.approx(spec.upper()[0], abs=1e-6)  # clamped plan, not raw
 
 
 def test_nan_chunk_rejected_and_robot_holds(stack):

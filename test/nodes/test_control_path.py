@@ -118,11 +118,9 @@ def spin_until(_ex, cond, timeout=20.0):
 
 
 def call(ex, rig, name):
-    client = rig.clients[name]
-    assert spin_until(ex, lambda: client.service_is_ready(), 10)
-    fut = client.call_async(Trigger.Request())
-    assert spin_until(ex, fut.done, 10)
-    return fut.result()
+    from qwen_vla_ros.ros.services import call_trigger
+
+    return call_trigger(rig.clients[name])
 
 
 def test_policy_publishes_stamped_chunks_in_embodiment_order(stack):

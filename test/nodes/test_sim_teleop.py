@@ -51,12 +51,9 @@ def test_scripted_leader_solves_transfer_cube_through_the_teleop_path():
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
     try:
-        assert teleop.wait_for_service(timeout_sec=10)
-        fut = teleop.call_async(Trigger.Request())
-        end = time.monotonic() + 10
-        while not fut.done() and time.monotonic() < end:
-            time.sleep(0.01)
-        assert fut.result().success
+        from qwen_vla_ros.ros.services import call_trigger
+
+        assert call_trigger(teleop).success
         end = time.monotonic() + 400
         while len(results) < EPISODES and time.monotonic() < end:
             time.sleep(0.1)

@@ -71,12 +71,9 @@ def stack():
 
 
 def call(clients, name):
-    assert clients[name].wait_for_service(timeout_sec=10)
-    fut = clients[name].call_async(Trigger.Request())
-    end = time.monotonic() + 10
-    while not fut.done() and time.monotonic() < end:
-        time.sleep(0.01)
-    assert fut.result().success
+    from qwen_vla_ros.ros.services import call_trigger
+
+    assert call_trigger(clients[name]).success
 
 
 def chunk(rig, spec, actions):

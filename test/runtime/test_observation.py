@@ -98,3 +98,10 @@ def test_split_command_into_interbotix_arm_and_gripper():
     assert right.gripper == pytest.approx(-0.6213)
     with pytest.raises(ValueError, match="NaN"):
         split_command(spec, np.full(14, np.nan))
+
+
+def test_embodiment_without_measured_state_gives_an_empty_state():
+    spec = load_embodiment("diff_drive_base")
+    m = JointStateMerger(spec)
+    assert m.robots() == [] and m.state(5.0, 0.1).shape == (0,)
+    assert m.oldest_stamp() == float("inf")

@@ -123,7 +123,7 @@ class ChunkAdapterNode(Node):
     def _tick(self) -> None:
         try:
             self._control_tick()
-        except Exception as exc:  # noqa: BLE001 - keep the executor alive; send nothing
+        except Exception as exc:
             self.get_logger().error(f"control tick failed, holding: {type(exc).__name__}: "
                                     f"{exc}", throttle_duration_sec=1.0)
 

@@ -264,7 +264,7 @@ class PolicyNode(LifecycleNode):
     def _tick(self) -> None:
         try:
             self._request_chunk()
-        except Exception as exc:  # noqa: BLE001 - keep the executor alive; no inference
+        except Exception as exc:
             self._warn("tick", f"observation assembly failed: {type(exc).__name__}: {exc}")
 
     def _request_chunk(self) -> None:

@@ -65,6 +65,7 @@ class Bringup:
     arguments: dict[str, Argument]
     nodes: tuple[NodeEntry, ...]
     visualization: Visualization | None = None
+    bag_play: bool = False  # launch adds `ros2 bag play --clock $(bag)` (argument `bag`)
 
     def resolve(self, values: Mapping[str, str] | None = None) -> list[NodeEntry]:
         """Nodes with every $(arg) replaced (typed as YAML would type it)."""
@@ -96,7 +97,7 @@ def load_bringup(name: str, directory: Path | None = None) -> Bringup:
         raise ConfigError(f"unknown bringup '{name}'; known: {known}")
     data = yaml.safe_load(path.read_text())
     where = path.name
-    check_keys(data, ("description", "arguments", "nodes", "visualization"),
+    check_keys(data, ("description", "arguments", "nodes", "visualization", "bag_play"),
                ("description", "nodes"), where)
     arguments = {}
     for arg, spec in (data.get("arguments") or {}).items():
@@ -134,7 +135,8 @@ def load_bringup(name: str, directory: Path | None = None) -> Bringup:
         if not (share_dir() / v["urdf"]).exists():
             raise ConfigError(f"{where}.visualization: {v['urdf']} not found")
         vis = Visualization(str(v["urdf"]), str(v["joint_states"]), str(v["ghost_joint_states"]))
-    return Bringup(name, str(data["description"]), arguments, tuple(nodes), vis)
+    return Bringup(name, str(data["description"]), arguments, tuple(nodes), vis,
+                   bool(data.get("bag_play", False)))
 
 
 def available_bringups() -> list[str]:

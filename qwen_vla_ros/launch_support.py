@@ -48,6 +48,18 @@ def generate(name: str, rviz: bool = True):
                                 executable="robot_state_publisher", namespace=ns,
                                 parameters=[{"robot_description": urdf}],
                                 remappings=[("joint_states", topic)]))
+    if desc.bag_play:
+        from launch.actions import ExecuteProcess
+        from launch.conditions import IfCondition
+        from launch.substitutions import PythonExpression
+
+        actions.append(DeclareLaunchArgument("bag", default_value="",
+                                             description="rosbag2 to play with --clock"))
+        actions.append(ExecuteProcess(
+            cmd=["ros2", "bag", "play", "--clock", LaunchConfiguration("bag")],
+            output="screen",
+            condition=IfCondition(PythonExpression(["'", LaunchConfiguration("bag"),
+                                                    "' != ''"]))))
     if rviz:
         actions.append(DeclareLaunchArgument("rviz", default_value="true",
                                              description="start RViz with config/aloha.rviz"))

@@ -87,3 +87,29 @@ def test_parameter_files_use_declared_parameter_names():
             for key in section["ros__parameters"]:
                 ok = key in names or any(n.endswith(".") and key.startswith(n) for n in names)
                 assert ok, f"{f.name}: '{key}' is not a parameter of {node} ({sorted(names)})"
+
+
+@pytest.mark.ros
+def test_bringup_nodes_get_their_parameter_files_and_remappings(tiny_checkpoint):
+    rclpy = pytest.importorskip("rclpy")
+    pytest.importorskip("interbotix_xs_msgs.msg", reason="make fixtures (make test does)")
+    from qwen_vla_ros.bringup import create_node
+
+    entries = load_bringup("replay").resolve({"checkpoint": str(tiny_checkpoint)})
+    rclpy.init()
+    nodes = []
+    try:
+        nodes = [create_node(e) for e in entries]
+        by_name = {n.get_name(): n for n in nodes}
+        policy, adapter = by_name["policy_node"], by_name["aloha_adapter"]
+        assert policy.get_parameter("inference_rate_hz").value == 5.0  # policy_aloha.yaml
+        assert policy.get_parameter("max_observation_age").value == 0.3
+        assert policy.get_parameter("checkpoint").value == str(tiny_checkpoint)  # $(arg)
+        assert all(n.get_parameter("use_sim_time").value for n in nodes)  # sim_time.yaml
+        assert policy.active, policy.last_error
+        topics = {s.topic_name for s in adapter.subscriptions}
+        assert "/policy_node/action_chunk" in topics and "/mode_manager/mode" in topics
+    finally:
+        for n in nodes:
+            n.destroy_node()
+        rclpy.shutdown()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import time
+from contextlib import contextmanager
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -36,3 +39,31 @@ def tiny_checkpoint(tiny_policy, tmp_path_factory):
 def camera_images(spec, seed: int = 0, shape=(480, 640, 3)) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {c: rng.integers(0, 256, shape, dtype=np.uint8) for c in spec.cameras}
+
+
+def wait_for(cond, timeout: float = 10.0) -> bool:
+    """Poll ``cond`` (while an executor spins in another thread) until true or timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@contextmanager
+def spinning(*nodes):
+    """Spin ``nodes`` in one SingleThreadedExecutor on a background thread, as a process
+    would; shut down and join on exit."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    ex = SingleThreadedExecutor()
+    for n in nodes:
+        ex.add_node(n)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    try:
+        yield ex
+    finally:
+        ex.shutdown()
+        th.join(5)

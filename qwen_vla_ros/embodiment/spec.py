@@ -47,6 +47,14 @@ class GripperMap:
     def to_normalised(self, robot: np.ndarray | float) -> np.ndarray | float:
         return (np.asarray(robot) - self.closed) / (self.open - self.closed)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> GripperMap:
+        check_keys(data, ("closed", "open"), ("closed", "open"), where)
+        g = cls(float(data["closed"]), float(data["open"]))
+        if g.closed == g.open:
+            raise ConfigError(f"{where}: closed and open are equal")
+        return g
+
 
 @dataclass(frozen=True)
 class Dim:
@@ -69,10 +77,7 @@ class Dim:
         check_keys(data, cls._KEYS, ("name", "slot", "lower", "upper", "max_velocity"), where)
         gripper = None
         if data.get("gripper") is not None:
-            check_keys(data["gripper"], ("closed", "open"), ("closed", "open"), f"{where}.gripper")
-            gripper = GripperMap(float(data["gripper"]["closed"]), float(data["gripper"]["open"]))
-            if gripper.closed == gripper.open:
-                raise ConfigError(f"{where}.gripper: closed and open are equal")
+            gripper = GripperMap.from_dict(data["gripper"], f"{where}.gripper")
         dim = cls(
             name=str(data["name"]),
             slot=int(data["slot"]),
@@ -120,10 +125,7 @@ class Leader:
         check_keys(data, ("leader", "gripper"), ("leader",), where)
         gripper = None
         if data.get("gripper") is not None:
-            check_keys(data["gripper"], ("closed", "open"), ("closed", "open"), f"{where}.gripper")
-            gripper = GripperMap(float(data["gripper"]["closed"]), float(data["gripper"]["open"]))
-            if gripper.closed == gripper.open:
-                raise ConfigError(f"{where}.gripper: closed and open are equal")
+            gripper = GripperMap.from_dict(data["gripper"], f"{where}.gripper")
         return cls(follower=follower, robot=str(data["leader"]), gripper=gripper)
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ rclpy = pytest.importorskip("rclpy")
 ix = pytest.importorskip("interbotix_xs_msgs.msg",
                          reason="build the fixture first: make fixtures (make test does)")
 from builtin_interfaces.msg import Duration, Time  # noqa: E402
+from conftest import wait_for  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -116,14 +117,6 @@ def stack():
         n.destroy_node()
     rclpy.shutdown()
 
-
-def wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def call(rig, name):

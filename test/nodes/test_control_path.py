@@ -11,6 +11,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Time  # noqa: E402
+from conftest import wait_for  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -109,12 +110,7 @@ def stack(tiny_policy):
 
 def spin_until(_ex, cond, timeout=20.0):
     """Poll ``cond`` while the executor spins in its own thread."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
+    return wait_for(cond, timeout)
 
 
 def call(ex, rig, name):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+from conftest import wait_for  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from visualization_msgs.msg import (  # noqa: E402
@@ -21,14 +21,6 @@ from qwen_vla_ros.ros import qos  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-
-def wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_rviz_menu_switches_mode_and_text_follows():

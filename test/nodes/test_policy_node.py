@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+from conftest import wait_for  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -36,14 +37,6 @@ def params(**extra):
     base.update(extra)
     return [Parameter(k, value=v) for k, v in base.items()]
 
-
-def wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_unknown_camera_name_fails_configure_by_name_and_node_stays_up(ros, tiny_policy):

@@ -6,7 +6,6 @@ messages the adapter publishes."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -16,8 +15,7 @@ rclpy = pytest.importorskip("rclpy")
 ix = pytest.importorskip("interbotix_xs_msgs.msg",
                          reason="build the fixture first: make fixtures (make test does)")
 from builtin_interfaces.msg import Duration, Time  # noqa: E402
-from conftest import wait_for  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from conftest import spinning, wait_for  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
@@ -105,14 +103,8 @@ def stack():
     modes = ModeManager()
     rig_node = rclpy.create_node("xs_rig")
     rig = XsRig(rig_node)
-    ex = SingleThreadedExecutor()
-    for n in (adapter, modes, rig_node):
-        ex.add_node(n)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
-    spinner.start()
-    yield rig, load_embodiment("aloha")
-    ex.shutdown()
-    spinner.join(5)
+    with spinning(adapter, modes, rig_node):
+        yield rig, load_embodiment("aloha")
     for n in (adapter, modes, rig_node):
         n.destroy_node()
     rclpy.shutdown()

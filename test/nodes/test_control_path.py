@@ -3,7 +3,6 @@ mode_manager switching. Assertions are on the messages the nodes publish."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -11,9 +10,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Time  # noqa: E402
-from conftest import wait_for  # noqa: E402
+from conftest import spinning, wait_for  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -95,14 +93,8 @@ def stack(tiny_policy):
     modes = ModeManager()
     rig_node = rclpy.create_node("rig")
     rig = Rig(rig_node, spec)
-    ex = SingleThreadedExecutor()
-    for n in (policy, adapter, modes, rig_node):
-        ex.add_node(n)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
-    spinner.start()
-    yield ex, rig, spec, policy
-    ex.shutdown()
-    spinner.join(5)
+    with spinning(policy, adapter, modes, rig_node) as ex:
+        yield ex, rig, spec, policy
     for n in (policy, adapter, modes, rig_node):
         n.destroy_node()
     rclpy.shutdown()

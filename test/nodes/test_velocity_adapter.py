@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -10,8 +9,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Duration, Time  # noqa: E402
+from conftest import spinning  # noqa: E402
 from geometry_msgs.msg import Twist  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
@@ -57,14 +56,8 @@ def stack():
                                          qos.COMMAND)}
     clients = {n: rig.create_client(Trigger, f"/mode_manager/{n}")
                for n in ("engage_policy", "hold")}
-    ex = SingleThreadedExecutor()
-    for n in (arm, base, modes, rig):
-        ex.add_node(n)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    yield rig, got, pubs, clients
-    ex.shutdown()
-    th.join(5)
+    with spinning(arm, base, modes, rig):
+        yield rig, got, pubs, clients
     for n in (arm, base, modes, rig):
         n.destroy_node()
     rclpy.shutdown()

@@ -283,6 +283,14 @@ class EmbodimentSpec:
     def max_velocity(self) -> np.ndarray:
         return np.array([d.max_velocity for d in self.action], dtype=np.float64)
 
+    def to_robot_units(self, values: np.ndarray) -> np.ndarray:
+        """[..., action_dim] embodiment units -> robot units (grippers: normalised -> rad)."""
+        out = np.array(values, dtype=np.float64, copy=True)
+        for i, dim in enumerate(self.action):
+            if dim.gripper is not None:
+                out[..., i] = dim.gripper.to_robot(out[..., i])
+        return out
+
     def check_width(self, width: int) -> None:
         """Raise if a slot does not fit a model's unified action width."""
         too_big = [d.name for d in self.action if d.slot >= width]

@@ -156,10 +156,7 @@ class ChunkAdapterNode(Node):
 
     def _publish_view(self, pub, values: np.ndarray) -> None:
         """Embodiment dim names (= URDF joint names), grippers in robot units (rad)."""
-        positions = values.copy()
-        for i, dim in enumerate(self.spec.action):
-            if dim.gripper is not None:
-                positions[i] = float(dim.gripper.to_robot(positions[i]))
+        positions = self.spec.to_robot_units(values)
         msg = JointState(name=self.spec.action_names, position=positions.tolist())
         msg.header.stamp = self.get_clock().now().to_msg()
         pub.publish(msg)

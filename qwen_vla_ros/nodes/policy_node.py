@@ -11,16 +11,20 @@ Topics (relative, remappable):
   pub  ~/action_chunk                 trajectory_msgs/JointTrajectory, joint_names = the
                                       embodiment's dimension names, header.stamp = the
                                       observation time, time_from_start = k * dt
+  pub  ~/observation_info             std_msgs/String, JSON, one per published chunk: tick
+                                      time, observation stamp, the stamp of every input
+                                      used, seed, flow steps and the state vector (what the
+                                      policy saw; offline replay uses it to reproduce chunks)
   pub  /diagnostics                   diagnostic_msgs/DiagnosticArray (1 Hz)
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 
-import numpy as np
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
@@ -34,20 +38,18 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.errors import QwenVLAError
-from qwen_vla_ros.model.policy import Observation
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import (
     ImageConversionError,
     chunk_to_trajectory,
-    compressed_to_rgb,
-    image_to_rgb,
+    msg_to_rgb,
     sec_to_stamp,
     stamp_to_sec,
 )
-from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor
+from qwen_vla_ros.runtime.executor import RejectedChunk
 from qwen_vla_ros.runtime.inference import InferenceWorker, LatencyStats
-from qwen_vla_ros.runtime.limits import Limits
-from qwen_vla_ros.runtime.observation import ImageBuffer, JointStateMerger, Rejection
+from qwen_vla_ros.runtime.observation import Rejection
+from qwen_vla_ros.runtime.policy_loop import PolicyLoop, Request, stamp_or
 
 
 def _desc(text: str) -> ParameterDescriptor:
@@ -160,16 +162,13 @@ class PolicyNode(LifecycleNode):
         rate = float(gp("inference_rate_hz").value)
         if not (rate > 0 and math.isfinite(rate)):
             raise ValueError(f"inference_rate_hz must be > 0, got {rate}")
-        self.max_age = float(gp("max_observation_age").value)
-        if not self.max_age > 0:
-            raise ValueError(f"max_observation_age must be > 0, got {self.max_age}")
         self.steps = int(gp("flow_steps").value)
         if self.steps < 1:
             raise ValueError(f"flow_steps must be >= 1, got {self.steps}")
-        self.seed = int(gp("seed").value)
-        self.prefix_steps = int(gp("rtc_prefix_steps").value)
-        self.merger = JointStateMerger(self.spec)
-        self.images = ImageBuffer(self.spec.cameras)
+        self.loop = PolicyLoop(self.spec, float(gp("max_observation_age").value),
+                               seed=int(gp("seed").value),
+                               prefix_steps=int(gp("rtc_prefix_steps").value),
+                               instruction=gp("instruction").value)
         ents = self._entities
         for cam in self.spec.cameras:
             topic = self._param(p, f"camera_topics.{cam}", f"{cam}/image_raw",
@@ -179,18 +178,19 @@ class PolicyNode(LifecycleNode):
             msg_type = CompressedImage if compressed else Image
             ents.append(self.create_subscription(msg_type, topic,
                                                  self._image_cb(cam, compressed), qos.SENSOR))
-        for robot in self.merger.robots():
+        for robot in self.loop.merger.robots():
             key = robot or "robot"
             default = f"/{robot}/joint_states" if robot else "joint_states"
             topic = self._param(p, f"joint_state_topics.{key}", default,
                                 f"JointState topic of '{key}'")
             ents.append(self.create_subscription(JointState, topic, self._joint_cb(robot),
                                                  qos.SENSOR))
-        self.instruction = gp("instruction").value
         ents.append(self.create_subscription(String, "~/instruction", self._instruction_cb,
                                              qos.COMMAND))
         self.chunk_pub = self.create_publisher(JointTrajectory, "~/action_chunk", qos.COMMAND)
         ents.append(self.chunk_pub)
+        self.info_pub = self.create_publisher(String, "~/observation_info", qos.COMMAND)
+        ents.append(self.info_pub)
         threads = int(gp("torch_threads").value)
         if threads > 0:
             import torch
@@ -199,7 +199,6 @@ class PolicyNode(LifecycleNode):
         self.policy = (self._injected_policy if self._injected_policy is not None
                        else self._load_policy())
         self.policy.spec(self.spec.name)  # the checkpoint must know this embodiment
-        self.schedule = ChunkExecutor(Limits.from_spec(self.spec), self.spec.dt, mode="rtc")
         self.worker = InferenceWorker(self._infer, self._on_chunk, self._on_error)
         ents.append(self.create_timer(1.0 / rate, self._tick))
 
@@ -232,33 +231,32 @@ class PolicyNode(LifecycleNode):
 
     # ---- inputs -------------------------------------------------------------------------
     def _stamp(self, header) -> float:
-        s = stamp_to_sec(header.stamp)
-        return s if s > 0 else self.now()
+        return stamp_or(stamp_to_sec(header.stamp), self.now())
 
     def _image_cb(self, cam: str, compressed: bool):
         def cb(msg) -> None:
             try:
-                rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
+                rgb = msg_to_rgb(msg, compressed)
             except ImageConversionError as exc:
                 self._warn(f"img:{cam}", f"camera '{cam}': frame rejected: {exc}")
                 return
-            self.images.put(cam, rgb, self._stamp(msg.header))
+            self.loop.add_image(cam, rgb, self._stamp(msg.header))
         return cb
 
     def _joint_cb(self, robot: str):
         def cb(msg: JointState) -> None:
-            reason = self.merger.update(robot, list(msg.name), list(msg.position),
-                                        self._stamp(msg.header))
+            reason = self.loop.add_joint_state(robot, msg.name, msg.position,
+                                               self._stamp(msg.header))
             if reason:
                 self._warn(f"js:{robot}", f"joint state rejected: {reason}")
         return cb
 
     def _instruction_cb(self, msg: String) -> None:
-        if not msg.data.strip():
-            self._warn("instr", "empty instruction ignored; keeping the previous one")
+        reason = self.loop.set_instruction(msg.data)
+        if reason:
+            self._warn("instr", reason)
             return
-        self.instruction = msg.data.strip()
-        self.get_logger().info(f"instruction: {self.instruction!r}")
+        self.get_logger().info(f"instruction: {self.loop.instruction!r}")
 
     # ---- inference ----------------------------------------------------------------------
     def _tick(self) -> None:
@@ -270,51 +268,39 @@ class PolicyNode(LifecycleNode):
     def _request_chunk(self) -> None:
         if not self.active or self.worker is None or not self.worker.idle():
             return
-        now = self.now()
-        if not self.instruction.strip():
-            self._warn("instr", "no instruction yet: not inferring")
+        with self._lock:
+            request = self.loop.request(self.now())
+        if isinstance(request, Rejection):
+            self._warn("obs", str(request))
             return
-        images = self.images.images(now, self.max_age)
-        if isinstance(images, Rejection):
-            self._warn("obs", f"not inferring: {images}")
-            return
-        state = self.merger.state(now, self.max_age)
-        if isinstance(state, Rejection):
-            self._warn("obs", f"not inferring: {state}")
-            return
-        stamp = min(self.images.oldest_stamp(), self.merger.oldest_stamp())
-        self.last_obs_age = now - stamp
-        self.obs_age.add(self.last_obs_age * 1e3)
-        prefix = None
-        if self.prefix_steps > 0:
-            with self._lock:
-                prefix = self.schedule.committed(stamp, self.prefix_steps)
-        obs = Observation(images=dict(images), state=state, instruction=self.instruction,
-                          embodiment=self.spec.name, stamp=stamp)
-        self.worker.submit((obs, prefix, self.seed + self.chunks_published))
+        self.last_obs_age = request.age
+        self.obs_age.add(request.age * 1e3)
+        self.worker.submit(request)
 
-    def _infer(self, request):
-        obs, prefix, seed = request
-        return self.policy.predict(obs, seed=seed, steps=self.steps, prefix=prefix)
+    def _infer(self, request: Request):
+        return self.policy.predict(request.observation, seed=request.seed, steps=self.steps,
+                                   prefix=request.prefix)
 
-    def _on_chunk(self, request, chunk) -> None:
-        _, prefix, _ = request
+    def _on_chunk(self, request: Request, chunk) -> None:
         if not self.active:
             return  # deactivated while the model ran: publish nothing
-        if not np.all(np.isfinite(chunk.actions)):
-            self.get_logger().error("model output contains NaN/inf: chunk dropped")
-            self.status = "model output non-finite"
+        try:
+            with self._lock:
+                reason = self.loop.accept(request, chunk)
+        except RejectedChunk as exc:
+            reason = f"chunk rejected: {exc}"
+        if reason:
+            self.get_logger().error(reason)
+            self.status = reason
             return
         self.latency.add(chunk.timing_ms["total"])
-        with self._lock:
-            self.schedule.add_chunk(Chunk(chunk.actions, chunk.stamp, chunk.dt,
-                                          0 if prefix is None else len(prefix)))
         from builtin_interfaces.msg import Time
 
         msg = chunk_to_trajectory(chunk.actions, self.spec.action_names, chunk.dt,
                                   JointTrajectory, JointTrajectoryPoint, Duration,
                                   stamp=sec_to_stamp(chunk.stamp, Time))
         self.chunk_pub.publish(msg)
+        self.info_pub.publish(String(data=json.dumps(request.info(self.steps))))
         self.chunks_published += 1
         self._chunk_times.append(time.monotonic())
         self.status = "ok"

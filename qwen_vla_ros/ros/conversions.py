@@ -70,6 +70,11 @@ def compressed_to_rgb(msg) -> np.ndarray:
                                    f"({len(msg.data)} bytes): {exc}") from exc
 
 
+def msg_to_rgb(msg, compressed: bool) -> np.ndarray:
+    """Image or CompressedImage -> HxWx3 uint8 RGB (the live node and replay both use this)."""
+    return compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
+
+
 def rgb_to_image(rgb: np.ndarray, msg_cls, stamp=None, frame_id: str = ""):
     """HxWx3 uint8 RGB -> sensor_msgs/Image (rgb8), using bytes (fast path)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:

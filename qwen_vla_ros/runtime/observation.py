@@ -97,6 +97,13 @@ class JointStateMerger:
     def oldest_stamp(self) -> float:
         return float(self._stamps.min()) if len(self._stamps) else float("inf")
 
+    def stamps(self) -> dict[str, float]:
+        """Per robot namespace: the stamp of its oldest joint in the current state."""
+        out: dict[str, float] = {}
+        for (robot, _), i in self._index.items():
+            out[robot] = min(out.get(robot, np.inf), float(self._stamps[i]))
+        return out
+
 
 class ImageBuffer:
     """Latest frame per camera, with its stamp."""
@@ -123,3 +130,6 @@ class ImageBuffer:
 
     def oldest_stamp(self) -> float:
         return min((s for _, s in self._frames.values()), default=-np.inf)
+
+    def stamps(self) -> dict[str, float]:
+        return {c: s for c, (_, s) in self._frames.items()}

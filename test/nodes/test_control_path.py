@@ -174,7 +174,7 @@ def test_nan_joints_and_empty_instruction_rejected(stack):
     count = len(rig.chunks)
     spin_until(ex, lambda: False, 1.0)
     assert len(rig.chunks) <= count + 1, "kept inferring with NaN joints"
-    assert policy.instruction == "pick up the cube"
+    assert policy.loop.instruction == "pick up the cube"
     rig.nan_joints = False
     assert spin_until(ex, lambda: len(rig.chunks) > count)
 

@@ -1,0 +1,109 @@
+"""What the policy node does at each inference tick, without ROS.
+
+``PolicyLoop`` owns the observation state (joint-state merger, latest camera frames,
+instruction), the staleness rules, the seed sequence and the committed schedule used for RTC
+prefixes. The live ``policy_node`` feeds it from subscriptions and a timer; offline replay
+(``qwen_vla_ros.replay``) feeds it from a bag. Both therefore build each observation with the
+same code, and a replay given the same inputs and seed reproduces the live chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qwen_vla_ros.embodiment.spec import EmbodimentSpec
+from qwen_vla_ros.model.policy import ActionChunk, Observation
+from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor
+from qwen_vla_ros.runtime.limits import Limits
+from qwen_vla_ros.runtime.observation import ImageBuffer, JointStateMerger, Rejection
+
+
+def stamp_or(stamp: float, now: float) -> float:
+    """A header stamp, or ``now`` for publishers that leave it zero."""
+    return stamp if stamp > 0 else now
+
+
+@dataclass
+class Request:
+    """One inference request: the observation and how it was made."""
+
+    observation: Observation
+    prefix: np.ndarray | None
+    seed: int
+    tick: float  # clock time at which the observation was assembled
+    inputs: dict[str, float] = field(default_factory=dict)  # source -> stamp used
+
+    @property
+    def age(self) -> float:
+        return self.tick - self.observation.stamp
+
+    def info(self, steps: int) -> dict[str, Any]:
+        """JSON-able record of this request (the node publishes it on ~/observation_info)."""
+        return {"tick": self.tick, "stamp": self.observation.stamp, "seed": self.seed,
+                "flow_steps": steps, "prefix_len": 0 if self.prefix is None else len(self.prefix),
+                "inputs": dict(self.inputs), "state": self.observation.state.tolist(),
+                "instruction": self.observation.instruction}
+
+
+class PolicyLoop:
+    """Observation assembly, staleness, seeds and the committed schedule of one policy."""
+
+    def __init__(self, spec: EmbodimentSpec, max_age: float, seed: int = 0,
+                 prefix_steps: int = 0, instruction: str = "") -> None:
+        if not max_age > 0:
+            raise ValueError(f"max_observation_age must be > 0, got {max_age}")
+        self.spec = spec
+        self.max_age = float(max_age)
+        self.seed = int(seed)
+        self.prefix_steps = int(prefix_steps)
+        self.instruction = instruction.strip()
+        self.merger = JointStateMerger(spec)
+        self.images = ImageBuffer(spec.cameras)
+        self.schedule = ChunkExecutor(Limits.from_spec(spec), spec.dt, mode="rtc")
+        self.accepted = 0  # chunks accepted so far; chunk i is sampled with seed + i
+
+    # ---- inputs -------------------------------------------------------------------------
+    def add_image(self, camera: str, rgb: np.ndarray, stamp: float) -> None:
+        self.images.put(camera, rgb, stamp)
+
+    def add_joint_state(self, robot: str, names, positions, stamp: float) -> str | None:
+        """Returns a rejection reason, or None if accepted."""
+        return self.merger.update(robot, list(names), list(positions), stamp)
+
+    def set_instruction(self, text: str) -> str | None:
+        if not text.strip():
+            return "empty instruction ignored; keeping the previous one"
+        self.instruction = text.strip()
+        return None
+
+    # ---- ticks --------------------------------------------------------------------------
+    def request(self, now: float) -> Request | Rejection:
+        """The observation at clock time ``now``, or why there is none."""
+        if not self.instruction:
+            return Rejection("no instruction yet: not inferring")
+        images = self.images.images(now, self.max_age)
+        if isinstance(images, Rejection):
+            return Rejection(f"not inferring: {images}")
+        state = self.merger.state(now, self.max_age)
+        if isinstance(state, Rejection):
+            return Rejection(f"not inferring: {state}")
+        stamp = min(self.images.oldest_stamp(), self.merger.oldest_stamp())
+        prefix = (self.schedule.committed(stamp, self.prefix_steps)
+                  if self.prefix_steps > 0 else None)
+        obs = Observation(images=dict(images), state=state, instruction=self.instruction,
+                          embodiment=self.spec.name, stamp=stamp)
+        inputs = {**self.images.stamps(), **{f"joint_states:{r or 'robot'}": s
+                                              for r, s in self.merger.stamps().items()}}
+        return Request(obs, prefix, self.seed + self.accepted, now, inputs)
+
+    def accept(self, request: Request, chunk: ActionChunk) -> str | None:
+        """Take the model's answer to ``request``; returns why it was dropped, or None."""
+        if not np.all(np.isfinite(chunk.actions)):
+            return "model output contains NaN/inf: chunk dropped"
+        prefix_len = 0 if request.prefix is None else len(request.prefix)
+        self.schedule.add_chunk(Chunk(chunk.actions, chunk.stamp, chunk.dt, prefix_len))
+        self.accepted += 1
+        return None

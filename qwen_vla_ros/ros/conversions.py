@@ -24,8 +24,9 @@ def stamp_to_sec(stamp) -> float:
 
 
 def sec_to_stamp(t: float, stamp_cls):
-    sec = int(np.floor(t))
-    return stamp_cls(sec=sec, nanosec=round((t - sec) * 1e9) % 1_000_000_000)
+    # Round the whole time to ns first: t = 2.9999999999 is 3 s 0 ns, not 2 s 0 ns.
+    sec, nanosec = divmod(round(t * 1e9), 1_000_000_000)
+    return stamp_cls(sec=int(sec), nanosec=int(nanosec))
 
 
 def image_to_rgb(msg) -> np.ndarray:
@@ -103,8 +104,7 @@ def chunk_to_trajectory(actions: np.ndarray, joint_names: Sequence[str], dt: flo
     for k, row in enumerate(np.asarray(actions, dtype=np.float64)):
         p = point_cls()
         p.positions = row.tolist()
-        t = k * dt
-        p.time_from_start = duration_cls(sec=int(t), nanosec=round((t - int(t)) * 1e9))
+        p.time_from_start = sec_to_stamp(k * dt, duration_cls)
         points.append(p)
     msg.points = points
     return msg

@@ -108,3 +108,11 @@ def test_trajectory_round_trip_reorders_by_name():
     assert stamp == pytest.approx(3.0) and dt == pytest.approx(0.02)
     with pytest.raises(ValueError, match=r"lacks joints \['d'\]"):
         trajectory_to_chunk(msg, ["a", "d"])
+
+
+@pytest.mark.parametrize("t", [0.0, 2.9999999999, 3.0, 12.5, 1e-10, 1799999999.9999999])
+def test_sec_to_stamp_carries_into_seconds(t):
+    """Regression: 2.9999999999 s was written as 2 s 0 ns (the clock jumped back 1 s)."""
+    s = sec_to_stamp(t, Time)
+    assert 0 <= s.nanosec < 1_000_000_000
+    assert abs(stamp_to_sec(s) - t) <= 1e-9 * max(1.0, abs(t)) + 1e-9

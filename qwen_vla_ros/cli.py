@@ -3,6 +3,8 @@
     qwen-vla-ros checkpoint tiny OUT_DIR        write a complete random-init tiny checkpoint
     qwen-vla-ros bench model --preset tiny|full [--device cuda --dtype bfloat16] --json OUT
     qwen-vla-ros demo [--seconds N] [--out DIR] [--checkpoint DIR]   simulated ALOHA, recorded
+    qwen-vla-ros replay BAG --checkpoint DIR --out DIR   offline: what would the policy do?
+    qwen-vla-ros play BAG [--rate X]            publish a bag's messages and /clock (live replay)
     qwen-vla-ros bringup NAME [arg:=value ...]  the launch file's nodes, in one process
     qwen-vla-ros embodiments                    list the embodiments in config/
 """
@@ -59,6 +61,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
                            seed=args.seed, rate_factor=args.rate_factor)
     print(format_summary(summary))
     print(f"wrote {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def _mapping(items: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"{what} '{item}' is not NAME=TOPIC")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from qwen_vla_ros.replay.bagio import BagError
+    from qwen_vla_ros.replay.offline import ReplayOptions, replay
+
+    opts = ReplayOptions(
+        bag=args.bag, checkpoint=args.checkpoint, out=args.out, embodiment=args.embodiment,
+        start=args.start, end=args.end, instruction=args.instruction, ticks=args.ticks,
+        rate_hz=args.rate, max_age=args.max_age, flow_steps=args.steps, seed=args.seed,
+        rtc_prefix_steps=args.rtc_prefix_steps, device=args.device, dtype=args.dtype,
+        policy_ns=args.policy_ns,
+        camera_topics=_mapping(args.camera_topic, "--camera-topic"),
+        joint_state_topics=_mapping(args.joint_state_topic, "--joint-state-topic"),
+        progress=not args.no_progress)
+    try:
+        result = replay(opts, log=lambda m: print(m, file=sys.stderr))
+    except BagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rep = result.report
+    lv = rep.get("live_vs_replay") or {}
+    print(f"replayed {rep['ticks']} ticks ({rep['tick_source']}), {rep['chunks']} chunks, "
+          f"{rep['speed_x_realtime']} x real time")
+    if lv:
+        print(f"live vs replay: {lv['compared']} chunks, max |diff| {lv['max_abs_diff']:.3g}")
+    for err in result.errors:
+        print(f"warning: {err}", file=sys.stderr)
+    print(f"wrote {result.out_bag} and {Path(args.out) / 'report.html'}")
+    if result.incomplete:
+        print("error: the bag was not fully replayed: " + "; ".join(result.incomplete),
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from qwen_vla_ros.replay.bagio import BagError
+    from qwen_vla_ros.replay.play import play
+
+    try:
+        stats = play(args.bag, rate=args.rate, topics=args.topic or None,
+                     clock=args.clock, start=args.start, loop=args.loop)
+    except BagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"published {stats['messages']} messages in {stats['wall_s']:.1f} s "
+          f"({stats['skipped_topics']} topics skipped)")
     return 0
 
 
@@ -119,6 +180,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy checkpoint (default: make a tiny one in OUT)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("replay", help="offline: run a checkpoint on a recorded bag; report")
+    p.add_argument("bag", type=Path, help="rosbag2 directory (MCAP or sqlite3) or file")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--embodiment", help="default: as recorded, or the checkpoint's only one")
+    p.add_argument("--start", type=float, help="s since the bag's first message")
+    p.add_argument("--end", type=float, help="s since the bag's first message")
+    p.add_argument("--instruction", help="default: the recorded one")
+    p.add_argument("--ticks", choices=["auto", "recorded", "rate"], default="auto",
+                   help="recorded: the live node's ticks, inputs and seeds (reproduces its "
+                        "chunks); rate: every 1/--rate s")
+    p.add_argument("--rate", type=float, default=5.0, help="inference rate for --ticks rate")
+    p.add_argument("--max-age", type=float, default=0.3, help="max observation age (s)")
+    p.add_argument("--steps", type=int, default=10, help="flow steps (recorded ticks: as "
+                                                         "recorded)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (recorded ticks: as recorded)")
+    p.add_argument("--rtc-prefix-steps", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--policy-ns", default="/policy_node", help="namespace of the recorded "
+                                                                "policy topics")
+    p.add_argument("--camera-topic", action="append", help="CAMERA=TOPIC (default "
+                                                           "/CAMERA/image_raw)")
+    p.add_argument("--joint-state-topic", action="append",
+                   help="ROBOT=TOPIC (default /ROBOT/joint_states)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("play", help="publish a bag's messages and /clock (no rosbag2 needed)")
+    p.add_argument("bag", type=Path)
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed multiple")
+    p.add_argument("--topic", action="append", help="only these topics (repeatable)")
+    p.add_argument("--clock", choices=["auto", "recorded", "log", "off"], default="auto",
+                   help="auto: the bag's /clock if recorded, else log time (as ros2 bag play "
+                        "--clock)")
+    p.add_argument("--start", type=float, default=0.0, help="s since the bag's first message")
+    p.add_argument("--loop", action="store_true")
+    p.set_defaults(func=cmd_play)
 
     p = sub.add_parser("bringup", help="start a bringup's nodes in one process (no ros2 launch)")
     p.add_argument("name", help="config/bringup/NAME.yaml: aloha, aloha_sim")

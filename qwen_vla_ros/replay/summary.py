@@ -27,34 +27,38 @@ class BagData:
     diagnostics: dict[str, str] = field(default_factory=dict)  # last policy values
     results: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
 
 def read_aloha_bag(path: Path, spec: EmbodimentSpec) -> BagData:
-    from rosbags.rosbag2 import Reader
+    """Commands, measured joints, modes, diagnostics and episode results of an ALOHA bag.
+    A damaged bag gives what was readable, with the reason in ``errors``."""
+    from qwen_vla_ros.replay.bagio import BagReadError, open_bag
 
-    from qwen_vla_ros.ros.bag_recorder import typestore
-
-    store = typestore()
+    source = open_bag(path)
+    store = source.typestore()
     data = BagData()
+    data.errors.extend(source.warnings)
     robots = spec.robots
     arm_idx = {r: [i for i in spec.dims_of(r) if spec.action[i].gripper is None]
                for r in robots}
-    grip_idx = {r: next(i for i in spec.dims_of(r) if spec.action[i].gripper is not None)
-                for r in robots}
+    grip_idx = {r: next((i for i in spec.dims_of(r) if spec.action[i].gripper is not None),
+                        None) for r in robots}
     current = np.full(spec.action_dim, np.nan)
     latest_measured = {r: None for r in robots}
-    with Reader(path) as reader:
-        data.t0 = reader.start_time * 1e-9
-        for conn, stamp, raw in reader.messages():
+    data.t0 = source.start_ns * 1e-9
+    topics = [t for t in source.topics if t not in source.unknown]
+    try:
+        for topic, stamp, raw in source.messages(topics):
+            conn_type = source.topics[topic]
             t = stamp * 1e-9 - data.t0
-            topic = conn.topic
             data.counts[topic] = data.counts.get(topic, 0) + 1
             if topic == "/policy_node/action_chunk":
                 data.chunks += 1
                 continue
             if topic.startswith("/cam_") or topic == "/clock":
                 continue  # not decoded for the summary
-            msg = store.deserialize_cdr(raw, conn.msgtype)
+            msg = store.deserialize_cdr(raw, conn_type)
             robot = topic.split("/")[1]
             if topic.endswith("/commands/joint_group") and robot in robots:
                 current[arm_idx[robot]] = np.asarray(msg.cmd, float)
@@ -66,7 +70,8 @@ def read_aloha_bag(path: Path, spec: EmbodimentSpec) -> BagData:
                 # vector can mix neighbouring ticks; exact per-step checks use ``streams``.
                 if robot == robots[-1] and np.all(np.isfinite(current)):
                     data.commands.append((t, current.copy()))
-            elif topic.endswith("/commands/joint_single") and robot in robots:
+            elif (topic.endswith("/commands/joint_single") and robot in robots
+                  and grip_idx[robot] is not None):
                 g = spec.action[grip_idx[robot]].gripper
                 current[grip_idx[robot]] = float(g.to_normalised(msg.cmd))
                 data.streams.setdefault((robot, "gripper"), []).append(
@@ -93,6 +98,9 @@ def read_aloha_bag(path: Path, spec: EmbodimentSpec) -> BagData:
                         data.diagnostics["message"] = st.message
             elif topic == "/aloha_sim/episode_result":
                 data.results.append({**json.loads(msg.data), "t": t})
+    except BagReadError as exc:
+        if str(exc) not in data.errors:
+            data.errors.append(str(exc))
     return data
 
 

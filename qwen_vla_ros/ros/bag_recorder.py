@@ -92,6 +92,7 @@ def demo_topics(spec, cameras: Sequence[str]) -> list[tuple[str, type, object]]:
     topics: list[tuple[str, type, object]] = [
         ("/clock", Clock, 10),
         ("/policy_node/action_chunk", JointTrajectory, qos.COMMAND),
+        ("/policy_node/observation_info", String, qos.COMMAND),
         ("/aloha_adapter/predicted_joint_states", JointState, qos.COMMAND),
         ("/mode_manager/mode", String, qos.LATCHED),
         ("/diagnostics", DiagnosticArray, qos.COMMAND),

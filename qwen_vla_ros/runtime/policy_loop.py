@@ -42,7 +42,8 @@ class Request:
 
     def info(self, steps: int) -> dict[str, Any]:
         """JSON-able record of this request (the node publishes it on ~/observation_info)."""
-        return {"tick": self.tick, "stamp": self.observation.stamp, "seed": self.seed,
+        return {"embodiment": self.observation.embodiment, "tick": self.tick,
+                "stamp": self.observation.stamp, "seed": self.seed,
                 "flow_steps": steps, "prefix_len": 0 if self.prefix is None else len(self.prefix),
                 "inputs": dict(self.inputs), "state": self.observation.state.tolist(),
                 "instruction": self.observation.instruction}

@@ -232,6 +232,11 @@ def _scan_mcap(path: Path, src: BagSource | None = None
     schemas: dict[int, tuple[str, str, str]] = {}
     channels: dict[int, tuple[str, str]] = {}
     last = None
+    count = 0
+
+    def cut_short(what: str) -> BagReadError:
+        return BagReadError(f"{path.name} is truncated: {what} after {count} messages", last)
+
     with path.open("rb") as f:
         if f.read(8) != MCAP_MAGIC:
             raise BagReadError(f"{path.name} is not an MCAP file (bad magic)")
@@ -240,19 +245,23 @@ def _scan_mcap(path: Path, src: BagSource | None = None
             buf = stack[-1]
             head = buf.read(9)
             if len(head) == 0 and buf is not f:
+                if isinstance(buf, _Cut):
+                    raise cut_short("the last chunk is cut")
                 stack.pop()
                 continue
             if len(head) < 9:
                 if len(head) == 0:
                     break
-                raise BagReadError(f"{path.name} is truncated after {_rel(last, 0)} "
-                                   "(record header cut short)", last)
+                raise cut_short("a record header is cut")
             op, length = head[0], struct.unpack("<Q", head[1:])[0]
             body = buf.read(length)
             if len(body) != length:
-                raise BagReadError(f"{path.name} is truncated: a record of {length} bytes "
-                                   f"has {len(body)} (last message at log time {last} ns)",
-                                   last)
+                if op == 0x06 and buf is f:  # a cut chunk: its whole records are still good
+                    partial = _partial_chunk(body)
+                    if partial is not None:
+                        stack.append(_Cut(partial))
+                        continue
+                raise cut_short(f"a record of {length} bytes has {len(body)}")
             rec = io.BytesIO(body)
             try:
                 if op == 0x02:  # footer: done
@@ -275,6 +284,7 @@ def _scan_mcap(path: Path, src: BagSource | None = None
                     cid, _, log_ns, _ = struct.unpack("<HIQQ", _exact(rec, 22))
                     if cid in channels:
                         last = log_ns
+                        count += 1
                         topic, name = channels[cid]
                         yield topic, name, log_ns, rec.read()
                 elif op == 0x06:
@@ -293,6 +303,22 @@ def _scan_mcap(path: Path, src: BagSource | None = None
             except EOFError:
                 raise BagReadError(f"{path.name}: malformed record (opcode {op:#x})",
                                    last) from None
+
+
+class _Cut(io.BytesIO):
+    """The readable records of a chunk whose end is missing."""
+
+
+def _partial_chunk(body: bytes) -> bytes | None:
+    """The records of an uncompressed chunk record cut short, or None."""
+    rec = io.BytesIO(body)
+    try:
+        _exact(rec, 28)
+        compression = _str(rec)
+        _exact(rec, 8)
+    except EOFError:
+        return None
+    return rec.read() if compression == "" else None
 
 
 def _scan_sqlite(path: Path, wanted: set[str] | None, src: BagSource | None = None

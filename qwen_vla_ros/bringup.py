@@ -65,7 +65,8 @@ class Bringup:
     arguments: dict[str, Argument]
     nodes: tuple[NodeEntry, ...]
     visualization: Visualization | None = None
-    bag_play: bool = False  # launch adds `ros2 bag play --clock $(bag)` (argument `bag`)
+    bag_play: bool = False  # launch adds `ros2 bag play $(bag) --topics ...` (argument `bag`)
+    bag_topics: tuple[str, ...] = ()  # what that plays: the stack's inputs, never its outputs
 
     def resolve(self, values: Mapping[str, str] | None = None) -> list[NodeEntry]:
         """Nodes with every $(arg) replaced (typed as YAML would type it)."""
@@ -97,7 +98,8 @@ def load_bringup(name: str, directory: Path | None = None) -> Bringup:
         raise ConfigError(f"unknown bringup '{name}'; known: {known}")
     data = yaml.safe_load(path.read_text())
     where = path.name
-    check_keys(data, ("description", "arguments", "nodes", "visualization", "bag_play"),
+    check_keys(data, ("description", "arguments", "nodes", "visualization", "bag_play",
+                      "bag_topics"),
                ("description", "nodes"), where)
     arguments = {}
     for arg, spec in (data.get("arguments") or {}).items():
@@ -135,8 +137,13 @@ def load_bringup(name: str, directory: Path | None = None) -> Bringup:
         if not (share_dir() / v["urdf"]).exists():
             raise ConfigError(f"{where}.visualization: {v['urdf']} not found")
         vis = Visualization(str(v["urdf"]), str(v["joint_states"]), str(v["ghost_joint_states"]))
-    return Bringup(name, str(data["description"]), arguments, tuple(nodes), vis,
-                   bool(data.get("bag_play", False)))
+    bag_play = bool(data.get("bag_play", False))
+    bag_topics = tuple(str(t) for t in data.get("bag_topics") or ())
+    if bag_play and not bag_topics:
+        raise ConfigError(f"{where}: bag_play needs bag_topics (the inputs to play; playing "
+                          "the recorded outputs too would mix them with the live ones)")
+    return Bringup(name, str(data["description"]), arguments, tuple(nodes), vis, bag_play,
+                   bag_topics)
 
 
 def available_bringups() -> list[str]:

@@ -54,12 +54,19 @@ def generate(name: str, rviz: bool = True):
         from launch.substitutions import PythonExpression
 
         actions.append(DeclareLaunchArgument("bag", default_value="",
-                                             description="rosbag2 to play with --clock"))
-        actions.append(ExecuteProcess(
-            cmd=["ros2", "bag", "play", "--clock", LaunchConfiguration("bag")],
-            output="screen",
-            condition=IfCondition(PythonExpression(["'", LaunchConfiguration("bag"),
-                                                    "' != ''"]))))
+                                             description="rosbag2 to play (its input topics)"))
+        actions.append(DeclareLaunchArgument(
+            "clock", default_value="true",
+            description="ros2 bag play --clock (log time as /clock); false for bags that "
+                        "recorded /clock themselves (sim-time stacks)"))
+        bag, clock = LaunchConfiguration("bag"), LaunchConfiguration("clock")
+        for with_clock in (True, False):
+            cmd = ["ros2", "bag", "play", bag, "--topics", *desc.bag_topics]
+            actions.append(ExecuteProcess(
+                cmd=cmd + (["--clock"] if with_clock else []), output="screen",
+                condition=IfCondition(PythonExpression([
+                    "'", bag, "' != '' and '", clock, "'.lower() ",
+                    "== 'true'" if with_clock else "!= 'true'"]))))
     if rviz:
         actions.append(DeclareLaunchArgument("rviz", default_value="true",
                                              description="start RViz with config/aloha.rviz"))

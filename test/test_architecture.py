@@ -30,3 +30,18 @@ def test_core_layer_is_ros_free(layer):
         bad = [m for m in _imports(path) if any(m == f or m.startswith(f + ".")
                                                   for f in FORBIDDEN)]
         assert not bad, f"{path.relative_to(PKG)} imports {bad}"
+
+
+def test_offline_replay_needs_no_ros_install():
+    """`qwen-vla-ros replay` runs where only rosbags is installed: importing it and its
+    whole dependency chain pulls in no rclpy and no ROS message packages."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import qwen_vla_ros.replay.offline, qwen_vla_ros.replay.report; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('rclpy', 'sensor_msgs', 'std_msgs', 'trajectory_msgs', 'builtin_interfaces')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -109,6 +109,18 @@ def test_bringup_nodes_get_their_parameter_files_and_remappings(tiny_checkpoint)
         assert policy.active, policy.last_error
         topics = {s.topic_name for s in adapter.subscriptions}
         assert "/policy_node/action_chunk" in topics and "/mode_manager/mode" in topics
+        # The bag plays exactly inputs: each is subscribed by the stack, none is published by
+        # it (recorded outputs would mix with live ones), and the sim demo records them all.
+        from qwen_vla_ros.embodiment.spec import load_embodiment
+        from qwen_vla_ros.ros.bag_recorder import demo_topics
+
+        played = set(load_bringup("replay").bag_topics)
+        subscribed = {s.topic_name for n in nodes for s in n.subscriptions}
+        published = {p.topic_name for n in nodes for p in n.publishers}
+        assert played - {"/clock"} <= subscribed, played - subscribed
+        assert not played & published
+        spec = load_embodiment("aloha")
+        assert played <= {t for t, _, _ in demo_topics(spec, spec.cameras)}
     finally:
         for n in nodes:
             n.destroy_node()

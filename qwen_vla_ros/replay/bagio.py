@@ -48,6 +48,7 @@ class BagSource:
     indexed: bool = True  # False: read record by record (damaged or bare file)
     warnings: list[str] = field(default_factory=list)
     unknown: dict[str, str] = field(default_factory=dict)  # topic -> type nobody can decode
+    latched: set[str] = field(default_factory=set)  # recorded with transient-local QoS
     _files: list[Path] = field(default_factory=list)
 
     @property
@@ -185,6 +186,9 @@ def _open_indexed(path: Path) -> BagSource:
         for c in reader.connections:
             src.topics[c.topic] = c.msgtype
             src.counts[c.topic] = src.counts.get(c.topic, 0) + c.msgcount
+            for q in getattr(c.ext, "offered_qos_profiles", None) or ():
+                if q.durability.name == "TRANSIENT_LOCAL":
+                    src.latched.add(c.topic)
             if c.msgdef and c.msgdef.data:
                 src.msgdefs[c.msgtype] = (fmt.get(c.msgdef.format.value, ""), c.msgdef.data)
         src.start_ns, src.end_ns = reader.start_time, reader.end_time

@@ -38,6 +38,26 @@ def ros_type_name(msg_cls) -> str:
     return f"{module}/msg/{msg_cls.__name__}"
 
 
+def _offered(profile) -> tuple:
+    """The rosbags Qos of a latched profile (so players republish it latched), else ()."""
+    from rclpy.qos import DurabilityPolicy
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
+
+    if getattr(profile, "durability", None) != DurabilityPolicy.TRANSIENT_LOCAL:
+        return ()
+    never = QosTime(0, 0)
+    return (Qos(QosHistory.KEEP_LAST, int(profile.depth), QosReliability.RELIABLE,
+                QosDurability.TRANSIENT_LOCAL, never, never, QosLiveliness.AUTOMATIC, never,
+                False),)
+
+
 class BagRecorder:
     """Subscribe ``topics`` ([(name, msg class, qos)]) on ``node`` and write an MCAP bag."""
 
@@ -56,8 +76,8 @@ class BagRecorder:
         for name, cls, profile in topics:
             typename = ros_type_name(cls)
             self.connections[name] = self.writer.add_connection(
-                name, typename, typestore=self.store,
-                serialization_format="cdr")
+                name, typename, typestore=self.store, serialization_format="cdr",
+                offered_qos_profiles=_offered(profile))
             node.create_subscription(cls, name, self._callback(name), profile, raw=True)
         self.closed = False
 

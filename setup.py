@@ -41,6 +41,8 @@ setup(
             "mode_manager = qwen_vla_ros.nodes.mode_manager:main",
             "aloha_sim = qwen_vla_ros.nodes.aloha_sim:main",
             "scripted_leader = qwen_vla_ros.nodes.scripted_leader:main",
+            "navigation_node = qwen_vla_ros.nodes.navigation_node:main",
+            "base_sim = qwen_vla_ros.nodes.base_sim:main",
         ],
     },
 )

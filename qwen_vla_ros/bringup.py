@@ -30,6 +30,8 @@ EXECUTABLES: dict[str, tuple[str, str]] = {
     "mode_manager": ("qwen_vla_ros.nodes.mode_manager", "ModeManager"),
     "aloha_sim": ("qwen_vla_ros.nodes.aloha_sim", "AlohaSimNode"),
     "scripted_leader": ("qwen_vla_ros.nodes.scripted_leader", "ScriptedLeader"),
+    "navigation_node": ("qwen_vla_ros.nodes.navigation_node", "NavigationNode"),
+    "base_sim": ("qwen_vla_ros.nodes.base_sim", "BaseSimNode"),
 }
 ARG_RE = re.compile(r"^\$\((\w+)\)$")
 FAST_DDS_PROFILE = "config/fastdds_shm.xml"

@@ -83,6 +83,18 @@ class Observation:
     instruction: str
     embodiment: str
     stamp: float = 0.0  # observation time (s), carried through to the chunk
+    # Past frames, oldest first, as (label, HxWx3 uint8): given to the backbone before the
+    # live cameras, each introduced by its label (e.g. "front 2.0 s ago"). VLN looks back.
+    history: tuple[tuple[str, np.ndarray], ...] = ()
+
+    def camera_inputs(self, cameras: tuple[str, ...]) -> tuple[dict[str, np.ndarray],
+                                                                list[str]]:
+        """(images by name, order) for the backbone: history first, then ``cameras``."""
+        labels = [label for label, _ in self.history]
+        clash = sorted(set(labels) & set(cameras))
+        if clash:
+            raise ValueError(f"history labels {clash} collide with camera names")
+        return {**self.images, **dict(self.history)}, labels + list(cameras)
 
 
 @dataclass
@@ -153,7 +165,8 @@ class QwenVLAPolicy(nn.Module):
     def features(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone hidden states [1, L, C] and mask [1, L] for one observation."""
         spec = self.spec(obs.embodiment)
-        inputs = self.backbone.prepare(obs.images, spec.cameras, spec.prompt, obs.instruction)
+        images, order = obs.camera_inputs(spec.cameras)
+        inputs = self.backbone.prepare(images, order, spec.prompt, obs.instruction)
         hidden, mask = self.backbone(inputs)
         return hidden.to(self.dtype), mask
 
@@ -179,7 +192,8 @@ class QwenVLAPolicy(nn.Module):
         steps = int(steps or self.config.flow_steps)
         t0 = time.perf_counter()
         state = self.state_tensor(spec, obs.state)
-        inputs = self.backbone.prepare(obs.images, spec.cameras, spec.prompt, obs.instruction)
+        images, order = obs.camera_inputs(spec.cameras)
+        inputs = self.backbone.prepare(images, order, spec.prompt, obs.instruction)
         t1 = time.perf_counter()
         hidden, mask = self.backbone(inputs)
         kvs, attn_mask = self.decoder.encode_context(hidden.to(self.dtype), mask)

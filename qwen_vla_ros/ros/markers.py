@@ -59,3 +59,46 @@ def mode_text_marker(mode: Mode, frame_id: str, stamp) -> Marker:
     m.pose.orientation.w = 1.0
     m.scale.z = 0.08
     return m
+
+
+def waypoint_markers(waypoints, frame_id: str, stamp, status: str, robot_xy=(0.0, 0.0)):
+    """VLN plan for RViz: path line, waypoint spheres, goal arrow, status text.
+
+    ``waypoints``: [N, 3] (x, y, yaw) in ``frame_id``; may be empty (markers are deleted)."""
+    import math
+
+    from geometry_msgs.msg import Point
+    from visualization_msgs.msg import MarkerArray
+
+    def base(mid: int, mtype: int, rgb, alpha: float = 1.0) -> Marker:
+        m = Marker(ns="vln", id=mid, type=mtype)
+        m.header.frame_id = frame_id
+        m.header.stamp = stamp
+        m.pose.orientation.w = 1.0
+        m.color = ColorRGBA(r=rgb[0], g=rgb[1], b=rgb[2], a=alpha)
+        return m
+
+    out = MarkerArray()
+    pts = [Point(x=float(w[0]), y=float(w[1]), z=0.05) for w in waypoints]
+    line = base(0, Marker.LINE_STRIP, (0.1, 0.9, 0.3))
+    line.scale.x = 0.03
+    spheres = base(1, Marker.SPHERE_LIST, (0.1, 0.6, 1.0))
+    spheres.scale.x = spheres.scale.y = spheres.scale.z = 0.08
+    goal = base(2, Marker.ARROW, (1.0, 0.5, 0.1))
+    goal.scale.x, goal.scale.y, goal.scale.z = 0.35, 0.06, 0.06
+    if pts:
+        line.points, spheres.points = [Point(x=float(robot_xy[0]), y=float(robot_xy[1]),
+                                             z=0.05), *pts], pts
+        last = waypoints[-1]
+        goal.pose.position = Point(x=float(last[0]), y=float(last[1]), z=0.05)
+        goal.pose.orientation.z = math.sin(float(last[2]) / 2)
+        goal.pose.orientation.w = math.cos(float(last[2]) / 2)
+    else:
+        for m in (line, spheres, goal):
+            m.action = Marker.DELETE
+    text = base(3, Marker.TEXT_VIEW_FACING, (1.0, 1.0, 1.0))
+    text.scale.z = 0.18
+    text.text = status
+    text.pose.position = Point(x=float(robot_xy[0]), y=float(robot_xy[1]), z=0.8)
+    out.markers = [line, spheres, goal, text]
+    return out

@@ -8,6 +8,7 @@ gives a rejection reason instead of an observation.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -133,3 +134,28 @@ class ImageBuffer:
 
     def stamps(self) -> dict[str, float]:
         return {c: s for c, (_, s) in self._frames.items()}
+
+
+class FrameHistory:
+    """Past frames of one camera, sampled by time: a frame is kept when it is at least
+    ``period`` s after the last kept one; at most ``length`` are returned (bounded memory)."""
+
+    def __init__(self, camera: str, length: int, period: float) -> None:
+        if length < 0 or not period > 0:
+            raise ValueError(f"history needs length >= 0 and period > 0, got {length}, {period}")
+        self.camera, self.length, self.period = camera, int(length), float(period)
+        self._kept: deque[tuple[float, np.ndarray]] = deque(maxlen=self.length + 1)
+
+    def put(self, image: np.ndarray, stamp: float) -> None:
+        if self.length == 0:
+            return
+        if self._kept and stamp < self._kept[-1][0]:
+            self._kept.clear()  # time went backwards (bag loop, sim reset): start again
+        if not self._kept or stamp - self._kept[-1][0] >= self.period - 1e-9:
+            self._kept.append((stamp, image))
+
+    def frames(self, current: float) -> list[tuple[float, np.ndarray]]:
+        """(stamp, image), oldest first: kept frames at least period/2 older than
+        ``current`` (the live frame's stamp), the newest ``length`` of them."""
+        past = [(t, im) for t, im in self._kept if t <= current - 0.5 * self.period]
+        return past[-self.length:] if self.length else []

@@ -18,7 +18,12 @@ from qwen_vla_ros.embodiment.spec import EmbodimentSpec
 from qwen_vla_ros.model.policy import ActionChunk, Observation
 from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor
 from qwen_vla_ros.runtime.limits import Limits
-from qwen_vla_ros.runtime.observation import ImageBuffer, JointStateMerger, Rejection
+from qwen_vla_ros.runtime.observation import (
+    FrameHistory,
+    ImageBuffer,
+    JointStateMerger,
+    Rejection,
+)
 
 
 def stamp_or(stamp: float, now: float) -> float:
@@ -53,7 +58,8 @@ class PolicyLoop:
     """Observation assembly, staleness, seeds and the committed schedule of one policy."""
 
     def __init__(self, spec: EmbodimentSpec, max_age: float, seed: int = 0,
-                 prefix_steps: int = 0, instruction: str = "") -> None:
+                 prefix_steps: int = 0, instruction: str = "", history_frames: int = 0,
+                 history_period: float = 1.0) -> None:
         if not max_age > 0:
             raise ValueError(f"max_observation_age must be > 0, got {max_age}")
         self.spec = spec
@@ -65,10 +71,15 @@ class PolicyLoop:
         self.images = ImageBuffer(spec.cameras)
         self.schedule = ChunkExecutor(Limits.from_spec(spec), spec.dt, mode="rtc")
         self.accepted = 0  # chunks accepted so far; chunk i is sampled with seed + i
+        # Past frames of the first camera (VLN looks back), sampled by time.
+        self.history = (FrameHistory(spec.cameras[0], history_frames, history_period)
+                        if history_frames > 0 and spec.cameras else None)
 
     # ---- inputs -------------------------------------------------------------------------
     def add_image(self, camera: str, rgb: np.ndarray, stamp: float) -> None:
         self.images.put(camera, rgb, stamp)
+        if self.history is not None and camera == self.history.camera:
+            self.history.put(rgb, stamp)
 
     def add_joint_state(self, robot: str, names, positions, stamp: float) -> str | None:
         """Returns a rejection reason, or None if accepted."""
@@ -94,10 +105,17 @@ class PolicyLoop:
         stamp = min(self.images.oldest_stamp(), self.merger.oldest_stamp())
         prefix = (self.schedule.committed(stamp, self.prefix_steps)
                   if self.prefix_steps > 0 else None)
-        obs = Observation(images=dict(images), state=state, instruction=self.instruction,
-                          embodiment=self.spec.name, stamp=stamp)
+        history: tuple = ()
         inputs = {**self.images.stamps(), **{f"joint_states:{r or 'robot'}": s
                                               for r, s in self.merger.stamps().items()}}
+        if self.history is not None:
+            cam = self.history.camera
+            current = self.images.stamps()[cam]
+            past = self.history.frames(current)
+            history = tuple((f"{cam} {current - t:.1f} s ago", im) for t, im in past)
+            inputs.update({f"history:{cam}:{k}": t for k, (t, _) in enumerate(past)})
+        obs = Observation(images=dict(images), state=state, instruction=self.instruction,
+                          embodiment=self.spec.name, stamp=stamp, history=history)
         return Request(obs, prefix, self.seed + self.accepted, now, inputs)
 
     def accept(self, request: Request, chunk: ActionChunk) -> str | None:

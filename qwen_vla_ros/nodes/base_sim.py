@@ -1,0 +1,122 @@
+"""base_sim: the simulated VLN mobile base (MuJoCo room, unicycle, forward camera).
+
+Topics:
+  pub  /clock               rosgraph_msgs/Clock (sim time; the other nodes use_sim_time)
+  pub  odom                 nav_msgs/Odometry, frame ``odom``, child ``base_link``, 50 Hz
+  pub  front/image_raw      sensor_msgs/Image rgb8 (``camera_rate_hz``)
+  pub  ~/bumped             std_msgs/Bool, true while a move is refused by a wall or object
+  sub  cmd_vel              geometry_msgs/Twist (linear.x, angular.z); older than
+                            ``cmd_timeout`` s -> the base stops, as a real base driver does
+  srv  ~/reset              std_srvs/Trigger: back to the start pose
+TF is not published (tf2_msgs has no wheel on PyPI); RViz uses fixed frame ``odom``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+
+from qwen_vla_ros.ros import qos
+from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
+from qwen_vla_ros.runtime.navigation import Pose2D, quaternion_from_yaw
+
+DT = 0.02
+
+
+def _d(text: str) -> ParameterDescriptor:
+    return ParameterDescriptor(description=text)
+
+
+class BaseSimNode(Node):
+    def __init__(self, **kwargs) -> None:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        from builtin_interfaces.msg import Time
+
+        from qwen_vla_ros.sim.base import BaseSim
+
+        super().__init__("base_sim", **kwargs)
+        p = self.declare_parameter
+        rate = float(p("rate_factor", 1.0, _d("sim seconds per wall second")).value)
+        self.camera_rate = float(p("camera_rate_hz", 5.0, _d("image rate (0: off)")).value)
+        h = int(p("image_height", 240, _d("rendered image height")).value)
+        w = int(p("image_width", 320, _d("rendered image width")).value)
+        self.cmd_timeout = float(p("cmd_timeout", 0.5, _d("s without cmd_vel -> stop")).value)
+        self.start = Pose2D(float(p("start_x", 0.0, _d("start x (m)")).value),
+                            float(p("start_y", 0.0, _d("start y (m)")).value),
+                            float(p("start_yaw", 0.0, _d("start yaw (rad)")).value))
+        self.sim = BaseSim(image_size=(h, w), start=self.start)
+        self._time_cls = Time
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.odom_pub = self.create_publisher(Odometry, "odom", qos.SENSOR)
+        self.cam_pub = self.create_publisher(Image, "front/image_raw", qos.SENSOR)
+        self.bump_pub = self.create_publisher(Bool, "~/bumped", qos.COMMAND)
+        self.create_subscription(Twist, "cmd_vel", self._cmd_cb, qos.COMMAND)
+        self.create_service(Trigger, "~/reset", self._reset_srv)
+        self._cmd = (0.0, 0.0)
+        self._cmd_time = -math.inf
+        self.steps = 0
+        self.create_timer(DT / max(rate, 1e-3), self._step)
+
+    def now_sim(self) -> float:
+        return self.sim.time
+
+    def _cmd_cb(self, msg: Twist) -> None:
+        v, w = float(msg.linear.x), float(msg.angular.z)
+        if not (math.isfinite(v) and math.isfinite(w)):
+            self.get_logger().warning("cmd_vel with NaN/inf ignored: stopping",
+                                      throttle_duration_sec=2.0)
+            v, w = 0.0, 0.0
+        self._cmd = (v, w)
+        self._cmd_time = self.sim.time
+
+    def _reset_srv(self, _req, response):
+        self.sim.reset(self.start)
+        self._cmd, self._cmd_time = (0.0, 0.0), -math.inf
+        response.success, response.message = True, "base back at the start pose"
+        return response
+
+    def _step(self) -> None:
+        v, w = self._cmd if self.sim.time - self._cmd_time <= self.cmd_timeout else (0.0, 0.0)
+        pose = self.sim.step(v, w, DT)
+        self.steps += 1
+        stamp = sec_to_stamp(self.sim.time, self._time_cls)
+        self.clock_pub.publish(Clock(clock=stamp))
+        odom = Odometry()
+        odom.header.stamp = stamp
+        odom.header.frame_id = "odom"
+        odom.child_frame_id = "base_link"
+        odom.pose.pose.position.x, odom.pose.pose.position.y = pose.x, pose.y
+        q = quaternion_from_yaw(pose.yaw)
+        o = odom.pose.pose.orientation
+        o.x, o.y, o.z, o.w = q
+        odom.twist.twist.linear.x, odom.twist.twist.angular.z = self.sim.v, self.sim.w
+        self.odom_pub.publish(odom)
+        if self.sim.bumped:
+            self.bump_pub.publish(Bool(data=True))
+        every = round(1.0 / (self.camera_rate * DT)) if self.camera_rate > 0 else 0
+        if every and self.steps % every == 0:
+            self.cam_pub.publish(rgb_to_image(self.sim.render(), Image, stamp=stamp,
+                                              frame_id="front_camera"))
+
+    def destroy_node(self) -> None:
+        self.sim.close()
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    from qwen_vla_ros.nodes import spin_node
+
+    spin_node(BaseSimNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""A small MuJoCo world for VLN: a 6 x 6 m room with distinct coloured objects and a unicycle
+base carrying a forward RGB camera. No ROS.
+
+The base is kinematic: (v, w) commands are integrated exactly along an arc, the result is
+written to its planar joints and MuJoCo renders the camera. A move that would hit a wall or
+an object is refused (the base stays put and ``bumped`` is set), so tests can tell a collision
+from a stop. Wheels, slip and inertia are not simulated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from qwen_vla_ros.runtime.navigation import Pose2D, wrap
+
+ROOM = 3.0  # half size (m): the room spans [-3, 3] x [-3, 3]
+BASE_RADIUS = 0.2
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    name: str
+    shape: str  # box | cylinder | sphere
+    x: float
+    y: float
+    radius: float  # footprint radius for collisions
+    rgba: tuple[float, float, float, float]
+
+
+OBJECTS = (
+    SceneObject("red_box", "box", 2.0, 1.0, 0.3, (0.85, 0.1, 0.1, 1)),
+    SceneObject("green_cylinder", "cylinder", -1.5, 2.0, 0.25, (0.1, 0.7, 0.2, 1)),
+    SceneObject("blue_sphere", "sphere", 1.5, -2.0, 0.25, (0.1, 0.3, 0.9, 1)),
+    SceneObject("yellow_box", "box", -2.0, -1.5, 0.3, (0.95, 0.85, 0.1, 1)),
+)
+
+
+def _geom(o: SceneObject) -> str:
+    rgba = " ".join(f"{c:g}" for c in o.rgba)
+    if o.shape == "box":
+        size, z = f"{o.radius * 0.7:g} {o.radius * 0.7:g} 0.3", 0.3
+    elif o.shape == "cylinder":
+        size, z = f"{o.radius:g} 0.35", 0.35
+    else:
+        size, z = f"{o.radius:g}", o.radius
+    return (f'<geom name="{o.name}" type="{o.shape}" size="{size}" pos="{o.x:g} {o.y:g} {z:g}" '
+            f'rgba="{rgba}"/>')
+
+
+def scene_xml() -> str:
+    walls = []
+    for name, pos, size in (("wall_n", f"0 {ROOM} 0.5", f"{ROOM} 0.05 0.5"),
+                            ("wall_s", f"0 {-ROOM} 0.5", f"{ROOM} 0.05 0.5"),
+                            ("wall_e", f"{ROOM} 0 0.5", f"0.05 {ROOM} 0.5"),
+                            ("wall_w", f"{-ROOM} 0 0.5", f"0.05 {ROOM} 0.5")):
+        walls.append(f'<geom name="{name}" type="box" pos="{pos}" size="{size}" '
+                     'rgba="0.8 0.78 0.72 1"/>')
+    return f"""
+<mujoco model="vln_room">
+  <visual><headlight ambient="0.45 0.45 0.45" diffuse="0.5 0.5 0.5"/></visual>
+  <asset>
+    <texture name="grid" type="2d" builtin="checker" rgb1="0.55 0.55 0.55" rgb2="0.45 0.45 0.45"
+             width="256" height="256"/>
+    <material name="floor" texture="grid" texrepeat="6 6"/>
+  </asset>
+  <worldbody>
+    <light pos="0 0 4" dir="0 0 -1" directional="true"/>
+    <geom name="floor" type="plane" size="{ROOM} {ROOM} 0.1" material="floor"/>
+    {"".join(walls)}
+    {"".join(_geom(o) for o in OBJECTS)}
+    <body name="base" pos="0 0 0">
+      <joint name="base_x" type="slide" axis="1 0 0"/>
+      <joint name="base_y" type="slide" axis="0 1 0"/>
+      <joint name="base_yaw" type="hinge" axis="0 0 1"/>
+      <geom name="chassis" type="cylinder" size="{BASE_RADIUS} 0.08" pos="0 0 0.1"
+            rgba="0.15 0.15 0.18 1" contype="0" conaffinity="0"/>
+      <geom name="nose" type="box" size="0.05 0.03 0.02" pos="0.18 0 0.2" rgba="1 1 1 1"
+            contype="0" conaffinity="0"/>
+      <camera name="front" pos="0.2 0 0.45" xyaxes="0 -1 0 0.17 0 0.985" fovy="70"/>
+    </body>
+  </worldbody>
+</mujoco>
+"""
+
+
+class BaseSim:
+    """The room and the base. ``step(v, w, dt)`` moves it; ``render()`` is the front camera."""
+
+    def __init__(self, image_size: tuple[int, int] = (240, 320),
+                 start: Pose2D | None = None) -> None:
+        import mujoco
+
+        self._mj = mujoco
+        self.model = mujoco.MjModel.from_xml_string(scene_xml())
+        self.data = mujoco.MjData(self.model)
+        self.image_size = image_size
+        self._renderer = None
+        self.time = 0.0
+        self.v = 0.0
+        self.w = 0.0
+        self.bumped = False
+        self.reset(start or Pose2D())
+
+    def reset(self, pose: Pose2D) -> None:
+        if self.collides(pose.x, pose.y):
+            raise ValueError(f"start pose {pose} is inside a wall or an object")
+        self.pose = pose
+        self.v = self.w = 0.0
+        self._write()
+
+    def _write(self) -> None:
+        self.data.qpos[:3] = (self.pose.x, self.pose.y, self.pose.yaw)
+        self._mj.mj_forward(self.model, self.data)
+
+    @staticmethod
+    def collides(x: float, y: float) -> bool:
+        if abs(x) > ROOM - BASE_RADIUS - 0.05 or abs(y) > ROOM - BASE_RADIUS - 0.05:
+            return True
+        return any(math.hypot(x - o.x, y - o.y) < o.radius + BASE_RADIUS for o in OBJECTS)
+
+    def step(self, v: float, w: float, dt: float) -> Pose2D:
+        if not (math.isfinite(v) and math.isfinite(w)):
+            v, w = 0.0, 0.0  # a robot base ignores garbage; the node never sends it anyway
+        p = self.pose
+        if abs(w) < 1e-9:
+            x, y = p.x + v * dt * math.cos(p.yaw), p.y + v * dt * math.sin(p.yaw)
+        else:
+            r = v / w
+            x = p.x + r * (math.sin(p.yaw + w * dt) - math.sin(p.yaw))
+            y = p.y - r * (math.cos(p.yaw + w * dt) - math.cos(p.yaw))
+        yaw = float(wrap(p.yaw + w * dt))
+        self.bumped = self.collides(x, y) and (x, y) != (p.x, p.y)
+        if self.bumped:
+            x, y, v = p.x, p.y, 0.0
+        self.pose = Pose2D(x, y, yaw)
+        self.v, self.w = v, w
+        self.time += dt
+        self._write()
+        return self.pose
+
+    def render(self) -> np.ndarray:
+        if self._renderer is None:
+            h, w = self.image_size
+            self._renderer = self._mj.Renderer(self.model, height=h, width=w)
+        self._renderer.update_scene(self.data, camera="front")
+        return self._renderer.render().copy()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

@@ -1,0 +1,206 @@
+"""navigation_node, real nodes over DDS: waypoints in the odom frame, Nav2 goal, modes,
+staleness, the stop decision; and closed loop with base_sim (MuJoCo).
+
+The policies are the real tiny architecture; their normalisation statistics pin the output
+(std ~0), so a test knows what the model will say: "1 m ahead, 0.5 m left" or "stop".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from conftest import spinning, wait_for  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
+from nav_msgs.msg import Odometry, Path  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from qwen_vla_ros.ros import qos  # noqa: E402
+from qwen_vla_ros.ros.conversions import rgb_to_image  # noqa: E402
+from qwen_vla_ros.runtime.navigation import quaternion_from_yaw  # noqa: E402
+
+pytestmark = pytest.mark.ros
+AHEAD = (1.0, 0.5)  # what the "go" policy predicts, robot frame
+
+
+def pinned_policy(x: float, y: float, stop: float):
+    from qwen_vla_ros.model.normalize import NormStats
+    from qwen_vla_ros.model.presets import build_preset
+
+    policy = build_preset("tiny", ["vln"], seed=0)
+    stats = policy.norm_stats.to_dict()
+    stats["vln"]["action"] = {"mean": [x, y, 0.0, stop], "std": [0.0] * 4}
+    policy.norm_stats = NormStats(stats)
+    return policy
+
+
+@pytest.fixture(scope="module")
+def policies():
+    return {"go": pinned_policy(*AHEAD, 0.0), "stop": pinned_policy(0.0, 0.0, 1.0)}
+
+
+def nav_params(**extra):
+    base = {"instruction": "go to the red box", "inference_rate_hz": 4.0,
+            "torch_threads": 1, "history_frames": 2, "history_period_s": 0.5}
+    base.update(extra)
+    return [Parameter(k, value=v) for k, v in base.items()]
+
+
+class Rig:
+    """Test-side publishers (odometry, camera, mode, joystick) and recorders."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.pose = (1.0, 2.0, math.pi / 2)
+        self.odom_on = self.cam_on = True
+        self.nan_odom = False
+        self.odom_pub = node.create_publisher(Odometry, "/odom", qos.SENSOR)
+        self.cam_pub = node.create_publisher(Image, "/front/image_raw", qos.SENSOR)
+        self.mode_pub = node.create_publisher(String, "/mode_manager/mode", qos.LATCHED)
+        self.teleop_pub = node.create_publisher(Twist, "/teleop_cmd_vel", qos.COMMAND)
+        self.instr_pub = node.create_publisher(String, "/navigation_node/instruction",
+                                               qos.COMMAND)
+        self.cmds, self.status, self.paths, self.goals, self.diags = [], [], [], [], []
+        node.create_subscription(Twist, "/cmd_vel", self.cmds.append, qos.COMMAND)
+        node.create_subscription(String, "/navigation_node/status",
+                                 lambda m: self.status.append(m.data), qos.LATCHED)
+        node.create_subscription(Path, "/navigation_node/waypoints", self.paths.append,
+                                 qos.COMMAND)
+        node.create_subscription(PoseStamped, "/goal_pose", self.goals.append, qos.COMMAND)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append,
+                                 qos.COMMAND)
+        self.frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        node.create_timer(0.05, self._odom)
+        node.create_timer(0.1, self._cam)
+
+    def _odom(self) -> None:
+        if not self.odom_on:
+            return
+        msg = Odometry()
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.header.frame_id = "odom"
+        x, y, yaw = self.pose
+        msg.pose.pose.position.x = math.nan if self.nan_odom else x
+        msg.pose.pose.position.y = y
+        o = msg.pose.pose.orientation
+        o.x, o.y, o.z, o.w = quaternion_from_yaw(yaw)
+        self.odom_pub.publish(msg)
+
+    def _cam(self) -> None:
+        if self.cam_on:
+            self.cam_pub.publish(rgb_to_image(self.frame, Image,
+                                              stamp=self.node.get_clock().now().to_msg()))
+
+    def moving(self) -> bool:
+        return bool(self.cmds) and (abs(self.cmds[-1].linear.x) > 1e-3
+                                    or abs(self.cmds[-1].angular.z) > 1e-3)
+
+    def still(self, seconds: float = 0.5) -> bool:
+        """Only zero commands for ``seconds``."""
+        n = len(self.cmds)
+        time.sleep(seconds)
+        new = self.cmds[n:]
+        return bool(new) and all(c.linear.x == 0.0 and c.angular.z == 0.0 for c in new)
+
+
+@pytest.fixture(scope="module")
+def stack(policies):
+    from qwen_vla_ros.nodes.navigation_node import NavigationNode
+
+    rclpy.init()
+    nav = NavigationNode(policy=policies["go"], parameter_overrides=nav_params(),
+                         cli_args=["--ros-args", "-r", "mode:=/mode_manager/mode",
+                                   "-r", "odom:=/odom", "-r", "cmd_vel:=/cmd_vel",
+                                   "-r", "teleop_cmd_vel:=/teleop_cmd_vel",
+                                   "-r", "goal_pose:=/goal_pose"])
+    node = rclpy.create_node("rig")
+    rig = Rig(node)
+    with spinning(nav, node):
+        yield nav, rig
+    nav.destroy_node()
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def set_mode(rig, mode: str) -> None:
+    rig.mode_pub.publish(String(data=mode))
+
+
+def test_waypoints_and_goal_in_the_odom_frame(stack):
+    nav, rig = stack
+    set_mode(rig, "POLICY")
+    assert wait_for(lambda: rig.goals and rig.paths, 15), nav.status
+    # Robot at (1, 2) facing +y: 1 m ahead, 0.5 m left = (0.5, 3.0) in odom.
+    path = rig.paths[-1]
+    assert path.header.frame_id == "odom" and len(path.poses) == 8
+    for p in path.poses:
+        assert (p.pose.position.x, p.pose.position.y) == pytest.approx((0.5, 3.0), abs=1e-3)
+    g = rig.goals[-1].pose.position
+    assert (g.x, g.y) == pytest.approx((0.5, 3.0), abs=1e-3)
+    assert wait_for(rig.moving, 5)
+
+
+def test_stale_odometry_or_camera_zero_velocity(stack):
+    _nav, rig = stack
+    set_mode(rig, "POLICY")
+    assert wait_for(rig.moving, 10)
+    for flag in ("odom_on", "cam_on"):
+        setattr(rig, flag, False)
+        assert wait_for(lambda: rig.status and rig.status[-1].startswith("STALE"), 5)
+        assert rig.still(0.5), flag
+        assert wait_for(lambda: any(st.level == st.WARN for d in rig.diags[-2:]
+                                    for st in d.status if "navigation" in st.name), 3)
+        setattr(rig, flag, True)
+        assert wait_for(rig.moving, 5), f"did not resume after {flag}"
+
+
+def test_nan_odometry_is_rejected_and_the_node_keeps_running(stack):
+    _nav, rig = stack
+    set_mode(rig, "POLICY")
+    assert wait_for(rig.moving, 10)
+    rig.nan_odom = True
+    assert wait_for(lambda: rig.status[-1].startswith("STALE"), 5)
+    assert rig.still(0.4)
+    rig.nan_odom = False
+    assert wait_for(rig.moving, 5)
+
+
+def test_hold_and_teleop_passthrough(stack):
+    nav, rig = stack
+    set_mode(rig, "HOLD")
+    assert wait_for(lambda: nav.mode.value == "HOLD", 3)
+    assert rig.still(0.4)
+    set_mode(rig, "TELEOP")
+    joy = Twist()
+    joy.linear.x, joy.angular.z = 0.2, -0.3
+    deadline = time.monotonic() + 3
+    seen = False
+    while time.monotonic() < deadline and not seen:
+        rig.teleop_pub.publish(joy)
+        time.sleep(0.05)
+        seen = any(c.linear.x == pytest.approx(0.2) and c.angular.z == pytest.approx(-0.3)
+                   for c in rig.cmds[-5:])
+    assert seen
+    assert wait_for(lambda: rig.cmds[-1].linear.x == 0.0, 2)  # joystick went quiet -> zero
+
+
+def test_stop_decision_halts_until_a_new_instruction(stack, policies):
+    nav, rig = stack
+    set_mode(rig, "POLICY")
+    rig.instr_pub.publish(String(data="go to the red box"))
+    assert wait_for(rig.moving, 10)
+    nav.policy = policies["stop"]
+    assert wait_for(lambda: rig.status[-1].startswith("STOPPED"), 10), rig.status[-3:]
+    assert rig.still(0.5)
+    assert len(rig.paths[-1].poses) == 0  # the plan is cleared
+    nav.policy = policies["go"]  # the model would go again, but STOP holds...
+    assert rig.still(1.0)
+    rig.instr_pub.publish(String(data="now go to the blue sphere"))  # ...until this
+    assert wait_for(rig.moving, 10)

@@ -69,6 +69,7 @@ class Bringup:
     visualization: Visualization | None = None
     bag_play: bool = False  # launch adds `ros2 bag play $(bag) --topics ...` (argument `bag`)
     bag_topics: tuple[str, ...] = ()  # what that plays: the stack's inputs, never its outputs
+    rviz: str = "config/aloha.rviz"  # share-relative RViz config the launch file opens
 
     def resolve(self, values: Mapping[str, str] | None = None) -> list[NodeEntry]:
         """Nodes with every $(arg) replaced (typed as YAML would type it)."""
@@ -101,7 +102,7 @@ def load_bringup(name: str, directory: Path | None = None) -> Bringup:
     data = yaml.safe_load(path.read_text())
     where = path.name
     check_keys(data, ("description", "arguments", "nodes", "visualization", "bag_play",
-                      "bag_topics"),
+                      "bag_topics", "rviz"),
                ("description", "nodes"), where)
     arguments = {}
     for arg, spec in (data.get("arguments") or {}).items():
@@ -144,8 +145,11 @@ def load_bringup(name: str, directory: Path | None = None) -> Bringup:
     if bag_play and not bag_topics:
         raise ConfigError(f"{where}: bag_play needs bag_topics (the inputs to play; playing "
                           "the recorded outputs too would mix them with the live ones)")
+    rviz = str(data.get("rviz", "config/aloha.rviz"))
+    if not (share_dir() / rviz).exists():
+        raise ConfigError(f"{where}: rviz config {rviz} not found")
     return Bringup(name, str(data["description"]), arguments, tuple(nodes), vis, bag_play,
-                   bag_topics)
+                   bag_topics, rviz)
 
 
 def available_bringups() -> list[str]:

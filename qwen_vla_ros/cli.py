@@ -3,6 +3,7 @@
     qwen-vla-ros checkpoint tiny OUT_DIR        write a complete random-init tiny checkpoint
     qwen-vla-ros bench model --preset tiny|full [--device cuda --dtype bfloat16] --json OUT
     qwen-vla-ros demo [--seconds N] [--out DIR] [--checkpoint DIR]   simulated ALOHA, recorded
+    qwen-vla-ros demo vln [--seconds N] [--instruction TEXT]         simulated VLN base
     qwen-vla-ros replay BAG --checkpoint DIR --out DIR   offline: what would the policy do?
     qwen-vla-ros play BAG [--rate X]            publish a bag's messages and /clock (live replay)
     qwen-vla-ros bringup NAME [arg:=value ...]  the launch file's nodes, in one process
@@ -54,6 +55,16 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.which == "vln":
+        from qwen_vla_ros.demo_vln import format_vln_summary, run_vln_demo
+
+        out = Path(args.out if args.out != "out/demo" else "out/demo_vln")
+        summary = run_vln_demo(out=out, seconds=args.seconds, checkpoint=args.checkpoint,
+                               seed=args.seed, instruction=args.instruction or
+                               "go to the red box", rate_factor=args.rate_factor)
+        print(format_vln_summary(summary))
+        print(f"wrote {out / 'summary.json'}")
+        return 0
     from qwen_vla_ros.demo import format_summary, run_sim_demo
 
     summary = run_sim_demo(out=Path(args.out), seconds=args.seconds,
@@ -170,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", help="write the figures here")
     m.set_defaults(func=cmd_bench_model)
 
-    p = sub.add_parser("demo", help="the main job: simulated ALOHA closed loop (see README)")
+    p = sub.add_parser("demo", help="the main job: simulated ALOHA closed loop (see README); "
+                                    "`demo vln`: the simulated mobile base")
+    p.add_argument("which", nargs="?", choices=["aloha", "vln"], default="aloha")
+    p.add_argument("--instruction", help="vln: the navigation instruction")
     p.add_argument("--seconds", type=float, default=20.0, help="sim seconds in all")
     p.add_argument("--teleop-seconds", type=float, default=9.5,
                    help="sim seconds in TELEOP (scripted leader) before POLICY")

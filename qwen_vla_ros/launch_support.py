@@ -69,9 +69,9 @@ def generate(name: str, rviz: bool = True):
                     "== 'true'" if with_clock else "!= 'true'"]))))
     if rviz:
         actions.append(DeclareLaunchArgument("rviz", default_value="true",
-                                             description="start RViz with config/aloha.rviz"))
+                                             description=f"start RViz with {desc.rviz}"))
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
-                            arguments=["-d", str(share / "config" / "aloha.rviz")],
+                            arguments=["-d", str(share / desc.rviz)],
                             condition=IfCondition(LaunchConfiguration("rviz"))))
     return LaunchDescription(actions)
 

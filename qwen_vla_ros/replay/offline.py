@@ -68,6 +68,8 @@ class ReplayOptions:
     camera_topics: dict[str, str] = field(default_factory=dict)  # camera -> topic
     joint_state_topics: dict[str, str] = field(default_factory=dict)  # robot -> topic
     ghost_lookahead_s: float = 0.5  # as the adapters' ~/predicted_joint_states
+    history_frames: int | None = None  # past frames (VLN); default: as recorded, else 0
+    history_period: float | None = None
     progress: bool = True
 
 
@@ -199,9 +201,16 @@ class _Replayer:
                                                                       policy, spec)
         self.rec, self.result, self.writer = recorded, result, writer
         self.clock = Clock(recorded.clock_log, recorded.clock_s, source.start_ns)
+        first = recorded.infos[0] if recorded.infos else {}
+        hist_n = (opts.history_frames if opts.history_frames is not None
+                  else int(first.get("history_frames", 0)))
+        hist_p = (opts.history_period if opts.history_period is not None
+                  else float(first.get("history_period") or 1.0))
+        self.keep_s = 2.0 + hist_n * hist_p  # how much input history the replay holds
         self.loop = PolicyLoop(spec, opts.max_age, seed=opts.seed,
                                prefix_steps=opts.rtc_prefix_steps,
-                               instruction=opts.instruction or "")
+                               instruction=opts.instruction or "", history_frames=hist_n,
+                               history_period=hist_p)
         self.sources: dict[str, tuple[str, str]] = {}  # topic -> (kind, name)
         for cam in spec.cameras:
             self.sources[opts.camera_topics.get(cam, f"/{cam}/image_raw")] = ("camera", cam)
@@ -211,6 +220,7 @@ class _Replayer:
             self.sources[opts.joint_state_topics.get(key, default)] = ("joints", robot)
         self.history: dict[str, deque] = {t: deque() for t in self.sources}
         self.fed: dict[str, int] = {}  # topic -> id of the entry last fed to the loop
+        self.streamed: dict[str, int] = {}  # history camera: id of the last frame streamed
 
     # ---- checks -------------------------------------------------------------------------
     def check_topics(self) -> None:
@@ -284,7 +294,7 @@ class _Replayer:
                 entry_id += 1
                 hist = self.history[topic]
                 hist.append((entry_id, c, msg))
-                horizon = ticks[nxt][0] - 2.0 if nxt < len(ticks) else c
+                horizon = ticks[nxt][0] - self.keep_s if nxt < len(ticks) else c
                 while len(hist) > 1 and hist[1][1] < horizon:
                     hist.popleft()
         except BagReadError as exc:
@@ -301,6 +311,9 @@ class _Replayer:
         newest logged by then. Returns whether the recorded input was found."""
         kind, name = self.sources[topic]
         hist = self.history[topic]
+        if kind == "camera" and self.loop.history is not None \
+                and name == self.loop.history.camera:
+            self._stream_history(topic, name, tick)
         found = None
         if want_stamp is not None:
             for entry in hist:
@@ -328,6 +341,21 @@ class _Replayer:
             self.fed[topic] = entry_id
             break
         return None if want_stamp is None else found is not None
+
+    def _stream_history(self, topic: str, name: str, tick: float) -> None:
+        """The live node converts every frame of the history camera as it arrives and samples
+        its history from that stream; so does the replay, up to the tick."""
+        last = self.streamed.get(topic, 0)
+        for entry_id, c, msg in self.history[topic]:
+            if entry_id <= last or c > tick:
+                continue
+            stamp = stamp_or(stamp_to_sec(msg.header.stamp), c)
+            try:
+                rgb = msg_to_rgb(msg, self.source.topics[topic] == COMPRESSED)
+            except ImageConversionError:
+                continue  # reported when (if) it is selected as the current frame
+            self.loop.add_image(name, rgb, stamp)
+            self.streamed[topic] = self.fed[topic] = entry_id
 
     def tick(self, tick: float, info: dict[str, Any] | None, next_tick: float | None) -> None:
         res = TickResult(tick=tick, t=self.clock.rel(tick), recorded=info is not None)

@@ -149,7 +149,7 @@ class FrameHistory:
     def put(self, image: np.ndarray, stamp: float) -> None:
         if self.length == 0:
             return
-        if self._kept and stamp < self._kept[-1][0]:
+        if self._kept and stamp < self._kept[-1][0] - self.period:
             self._kept.clear()  # time went backwards (bag loop, sim reset): start again
         if not self._kept or stamp - self._kept[-1][0] >= self.period - 1e-9:
             self._kept.append((stamp, image))

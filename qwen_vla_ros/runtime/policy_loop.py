@@ -45,9 +45,13 @@ class Request:
     def age(self) -> float:
         return self.tick - self.observation.stamp
 
+    history_frames: int = 0
+    history_period: float = 0.0
+
     def info(self, steps: int) -> dict[str, Any]:
         """JSON-able record of this request (the node publishes it on ~/observation_info)."""
-        return {"embodiment": self.observation.embodiment, "tick": self.tick,
+        return {"history_frames": self.history_frames, "history_period": self.history_period,
+                "embodiment": self.observation.embodiment, "tick": self.tick,
                 "stamp": self.observation.stamp, "seed": self.seed,
                 "flow_steps": steps, "prefix_len": 0 if self.prefix is None else len(self.prefix),
                 "inputs": dict(self.inputs), "state": self.observation.state.tolist(),
@@ -116,7 +120,9 @@ class PolicyLoop:
             inputs.update({f"history:{cam}:{k}": t for k, (t, _) in enumerate(past)})
         obs = Observation(images=dict(images), state=state, instruction=self.instruction,
                           embodiment=self.spec.name, stamp=stamp, history=history)
-        return Request(obs, prefix, self.seed + self.accepted, now, inputs)
+        h = self.history
+        return Request(obs, prefix, self.seed + self.accepted, now, inputs,
+                       h.length if h else 0, h.period if h else 0.0)
 
     def accept(self, request: Request, chunk: ActionChunk) -> str | None:
         """Take the model's answer to ``request``; returns why it was dropped, or None."""

@@ -1,0 +1,237 @@
+"""``qwen-vla-ros demo vln``: the VLN stack closed-loop in the simulated room, recorded.
+
+Starts the ``vln_sim`` bringup in one process (base_sim, navigation_node, mode_manager),
+engages POLICY through the mode service, runs ``seconds`` of sim time, then HOLD. Records
+``OUT/bag`` (MCAP) and writes ``OUT/summary.json`` and ``OUT/vln.png`` (top view: room,
+objects, the base's path, every plan). A tiny random-init checkpoint is made if none is given:
+untrained, it wanders; the demo shows the pipeline, not navigation skill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qwen_vla_ros.paths import share_dir
+
+TOPICS = [  # (topic, module, class, qos name)
+    ("/clock", "rosgraph_msgs.msg", "Clock", None),
+    ("/odom", "nav_msgs.msg", "Odometry", "SENSOR"),
+    ("/cmd_vel", "geometry_msgs.msg", "Twist", "COMMAND"),
+    ("/front/image_raw", "sensor_msgs.msg", "Image", "SENSOR"),
+    ("/navigation_node/waypoints", "nav_msgs.msg", "Path", "COMMAND"),
+    ("/navigation_node/status", "std_msgs.msg", "String", "LATCHED"),
+    ("/navigation_node/action_chunk", "trajectory_msgs.msg", "JointTrajectory", "COMMAND"),
+    ("/navigation_node/observation_info", "std_msgs.msg", "String", "COMMAND"),
+    ("/goal_pose", "geometry_msgs.msg", "PoseStamped", "COMMAND"),
+    ("/mode_manager/mode", "std_msgs.msg", "String", "LATCHED"),
+    ("/diagnostics", "diagnostic_msgs.msg", "DiagnosticArray", "COMMAND"),
+    ("/base_sim/bumped", "std_msgs.msg", "Bool", "COMMAND"),
+]
+
+
+def vln_topics():
+    import importlib
+
+    from qwen_vla_ros.ros import qos
+
+    return [(t, getattr(importlib.import_module(m), c), getattr(qos, q) if q else 10)
+            for t, m, c, q in TOPICS]
+
+
+def ensure_vln_checkpoint(out: Path, checkpoint: Path | None, seed: int) -> Path:
+    if checkpoint is not None:
+        return checkpoint
+    path = out / "checkpoint"
+    if not (path / "qwen_vla.json").exists():
+        from qwen_vla_ros.model.presets import build_preset
+
+        build_preset("tiny", ["vln"], seed=seed).save_pretrained(path)
+    return path
+
+
+def run_vln_demo(out: Path, seconds: float = 20.0, checkpoint: Path | None = None,
+                 seed: int = 0, instruction: str = "go to the red box",
+                 rate_factor: float = 1.0, log=print) -> dict[str, Any]:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE",
+                          str(share_dir() / "config" / "fastdds_shm.xml"))
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from std_srvs.srv import Trigger
+
+    from qwen_vla_ros.bringup import create_node, load_bringup
+    from qwen_vla_ros.ros.bag_recorder import BagRecorder
+    from qwen_vla_ros.ros.services import call_trigger
+
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = ensure_vln_checkpoint(out, checkpoint, seed)
+    bag = out / "bag"
+    if bag.exists():
+        shutil.rmtree(bag)
+    entries = load_bringup("vln_sim").resolve({
+        "checkpoint": str(ckpt), "instruction": instruction, "rate_factor": str(rate_factor)})
+    rclpy.init()
+    nodes = []
+    try:
+        for e in entries:
+            extra = {"torch_threads": 1, "seed": seed} if e.executable == "navigation_node" \
+                else None
+            nodes.append(create_node(e, extra))
+        sim = next(n for n in nodes if n.get_name() == "base_sim")
+        probe = rclpy.create_node("demo", parameter_overrides=[
+            Parameter("use_sim_time", value=True)])
+        nodes.append(probe)
+        recorder = BagRecorder(probe, bag, vln_topics())
+        clients = {n: probe.create_client(Trigger, f"/mode_manager/{n}")
+                   for n in ("engage_policy", "hold")}
+        ex = SingleThreadedExecutor()
+        for n in nodes:
+            ex.add_node(n)
+        th = threading.Thread(target=ex.spin, daemon=True)
+        th.start()
+        log(f"demo vln: {seconds:g} s of sim time, instruction {instruction!r} ({ckpt})")
+        while sim.now_sim() < 1.0:
+            time.sleep(0.05)
+        if not call_trigger(clients["engage_policy"]).success:
+            raise RuntimeError("engage_policy refused")
+        while sim.now_sim() < seconds:
+            time.sleep(0.05)
+        call_trigger(clients["hold"])
+        time.sleep(0.3)
+        ex.shutdown()
+        th.join(5)
+        recorder.close()
+    finally:
+        for n in nodes:
+            n.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    summary = summarize_vln_bag(bag)
+    summary.update(checkpoint=str(ckpt), bag=str(bag), instruction=instruction)
+    summary["plot"] = str(plot_vln(bag, out / "vln.png"))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def read_vln_bag(bag: Path) -> dict[str, Any]:
+    from qwen_vla_ros.replay.bagio import open_bag
+    from qwen_vla_ros.runtime.navigation import yaw_from_quaternion
+
+    src = open_bag(bag)
+    store = src.typestore()
+    d: dict[str, Any] = {"odom": [], "cmd": [], "plans": [], "status": [], "modes": [],
+                         "goals": 0, "bumps": 0, "diag": {}, "counts": dict(src.counts)}
+    small = [t for t in src.topics if t != "/front/image_raw" and t not in src.unknown]
+    for topic, log_ns, raw in src.messages(small):
+        t = (log_ns - src.start_ns) * 1e-9
+        msg = store.deserialize_cdr(raw, src.topics[topic])
+        if topic == "/odom":
+            q = msg.pose.pose.orientation
+            d["odom"].append((t, msg.pose.pose.position.x, msg.pose.pose.position.y,
+                              yaw_from_quaternion(q.x, q.y, q.z, q.w),
+                              msg.twist.twist.linear.x, msg.twist.twist.angular.z))
+        elif topic == "/cmd_vel":
+            d["cmd"].append((t, msg.linear.x, msg.angular.z))
+        elif topic == "/navigation_node/waypoints":
+            d["plans"].append((t, np.array([[p.pose.position.x, p.pose.position.y]
+                                            for p in msg.poses]).reshape(-1, 2)))
+        elif topic == "/navigation_node/status":
+            d["status"].append((t, msg.data))
+        elif topic == "/mode_manager/mode":
+            d["modes"].append((t, msg.data))
+        elif topic == "/goal_pose":
+            d["goals"] += 1
+        elif topic == "/base_sim/bumped":
+            d["bumps"] += 1
+        elif topic == "/diagnostics":
+            for st in msg.status:
+                if st.name.endswith("navigation"):
+                    d["diag"] = {kv.key: kv.value for kv in st.values}
+    return d
+
+
+def summarize_vln_bag(bag: Path) -> dict[str, Any]:
+    d = read_vln_bag(bag)
+    odom = np.array([o[1:3] for o in d["odom"]]) if d["odom"] else np.zeros((0, 2))
+    cmd = np.array([c[1:] for c in d["cmd"]]) if d["cmd"] else np.zeros((0, 2))
+    ct = np.array([c[0] for c in d["cmd"]])
+    moving = [c for c in d["cmd"] if any(m == "POLICY" for _, m in d["modes"])]
+    s: dict[str, Any] = {
+        "plans": len(d["plans"]), "goals_published": d["goals"],
+        "distance_m": float(np.sum(np.linalg.norm(np.diff(odom, axis=0), axis=1)))
+        if len(odom) > 1 else 0.0,
+        "start": odom[0].tolist() if len(odom) else None,
+        "end": odom[-1].tolist() if len(odom) else None,
+        "cmd_vel_hz": float(1.0 / np.median(np.diff(ct))) if len(ct) > 2 else None,
+        "max_linear": float(np.abs(cmd[:, 0]).max()) if len(cmd) else 0.0,
+        "max_angular": float(np.abs(cmd[:, 1]).max()) if len(cmd) else 0.0,
+        "commands": len(moving),
+        "bumped_steps": d["bumps"],
+        "status_transitions": [{"t": round(t, 2), "status": x} for t, x in d["status"]],
+        "mode_transitions": [{"t": round(t, 2), "mode": m} for t, m in d["modes"]],
+        "inference_ms": {"p50": d["diag"].get("inference_ms_p50"),
+                         "p99": d["diag"].get("inference_ms_p99")},
+        "topics": d["counts"],
+    }
+    return s
+
+
+def plot_vln(bag: Path, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qwen_vla_ros.sim.base import OBJECTS, ROOM
+
+    d = read_vln_bag(bag)
+    fig, ax = plt.subplots(figsize=(6.5, 6.5))
+    ax.add_patch(plt.Rectangle((-ROOM, -ROOM), 2 * ROOM, 2 * ROOM, fill=False, lw=2))
+    for o in OBJECTS:
+        ax.add_patch(plt.Circle((o.x, o.y), o.radius, color=o.rgba[:3]))
+        ax.annotate(o.name, (o.x, o.y + o.radius + 0.08), ha="center", fontsize=7)
+    for _, wps in d["plans"]:
+        if len(wps):
+            ax.plot(wps[:, 0], wps[:, 1], ".-", color="#16a34a", alpha=0.35, lw=0.8, ms=3)
+    if d["odom"]:
+        xy = np.array([o[1:3] for o in d["odom"]])
+        ax.plot(xy[:, 0], xy[:, 1], color="k", lw=1.5, label="base (odometry)")
+        ax.plot(*xy[0], "o", color="#2563eb", label="start")
+        ax.plot(*xy[-1], "s", color="#dc2626", label="end")
+    ax.plot([], [], ".-", color="#16a34a", label="plans (odom frame)")
+    ax.set_xlim(-ROOM - 0.2, ROOM + 0.2)
+    ax.set_ylim(-ROOM - 0.2, ROOM + 0.2)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"VLN demo: {len(d['plans'])} plans", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def format_vln_summary(s: dict[str, Any]) -> str:
+    inf = s["inference_ms"]
+    return "\n".join([
+        f"plans              {s['plans']} ({s['goals_published']} goals published)",
+        f"distance           {s['distance_m']:.2f} m, from {s['start']} to {s['end']}",
+        f"cmd_vel            {s['cmd_vel_hz'] or float('nan'):.1f} Hz, max |v| "
+        f"{s['max_linear']:.2f} m/s, max |w| {s['max_angular']:.2f} rad/s",
+        f"inference          p50 {inf['p50']} ms, p99 {inf['p99']} ms",
+        "status             " + ", ".join(f"{x['status']}@{x['t']:.1f}s"
+                                          for x in s["status_transitions"][-4:]),
+        f"bumped steps       {s['bumped_steps']}",
+        f"bag                {s['bag']}",
+        f"plot               {s['plot']}",
+    ])

@@ -16,7 +16,7 @@ RUN_ENV = MUJOCO_GL=$${MUJOCO_GL:-egl} AMENT_PREFIX_PATH=$(abspath $(VENV)):$(ab
 	LD_LIBRARY_PATH=$(abspath $(IX))/lib$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} \
 	PYTHONPATH=$(abspath $(IX))/lib/$(PYVER)/site-packages
 
-.PHONY: venv fixtures demo test lint bench clean
+.PHONY: venv fixtures demo demo-vln test lint bench clean
 
 $(STAMP): requirements.txt setup.py setup.cfg
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,6 +41,9 @@ fixtures: $(IX_STAMP)
 
 demo: $(STAMP) $(IX_STAMP)
 	$(RUN_ENV) $(VENV)/bin/qwen-vla-ros demo --out $(DEMO_OUT)
+
+demo-vln: $(STAMP)
+	$(RUN_ENV) $(VENV)/bin/qwen-vla-ros demo vln --out out/demo_vln
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -113,6 +113,7 @@ def demo_topics(spec, cameras: Sequence[str]) -> list[tuple[str, type, object]]:
         ("/clock", Clock, 10),
         ("/policy_node/action_chunk", JointTrajectory, qos.COMMAND),
         ("/policy_node/observation_info", String, qos.COMMAND),
+        ("/policy_node/instruction", String, qos.COMMAND),
         ("/aloha_adapter/predicted_joint_states", JointState, qos.COMMAND),
         ("/mode_manager/mode", String, qos.LATCHED),
         ("/diagnostics", DiagnosticArray, qos.COMMAND),

@@ -123,8 +123,15 @@ def cmd_play(args: argparse.Namespace) -> int:
     from qwen_vla_ros.replay.bagio import BagError
     from qwen_vla_ros.replay.play import play
 
+    topics = list(args.topic or [])
+    if args.inputs_of:
+        from qwen_vla_ros.bringup import load_bringup
+        from qwen_vla_ros.replay.bagio import open_bag
+
+        present = open_bag(args.bag).topics
+        topics += [t for t in load_bringup(args.inputs_of).bag_topics if t in present]
     try:
-        stats = play(args.bag, rate=args.rate, topics=args.topic or None,
+        stats = play(args.bag, rate=args.rate, topics=topics or None,
                      clock=args.clock, start=args.start, loop=args.loop)
     except BagError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -227,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bag", type=Path)
     p.add_argument("--rate", type=float, default=1.0, help="playback speed multiple")
     p.add_argument("--topic", action="append", help="only these topics (repeatable)")
+    p.add_argument("--inputs-of", metavar="BRINGUP",
+                   help="only the input topics of a bringup (its bag_topics), e.g. replay")
     p.add_argument("--clock", choices=["auto", "recorded", "log", "off"], default="auto",
                    help="auto: the bag's /clock if recorded, else log time (as ros2 bag play "
                         "--clock)")

@@ -16,6 +16,8 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,13 @@ def _call(client) -> None:
         raise RuntimeError(f"service {client.srv_name} refused")
 
 
-def run_sim_demo(out: Path, seconds: float = 20.0, teleop_seconds: float = 9.5,
-                 checkpoint: Path | None = None, seed: int = 0, rate_factor: float = 1.0,
-                 log=print) -> dict[str, Any]:
+@contextmanager
+def running_bringup(name: str, values: dict[str, str], bag: Path,
+                    topics: Callable[[dict[str, Any]], list], node_extra: dict[str, dict]
+                    ) -> Iterator[tuple[dict[str, Any], Callable[[str], None]]]:
+    """A bringup's nodes in this process, spinning, with a probe recording ``topics(nodes)``
+    to ``bag``. Yields (nodes by name, mode(service)): ``mode("engage_policy")`` calls
+    /mode_manager/engage_policy. On exit: stop spinning, close the bag, destroy the nodes."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE",
                           str(share_dir() / "config" / "fastdds_shm.xml"))
@@ -52,30 +58,21 @@ def run_sim_demo(out: Path, seconds: float = 20.0, teleop_seconds: float = 9.5,
     from std_srvs.srv import Trigger
 
     from qwen_vla_ros.bringup import create_node, load_bringup
-    from qwen_vla_ros.embodiment.spec import load_embodiment
-    from qwen_vla_ros.replay.summary import plot, read_aloha_bag, summarize
-    from qwen_vla_ros.ros.bag_recorder import BagRecorder, demo_topics
+    from qwen_vla_ros.ros.bag_recorder import BagRecorder
 
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = ensure_checkpoint(out, checkpoint, seed)
-    bag = out / "bag"
     if bag.exists():
         shutil.rmtree(bag)
-    spec = load_embodiment("aloha")
-    entries = load_bringup("aloha_sim").resolve({
-        "checkpoint": str(ckpt), "seed": str(seed), "rate_factor": str(rate_factor)})
+    entries = load_bringup(name).resolve(values)
     rclpy.init()
-    nodes = []
+    nodes: list = []
     try:
         for e in entries:
-            extra = {"torch_threads": 1} if e.executable == "policy_node" else None
-            nodes.append(create_node(e, extra))
-        sim = next(n for n in nodes if n.get_name() == "aloha_sim")
-        cams = sorted(sim.camera_map)
+            nodes.append(create_node(e, node_extra.get(e.executable)))
+        by_name = {n.get_name(): n for n in nodes}
         probe = rclpy.create_node("demo", parameter_overrides=[
             Parameter("use_sim_time", value=True)])
         nodes.append(probe)
-        recorder = BagRecorder(probe, bag, demo_topics(spec, cams))
+        recorder = BagRecorder(probe, bag, topics(by_name))
         clients = {n: probe.create_client(Trigger, f"/mode_manager/{n}")
                    for n in ("engage_teleop", "engage_policy", "hold")}
         ex = SingleThreadedExecutor()
@@ -83,25 +80,46 @@ def run_sim_demo(out: Path, seconds: float = 20.0, teleop_seconds: float = 9.5,
             ex.add_node(n)
         th = threading.Thread(target=ex.spin, daemon=True)
         th.start()
-        log(f"demo: {seconds:g} s of sim time; TELEOP (scripted leader) until "
-            f"{teleop_seconds:g} s, then POLICY ({ckpt})")
-        _call(clients["engage_teleop"])
-        while sim.now_sim() < teleop_seconds:
-            time.sleep(0.05)
-        _call(clients["engage_policy"])
-        log(f"demo: POLICY engaged at sim time {sim.now_sim():.2f} s")
-        while sim.now_sim() < seconds:
-            time.sleep(0.05)
-        _call(clients["hold"])
-        time.sleep(0.3)
-        ex.shutdown()
-        th.join(5)
-        recorder.close()
+        try:
+            yield by_name, lambda service: _call(clients[service])
+        finally:
+            time.sleep(0.3)
+            ex.shutdown()
+            th.join(5)
+            recorder.close()
     finally:
         for n in nodes:
             n.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+def run_sim_demo(out: Path, seconds: float = 20.0, teleop_seconds: float = 9.5,
+                 checkpoint: Path | None = None, seed: int = 0, rate_factor: float = 1.0,
+                 log=print) -> dict[str, Any]:
+    from qwen_vla_ros.embodiment.spec import load_embodiment
+    from qwen_vla_ros.replay.summary import plot, read_aloha_bag, summarize
+    from qwen_vla_ros.ros.bag_recorder import demo_topics
+
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = ensure_checkpoint(out, checkpoint, seed)
+    bag = out / "bag"
+    spec = load_embodiment("aloha")
+    values = {"checkpoint": str(ckpt), "seed": str(seed), "rate_factor": str(rate_factor)}
+    with running_bringup("aloha_sim", values, bag,
+                         lambda n: demo_topics(spec, sorted(n["aloha_sim"].camera_map)),
+                         {"policy_node": {"torch_threads": 1}}) as (nodes, mode):
+        sim = nodes["aloha_sim"]
+        log(f"demo: {seconds:g} s of sim time; TELEOP (scripted leader) until "
+            f"{teleop_seconds:g} s, then POLICY ({ckpt})")
+        mode("engage_teleop")
+        while sim.now_sim() < teleop_seconds:
+            time.sleep(0.05)
+        mode("engage_policy")
+        log(f"demo: POLICY engaged at sim time {sim.now_sim():.2f} s")
+        while sim.now_sim() < seconds:
+            time.sleep(0.05)
+        mode("hold")
     data = read_aloha_bag(bag, spec)
     summary = summarize(data, spec)
     summary["checkpoint"] = str(ckpt)

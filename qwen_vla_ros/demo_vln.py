@@ -10,16 +10,11 @@ untrained, it wanders; the demo shows the pipeline, not navigation skill.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from qwen_vla_ros.paths import share_dir
 
 TOPICS = [  # (topic, module, class, qos name)
     ("/clock", "rosgraph_msgs.msg", "Clock", None),
@@ -60,61 +55,24 @@ def ensure_vln_checkpoint(out: Path, checkpoint: Path | None, seed: int) -> Path
 def run_vln_demo(out: Path, seconds: float = 20.0, checkpoint: Path | None = None,
                  seed: int = 0, instruction: str = "go to the red box",
                  rate_factor: float = 1.0, log=print) -> dict[str, Any]:
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE",
-                          str(share_dir() / "config" / "fastdds_shm.xml"))
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.parameter import Parameter
-    from std_srvs.srv import Trigger
-
-    from qwen_vla_ros.bringup import create_node, load_bringup
-    from qwen_vla_ros.ros.bag_recorder import BagRecorder
-    from qwen_vla_ros.ros.services import call_trigger
+    from qwen_vla_ros.demo import running_bringup
 
     out.mkdir(parents=True, exist_ok=True)
     ckpt = ensure_vln_checkpoint(out, checkpoint, seed)
     bag = out / "bag"
-    if bag.exists():
-        shutil.rmtree(bag)
-    entries = load_bringup("vln_sim").resolve({
-        "checkpoint": str(ckpt), "instruction": instruction, "rate_factor": str(rate_factor)})
-    rclpy.init()
-    nodes = []
-    try:
-        for e in entries:
-            extra = {"torch_threads": 1, "seed": seed} if e.executable == "navigation_node" \
-                else None
-            nodes.append(create_node(e, extra))
-        sim = next(n for n in nodes if n.get_name() == "base_sim")
-        probe = rclpy.create_node("demo", parameter_overrides=[
-            Parameter("use_sim_time", value=True)])
-        nodes.append(probe)
-        recorder = BagRecorder(probe, bag, vln_topics())
-        clients = {n: probe.create_client(Trigger, f"/mode_manager/{n}")
-                   for n in ("engage_policy", "hold")}
-        ex = SingleThreadedExecutor()
-        for n in nodes:
-            ex.add_node(n)
-        th = threading.Thread(target=ex.spin, daemon=True)
-        th.start()
+    values = {"checkpoint": str(ckpt), "instruction": instruction,
+              "rate_factor": str(rate_factor)}
+    with running_bringup("vln_sim", values, bag, lambda _: vln_topics(),
+                         {"navigation_node": {"torch_threads": 1, "seed": seed}}
+                         ) as (nodes, mode):
+        sim = nodes["base_sim"]
         log(f"demo vln: {seconds:g} s of sim time, instruction {instruction!r} ({ckpt})")
         while sim.now_sim() < 1.0:
             time.sleep(0.05)
-        if not call_trigger(clients["engage_policy"]).success:
-            raise RuntimeError("engage_policy refused")
+        mode("engage_policy")
         while sim.now_sim() < seconds:
             time.sleep(0.05)
-        call_trigger(clients["hold"])
-        time.sleep(0.3)
-        ex.shutdown()
-        th.join(5)
-        recorder.close()
-    finally:
-        for n in nodes:
-            n.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        mode("hold")
     summary = summarize_vln_bag(bag)
     summary.update(checkpoint=str(ckpt), bag=str(bag), instruction=instruction)
     summary["plot"] = str(plot_vln(bag, out / "vln.png"))

@@ -5,9 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 
-# interbotix_xs_msgs is not on PyPI: the demo and tests use real classes generated from a
-# fixture package with the same field layout (test/fixtures/interbotix_xs_msgs), built here
-# with colcon from the ROS 2 wheels. Robot machines use the real package instead.
+# interbotix_xs_msgs and tf2_msgs are not on PyPI: the demos and tests use real classes
+# generated from fixture packages with the same field layout (test/fixtures/), built here
+# with colcon from the ROS 2 wheels. Robot machines use the real packages instead.
 IX_WS := build/fixtures
 IX := $(IX_WS)/install
 IX_STAMP := $(IX)/.built
@@ -27,8 +27,7 @@ $(STAMP): requirements.txt setup.py setup.cfg
 
 venv: $(STAMP)
 
-$(IX_STAMP): $(STAMP) $(wildcard test/fixtures/interbotix_xs_msgs/*) \
-		$(wildcard test/fixtures/interbotix_xs_msgs/msg/*)
+$(IX_STAMP): $(STAMP) $(wildcard test/fixtures/*/*) $(wildcard test/fixtures/*/msg/*)
 	rm -rf $(IX_WS) && mkdir -p $(IX_WS)
 	cd $(IX_WS) && PATH=$(abspath $(VENV))/bin:$$PATH AMENT_PREFIX_PATH=$(abspath $(VENV)) \
 		CMAKE_PREFIX_PATH=$(abspath $(VENV)) $(abspath $(VENV))/bin/colcon build \

@@ -29,6 +29,7 @@ TOPICS = [  # (topic, module, class, qos name)
     ("/mode_manager/mode", "std_msgs.msg", "String", "LATCHED"),
     ("/diagnostics", "diagnostic_msgs.msg", "DiagnosticArray", "COMMAND"),
     ("/base_sim/bumped", "std_msgs.msg", "Bool", "COMMAND"),
+    ("/tf", "tf2_msgs.msg", "TFMessage", None),
 ]
 
 
@@ -37,8 +38,14 @@ def vln_topics():
 
     from qwen_vla_ros.ros import qos
 
-    return [(t, getattr(importlib.import_module(m), c), getattr(qos, q) if q else 10)
-            for t, m, c, q in TOPICS]
+    out = []
+    for t, m, c, q in TOPICS:
+        try:
+            cls = getattr(importlib.import_module(m), c)
+        except ImportError:  # tf2_msgs on a pip-only install: not recorded
+            continue
+        out.append((t, cls, getattr(qos, q) if q else 10))
+    return out
 
 
 def ensure_vln_checkpoint(out: Path, checkpoint: Path | None, seed: int) -> Path:

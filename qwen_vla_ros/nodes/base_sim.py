@@ -4,11 +4,12 @@ Topics:
   pub  /clock               rosgraph_msgs/Clock (sim time; the other nodes use_sim_time)
   pub  odom                 nav_msgs/Odometry, frame ``odom``, child ``base_link``, 50 Hz
   pub  front/image_raw      sensor_msgs/Image rgb8 (``camera_rate_hz``)
+  pub  /tf                  tf2_msgs/TFMessage odom -> base_link (where tf2_msgs is installed)
   pub  ~/bumped             std_msgs/Bool, true while a move is refused by a wall or object
   sub  cmd_vel              geometry_msgs/Twist (linear.x, angular.z); older than
                             ``cmd_timeout`` s -> the base stops, as a real base driver does
   srv  ~/reset              std_srvs/Trigger: back to the start pose
-TF is not published (tf2_msgs has no wheel on PyPI); RViz uses fixed frame ``odom``.
+RViz: fixed frame ``odom``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ class BaseSimNode(Node):
         self.odom_pub = self.create_publisher(Odometry, "odom", qos.SENSOR)
         self.cam_pub = self.create_publisher(Image, "front/image_raw", qos.SENSOR)
         self.bump_pub = self.create_publisher(Bool, "~/bumped", qos.COMMAND)
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:  # pip-only installs without the fixture: odometry only
+            self.get_logger().info("tf2_msgs not installed: /tf is not published")
+            self.tf_pub, self._tf_cls = None, None
+        else:
+            self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
+            self._tf_cls = TFMessage
         self.create_subscription(Twist, "cmd_vel", self._cmd_cb, qos.COMMAND)
         self.create_service(Trigger, "~/reset", self._reset_srv)
         self._cmd = (0.0, 0.0)
@@ -100,6 +109,15 @@ class BaseSimNode(Node):
         o.x, o.y, o.z, o.w = q
         odom.twist.twist.linear.x, odom.twist.twist.angular.z = self.sim.v, self.sim.w
         self.odom_pub.publish(odom)
+        if self.tf_pub is not None:
+            from geometry_msgs.msg import TransformStamped
+
+            tf = TransformStamped()
+            tf.header = odom.header
+            tf.child_frame_id = "base_link"
+            tf.transform.translation.x, tf.transform.translation.y = pose.x, pose.y
+            tf.transform.rotation = odom.pose.pose.orientation
+            self.tf_pub.publish(self._tf_cls(transforms=[tf]))
         if self.sim.bumped:
             self.bump_pub.publish(Bool(data=True))
         every = round(1.0 / (self.camera_rate * DT)) if self.camera_rate > 0 else 0

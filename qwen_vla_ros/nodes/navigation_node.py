@@ -11,7 +11,9 @@ Topics (relative, remappable):
   sub  front/image_raw        sensor_msgs/Image or CompressedImage (``camera_topic``)
   sub  depth/image_raw        optional (``depth_topic``; "" = none): staleness-checked only,
                               this model takes no depth
-  sub  odom                   nav_msgs/Odometry
+  sub  odom                   nav_msgs/Odometry (``pose_source: odom``), or
+  sub  /tf                    tf2_msgs/TFMessage (``pose_source: tf``): the transform
+                              ``odom_frame`` -> ``base_frame`` (published directly, one hop)
   sub  ~/instruction          std_msgs/String (also the ``instruction`` parameter)
   sub  mode                   std_msgs/String (remap to /mode_manager/mode)
   sub  teleop_cmd_vel         geometry_msgs/Twist, passed through in TELEOP
@@ -96,6 +98,12 @@ class NavigationNode(Node):
         threads = int(p("torch_threads", 0, _d("CPU threads for torch (0 = default)")).value)
         hist_n = int(p("history_frames", 4, _d("past frames given to the model")).value)
         hist_dt = float(p("history_period_s", 1.0, _d("s between past frames")).value)
+        pose_source = p("pose_source", "odom", _d("odom (nav_msgs/Odometry) or tf")).value
+        self.odom_frame = p("odom_frame", "odom", _d("fixed frame of the plan (tf: parent)")
+                            ).value
+        self.base_frame = p("base_frame", "base_link", _d("robot frame (tf: child)")).value
+        if pose_source not in ("odom", "tf"):
+            raise ValueError(f"pose_source must be odom or tf, got {pose_source!r}")
         cam_topic = p("camera_topic", "front/image_raw", _d("RGB camera topic")).value
         compressed = bool(p("camera_compressed", False, _d("camera is CompressedImage")).value)
         depth_topic = p("depth_topic", "", _d("depth image topic ('' = none)")).value
@@ -140,7 +148,6 @@ class NavigationNode(Node):
         self.poses = PoseHistory(window=10.0)
         self.navigator = Navigator()
         self.mode = Mode.HOLD
-        self.odom_frame = "odom"
         self.status = ""
         self.latency = LatencyStats()
         self.chunks = 0
@@ -161,7 +168,12 @@ class NavigationNode(Node):
                                  self._image_cb(compressed), qos.SENSOR)
         if depth_topic:
             self.create_subscription(Image, depth_topic, self._depth_cb, qos.SENSOR)
-        self.create_subscription(Odometry, "odom", self._odom_cb, qos.SENSOR)
+        if pose_source == "odom":
+            self.create_subscription(Odometry, "odom", self._odom_cb, qos.SENSOR)
+        else:
+            from tf2_msgs.msg import TFMessage
+
+            self.create_subscription(TFMessage, "/tf", self._tf_cb, 100)
         self.create_subscription(String, "~/instruction", self._instruction_cb, qos.COMMAND)
         self.create_subscription(String, "mode", self._mode_cb, qos.LATCHED)
         self.create_subscription(Twist, "teleop_cmd_vel", self._teleop_cb, qos.COMMAND)
@@ -195,9 +207,26 @@ class NavigationNode(Node):
 
     def _set_status(self, text: str) -> None:
         if text != self.status:
+            if text.startswith("STOPPED") and not self.status.startswith("STOPPED"):
+                self._stop_nav2()
             self.status = text
             self.status_pub.publish(String(data=text))
             self.get_logger().info(f"status: {text}")
+
+    def _stop_nav2(self) -> None:
+        """With Nav2 driving, a STOP must also end Nav2's current goal: send the robot's own
+        pose as the goal, which Nav2 reaches at once."""
+        latest = self.poses.latest()
+        if self.follow or not self.publish_goal or self.mode is not Mode.POLICY or not latest:
+            return
+        pose = latest[1]
+        goal = PoseStamped()
+        goal.header.frame_id = self.odom_frame
+        goal.header.stamp = self.get_clock().now().to_msg()
+        goal.pose.position.x, goal.pose.position.y = pose.x, pose.y
+        o = goal.pose.orientation
+        o.x, o.y, o.z, o.w = quaternion_from_yaw(pose.yaw)
+        self.goal_pub.publish(goal)
 
     def _send(self, v: float, w: float) -> None:
         if not self.follow and self.mode is Mode.POLICY:
@@ -225,15 +254,22 @@ class NavigationNode(Node):
         self._depth_stamp = stamp_or(stamp_to_sec(msg.header.stamp), self.now())
 
     def _odom_cb(self, msg: Odometry) -> None:
-        from qwen_vla_ros.runtime.navigation import Pose2D
-
-        q = msg.pose.pose.orientation
-        pose = Pose2D(msg.pose.pose.position.x, msg.pose.pose.position.y,
-                      yaw_from_quaternion(q.x, q.y, q.z, q.w))
         if msg.header.frame_id:
             self.odom_frame = msg.header.frame_id
+        self._add_pose(msg.header.stamp, msg.pose.pose.position, msg.pose.pose.orientation)
+
+    def _tf_cb(self, msg) -> None:
+        for tf in msg.transforms:
+            if (tf.header.frame_id.lstrip("/") == self.odom_frame
+                    and tf.child_frame_id.lstrip("/") == self.base_frame):
+                self._add_pose(tf.header.stamp, tf.transform.translation, tf.transform.rotation)
+
+    def _add_pose(self, stamp, position, q) -> None:
+        from qwen_vla_ros.runtime.navigation import Pose2D
+
+        pose = Pose2D(position.x, position.y, yaw_from_quaternion(q.x, q.y, q.z, q.w))
         with self._lock:
-            reason = self.poses.add(stamp_or(stamp_to_sec(msg.header.stamp), self.now()), pose)
+            reason = self.poses.add(stamp_or(stamp_to_sec(stamp), self.now()), pose)
         if reason:
             self._warn("odom", f"odometry rejected: {reason}")
 

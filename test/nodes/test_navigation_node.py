@@ -62,6 +62,12 @@ class Rig:
         self.odom_on = self.cam_on = True
         self.nan_odom = False
         self.odom_pub = node.create_publisher(Odometry, "/odom", qos.SENSOR)
+        from tf2_msgs.msg import TFMessage
+
+        self.tf_pub = node.create_publisher(TFMessage, "/tf", 100)
+        self._tf_cls = TFMessage
+        self.tf_paths = []
+        node.create_subscription(Path, "/nav_tf/waypoints", self.tf_paths.append, qos.COMMAND)
         self.cam_pub = node.create_publisher(Image, "/front/image_raw", qos.SENSOR)
         self.mode_pub = node.create_publisher(String, "/mode_manager/mode", qos.LATCHED)
         self.teleop_pub = node.create_publisher(Twist, "/teleop_cmd_vel", qos.COMMAND)
@@ -92,6 +98,18 @@ class Rig:
         o = msg.pose.pose.orientation
         o.x, o.y, o.z, o.w = quaternion_from_yaw(yaw)
         self.odom_pub.publish(msg)
+        from geometry_msgs.msg import TransformStamped
+
+        tf = TransformStamped()
+        tf.header = msg.header
+        tf.child_frame_id = "base_link"
+        tf.transform.translation.x = msg.pose.pose.position.x
+        tf.transform.translation.y = y
+        tf.transform.rotation = msg.pose.pose.orientation
+        other = TransformStamped()  # an unrelated transform on /tf is ignored
+        other.header.frame_id, other.child_frame_id = "base_link", "camera"
+        other.transform.rotation.w = 1.0
+        self.tf_pub.publish(self._tf_cls(transforms=[other, tf]))
 
     def _cam(self) -> None:
         if self.cam_on:
@@ -120,11 +138,27 @@ def stack(policies):
                                    "-r", "odom:=/odom", "-r", "cmd_vel:=/cmd_vel",
                                    "-r", "teleop_cmd_vel:=/teleop_cmd_vel",
                                    "-r", "goal_pose:=/goal_pose"])
+    # The same node reading its pose from /tf instead, in Nav2 mode (no follower), its outputs
+    # kept apart.
+    nav_tf = NavigationNode(policy=policies["go"],
+                            parameter_overrides=[*nav_params(),
+                                                 Parameter("pose_source", value="tf"),
+                                                 Parameter("follower", value=False)],
+                            cli_args=["--ros-args", "-r", "__node:=nav_tf",
+                                      "-r", "mode:=/mode_manager/mode",
+                                      "-r", "cmd_vel:=/nav_tf/cmd_vel",
+                                      "-r", "goal_pose:=/nav_tf/goal_pose"])
     node = rclpy.create_node("rig")
     rig = Rig(node)
-    with spinning(nav, node):
+    rig.nav_tf = nav_tf
+    rig.tf_cmds, rig.tf_goals = [], []
+    node.create_subscription(Twist, "/nav_tf/cmd_vel", rig.tf_cmds.append, qos.COMMAND)
+    node.create_subscription(PoseStamped, "/nav_tf/goal_pose", rig.tf_goals.append,
+                             qos.COMMAND)
+    with spinning(nav, nav_tf, node):
         yield nav, rig
     nav.destroy_node()
+    nav_tf.destroy_node()
     node.destroy_node()
     rclpy.shutdown()
 
@@ -145,6 +179,16 @@ def test_waypoints_and_goal_in_the_odom_frame(stack):
     g = rig.goals[-1].pose.position
     assert (g.x, g.y) == pytest.approx((0.5, 3.0), abs=1e-3)
     assert wait_for(rig.moving, 5)
+
+
+def test_pose_from_tf_gives_the_same_plan(stack):
+    _nav, rig = stack
+    set_mode(rig, "POLICY")
+    assert wait_for(lambda: rig.tf_paths and rig.tf_paths[-1].poses, 15)
+    path = rig.tf_paths[-1]
+    assert path.header.frame_id == "odom"
+    for p in path.poses:
+        assert (p.pose.position.x, p.pose.position.y) == pytest.approx((0.5, 3.0), abs=1e-3)
 
 
 def test_stale_odometry_or_camera_zero_velocity(stack):
@@ -193,6 +237,7 @@ def test_hold_and_teleop_passthrough(stack):
 
 def test_stop_decision_halts_until_a_new_instruction(stack, policies):
     nav, rig = stack
+    rig.nav_tf.policy = policies["stop"]
     set_mode(rig, "POLICY")
     rig.instr_pub.publish(String(data="go to the red box"))
     assert wait_for(rig.moving, 10)
@@ -204,3 +249,16 @@ def test_stop_decision_halts_until_a_new_instruction(stack, policies):
     assert rig.still(1.0)
     rig.instr_pub.publish(String(data="now go to the blue sphere"))  # ...until this
     assert wait_for(rig.moving, 10)
+    # Nav2 mode: the STOP ended Nav2's goal with one at the robot's own pose...
+    assert wait_for(lambda: rig.nav_tf.status.startswith("STOPPED"), 10)
+    g = rig.tf_goals[-1].pose.position
+    assert (g.x, g.y) == pytest.approx((1.0, 2.0), abs=1e-6)
+
+
+def test_nav2_mode_never_drives(stack):
+    """...and with follower: false it never drives by itself: the only non-zero cmd_vel it
+    sent is the joystick's, passed through in TELEOP."""
+    _nav, rig = stack
+    assert rig.tf_goals, "Nav2 mode published no goals"
+    moving = {(c.linear.x, c.angular.z) for c in rig.tf_cmds} - {(0.0, 0.0)}
+    assert moving <= {(0.2, -0.3)}, moving

@@ -221,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtc-prefix-steps", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--policy-ns", default="/policy_node", help="namespace of the recorded "
-                                                                "policy topics")
+    p.add_argument("--policy-ns", default=None,
+                   help="namespace of the recorded policy topics (default: /policy_node or "
+                        "/navigation_node, whichever the bag has)")
     p.add_argument("--camera-topic", action="append", help="CAMERA=TOPIC (default "
                                                            "/CAMERA/image_raw)")
     p.add_argument("--joint-state-topic", action="append",

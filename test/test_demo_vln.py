@@ -52,7 +52,7 @@ def test_replay_of_the_vln_bag_reproduces_its_plans(demo, tiny_checkpoint, tmp_p
 
     out, _s = demo
     res = replay(ReplayOptions(bag=out / "bag", checkpoint=tiny_checkpoint, out=tmp_path,
-                               policy_ns="/navigation_node", progress=False),
+                               progress=False),  # finds /navigation_node by itself
                  log=lambda m: None)
     rep = res.report
     assert res.embodiment == "vln" and rep["tick_source"] == "recorded"

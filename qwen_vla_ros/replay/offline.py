@@ -64,7 +64,7 @@ class ReplayOptions:
     rtc_prefix_steps: int = 0
     device: str = "cpu"
     dtype: str = "float32"
-    policy_ns: str = "/policy_node"
+    policy_ns: str | None = None  # namespace of the recorded policy topics; None: detect
     camera_topics: dict[str, str] = field(default_factory=dict)  # camera -> topic
     joint_state_topics: dict[str, str] = field(default_factory=dict)  # robot -> topic
     ghost_lookahead_s: float = 0.5  # as the adapters' ~/predicted_joint_states
@@ -518,9 +518,23 @@ def replay(opts: ReplayOptions, policy=None, log: Callable[[str], None] = print
     return _replay_source(source, opts, policy, log, write_report)
 
 
+POLICY_NAMESPACES = ("/policy_node", "/navigation_node")
+
+
+def detect_policy_ns(source: BagSource) -> str:
+    """The node whose outputs the bag recorded: policy_node (manipulation) or
+    navigation_node (VLN); policy_node when neither is there."""
+    for ns in POLICY_NAMESPACES:
+        if any(f"{ns}/{t}" in source.topics for t in ("observation_info", "action_chunk")):
+            return ns
+    return POLICY_NAMESPACES[0]
+
+
 def _replay_source(source: BagSource, opts: ReplayOptions, policy, log, write_report
                    ) -> ReplayResult:
     opts.out.mkdir(parents=True, exist_ok=True)
+    if opts.policy_ns is None:
+        opts.policy_ns = detect_policy_ns(source)
     result = ReplayResult(source=source, options=opts)
     result.errors.extend(source.warnings)
     store = source.typestore()

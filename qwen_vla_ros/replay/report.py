@@ -107,7 +107,28 @@ def analyse(result, spec: EmbodimentSpec) -> dict[str, Any]:
             "rejections": rejection_spans(result.ticks),
         },
     }
+    rep["worst"]["timeline"] = timeline(rep["worst"], result.options.max_age * 1e3)
     return rep
+
+
+LIVE_DIFF_NOTABLE = 1e-4  # below this, replay and live agree (float noise)
+
+
+def timeline(worst: dict[str, Any], max_age_ms: float) -> list[dict[str, Any]]:
+    """The worst moments that matter, in time order: what to look at, when, in a bag viewer.
+    Notable: a jump the adapter must clamp (> 1 x step limit), an observation older than half
+    the staleness limit, a replay/live difference above float noise, any outage."""
+    events = [{"t": d["t"], "what": f"chunk-boundary jump {d['x_step']:.1f} x step limit "
+                                    f"({d['joint']})"}
+              for d in worst["discontinuities"] if d["x_step"] > 1.0]
+    events += [{"t": d["t"], "what": f"observation {d['age_ms']:.0f} ms old"}
+               for d in worst["observation_age"] if d["age_ms"] > 0.5 * max_age_ms]
+    events += [{"t": d["t"], "what": f"replay differs from live by {d['max_abs_diff']:.3g}"}
+               for d in worst["live_vs_replay"] if d["max_abs_diff"] > LIVE_DIFF_NOTABLE]
+    events += [{"t": s["t"], "what": f"no observation until t={s['t_end']:.2f} s "
+                                     f"({s['ticks']} ticks): {s['example']}"}
+               for s in worst["rejections"]]
+    return sorted(events, key=lambda e: e["t"])
 
 
 def _num(v) -> float | None:
@@ -241,6 +262,8 @@ def _sections(rep: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
     w = rep["worst"]
     return [
         ("Summary", ["", ""], summary),
+        ("Worst moments, in time order", ["t (s)", "what"],
+         [[_fmt(e["t"]), e["what"]] for e in w["timeline"]]),
         ("Worst chunk-boundary jumps", ["t (s)", "joint", "jump", "x step limit"],
          [[_fmt(d["t"]), d["joint"], _fmt(d["jump"], 4), _fmt(d["x_step"])]
           for d in w["discontinuities"]]),

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from conftest import wait_for  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from conftest import spinning, wait_for  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from visualization_msgs.msg import (  # noqa: E402
     InteractiveMarkerFeedback,
@@ -20,7 +17,6 @@ from visualization_msgs.srv import GetInteractiveMarkers  # noqa: E402
 from qwen_vla_ros.ros import qos  # noqa: E402
 
 pytestmark = pytest.mark.ros
-
 
 
 def test_rviz_menu_switches_mode_and_text_follows():
@@ -41,32 +37,31 @@ def test_rviz_menu_switches_mode_and_text_follows():
                                          "/mode_manager/mode_menu/feedback", 100)
         client = rviz.create_client(GetInteractiveMarkers,
                                     "/mode_manager/mode_menu/get_interactive_markers")
-        ex = SingleThreadedExecutor()
-        ex.add_node(mm)
-        ex.add_node(rviz)
-        th = threading.Thread(target=ex.spin, daemon=True)
-        th.start()
-        assert client.wait_for_service(timeout_sec=10)
-        fut = client.call_async(GetInteractiveMarkers.Request())
-        assert wait_for(fut.done)
-        (marker,) = fut.result().markers
-        titles = {e.id: e.title for e in marker.menu_entries}
-        assert titles == {1: "Teleop", 2: "Policy", 3: "Hold"}
-        assert wait_for(lambda: modes and modes[-1] == "HOLD" and texts and texts[-1] == "HOLD")
-        policy_id = next(i for i, t in titles.items() if t == "Policy")
-        assert wait_for(lambda: feedback.get_subscription_count() > 0)
-        feedback.publish(InteractiveMarkerFeedback(
-            client_id="/rviz/InteractiveMarkers", marker_name="mode", control_name="menu",
-            event_type=InteractiveMarkerFeedback.MENU_SELECT, menu_entry_id=policy_id))
-        assert wait_for(lambda: modes[-1] == "POLICY"), modes
-        assert wait_for(lambda: texts[-1] == "POLICY")
-        assert wait_for(lambda: any(u.type == InteractiveMarkerUpdate.KEEP_ALIVE
-                                    for u in updates), 3)
-        full = [u for u in updates if u.type == InteractiveMarkerUpdate.UPDATE]
-        assert full and full[-1].markers[0].description == "mode: POLICY"
-        ex.shutdown()
-        th.join(5)
+        with spinning(mm, rviz):
+            check_menu(client, feedback, modes, texts, updates)
         mm.destroy_node()
         rviz.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def check_menu(client, feedback, modes, texts, updates) -> None:
+    """RViz's side: fetch the menu, pick Policy, see the mode, text and marker follow."""
+    assert client.wait_for_service(timeout_sec=10)
+    fut = client.call_async(GetInteractiveMarkers.Request())
+    assert wait_for(fut.done)
+    (marker,) = fut.result().markers
+    titles = {e.id: e.title for e in marker.menu_entries}
+    assert titles == {1: "Teleop", 2: "Policy", 3: "Hold"}
+    assert wait_for(lambda: modes and modes[-1] == "HOLD" and texts and texts[-1] == "HOLD")
+    policy_id = next(i for i, t in titles.items() if t == "Policy")
+    assert wait_for(lambda: feedback.get_subscription_count() > 0)
+    feedback.publish(InteractiveMarkerFeedback(
+        client_id="/rviz/InteractiveMarkers", marker_name="mode", control_name="menu",
+        event_type=InteractiveMarkerFeedback.MENU_SELECT, menu_entry_id=policy_id))
+    assert wait_for(lambda: modes[-1] == "POLICY"), modes
+    assert wait_for(lambda: texts[-1] == "POLICY")
+    assert wait_for(lambda: any(u.type == InteractiveMarkerUpdate.KEEP_ALIVE
+                                for u in updates), 3)
+    full = [u for u in updates if u.type == InteractiveMarkerUpdate.UPDATE]
+    assert full and full[-1].markers[0].description == "mode: POLICY"

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from conftest import wait_for  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from conftest import spinning, wait_for  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
@@ -86,37 +84,31 @@ def test_lifecycle_deactivate_stops_chunks_and_cleanup_releases(ros, tiny_policy
         m.header.stamp = stamp
         js.publish(m)
     rig.create_timer(0.05, publish)
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    ex.add_node(rig)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
     try:
-        time.sleep(0.5)
-        assert chunks == [], "published before activation"
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        assert wait_for(lambda: len(chunks) >= 2)
-        for case, needle in (("encoding", "unsupported encoding '16UC1'"),
-                             ("step", "expected step"),
-                             ("names", "none of the expected joints")):
-            bad[case] = True
-            assert wait_for(lambda n=needle: n in node.status, 5), (case, node.status)
-            time.sleep(0.5)  # the last good data ages out
+        with spinning(node, rig):
+            time.sleep(0.5)
+            assert chunks == [], "published before activation"
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+            assert wait_for(lambda: len(chunks) >= 2)
+            for case, needle in (("encoding", "unsupported encoding '16UC1'"),
+                                 ("step", "expected step"),
+                                 ("names", "none of the expected joints")):
+                bad[case] = True
+                assert wait_for(lambda n=needle: n in node.status, 5), (case, node.status)
+                time.sleep(0.5)  # the last good data ages out
+                count = len(chunks)
+                time.sleep(0.6)
+                assert len(chunks) <= count + 1, f"kept inferring with bad {case}"
+                bad[case] = False
+                assert wait_for(lambda c=count: len(chunks) > c + 1), f"no recovery after {case}"
+            assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+            time.sleep(0.3)
             count = len(chunks)
             time.sleep(0.6)
-            assert len(chunks) <= count + 1, f"kept inferring with bad {case}"
-            bad[case] = False
-            assert wait_for(lambda c=count: len(chunks) > c + 1), f"no recovery after {case}"
-        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-        time.sleep(0.3)
-        count = len(chunks)
-        time.sleep(0.6)
-        assert len(chunks) == count, "published while inactive"
-        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-        assert node.policy is None and node.worker is None
+            assert len(chunks) == count, "published while inactive"
+            assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+            assert node.policy is None and node.worker is None
     finally:
-        ex.shutdown()
-        th.join(5)
         node.destroy_node()
         rig.destroy_node()

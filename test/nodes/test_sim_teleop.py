@@ -5,7 +5,6 @@ proves sim, interbotix interface and adapter agree on joint order, units and gri
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("interbotix_xs_msgs.msg", reason="make fixtures (make test does)")
 pytest.importorskip("gym_aloha")
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from conftest import spinning  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -45,26 +44,20 @@ def test_scripted_leader_solves_transfer_cube_through_the_teleop_path():
                               lambda m: results.append(json.loads(m.data)), qos.COMMAND)
     teleop = probe.create_client(Trigger, "/mode_manager/engage_teleop")
     nodes = (sim, leader, adapter, modes, probe)
-    ex = SingleThreadedExecutor()
-    for n in nodes:
-        ex.add_node(n)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
     try:
         from qwen_vla_ros.ros.services import call_trigger
 
-        assert call_trigger(teleop).success
-        end = time.monotonic() + 400
-        while len(results) < EPISODES and time.monotonic() < end:
-            time.sleep(0.1)
+        with spinning(*nodes):
+            assert call_trigger(teleop).success
+            end = time.monotonic() + 400
+            while len(results) < EPISODES and time.monotonic() < end:
+                time.sleep(0.1)
         assert len(results) >= EPISODES, f"only {len(results)} episodes finished"
         done = results[:EPISODES]
         assert [r["seed"] for r in done] == list(range(EPISODES))
         successes = sum(r["success"] for r in done)
         assert successes >= 9, f"{successes}/{EPISODES}: {done}"
     finally:
-        ex.shutdown()
-        th.join(5)
         for n in nodes:
             n.destroy_node()
         rclpy.shutdown()

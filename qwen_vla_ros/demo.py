@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,11 +52,11 @@ def running_bringup(name: str, values: dict[str, str], bag: Path,
     os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE",
                           str(share_dir() / "config" / "fastdds_shm.xml"))
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger
 
     from qwen_vla_ros.bringup import create_node, load_bringup
+    from qwen_vla_ros.nodes import spinning
     from qwen_vla_ros.ros.bag_recorder import BagRecorder
 
     if bag.exists():
@@ -75,17 +74,11 @@ def running_bringup(name: str, values: dict[str, str], bag: Path,
         recorder = BagRecorder(probe, bag, topics(by_name))
         clients = {n: probe.create_client(Trigger, f"/mode_manager/{n}")
                    for n in ("engage_teleop", "engage_policy", "hold")}
-        ex = SingleThreadedExecutor()
-        for n in nodes:
-            ex.add_node(n)
-        th = threading.Thread(target=ex.spin, daemon=True)
-        th.start()
         try:
-            yield by_name, lambda service: _call(clients[service])
+            with spinning(*nodes):
+                yield by_name, lambda service: _call(clients[service])
+                time.sleep(0.3)  # let the last messages reach the recorder
         finally:
-            time.sleep(0.3)
-            ex.shutdown()
-            th.join(5)
             recorder.close()
     finally:
         for n in nodes:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -17,6 +15,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering (Mesa llvmpipe w
 
 import numpy as np
 import pytest
+
+from qwen_vla_ros.nodes import spinning  # noqa: F401  (node tests import it from here)
 
 
 @pytest.fixture(scope="session")
@@ -50,20 +50,3 @@ def wait_for(cond, timeout: float = 10.0) -> bool:
         time.sleep(0.01)
     return False
 
-
-@contextmanager
-def spinning(*nodes):
-    """Spin ``nodes`` in one SingleThreadedExecutor on a background thread, as a process
-    would; shut down and join on exit."""
-    from rclpy.executors import SingleThreadedExecutor
-
-    ex = SingleThreadedExecutor()
-    for n in nodes:
-        ex.add_node(n)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    try:
-        yield ex
-    finally:
-        ex.shutdown()
-        th.join(5)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 def spin_node(node_cls, args=None) -> None:
     """Init rclpy, spin one node until Ctrl-C, clean up."""
@@ -17,3 +21,21 @@ def spin_node(node_cls, args=None) -> None:
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+@contextmanager
+def spinning(*nodes) -> Iterator[object]:
+    """Spin ``nodes`` in one SingleThreadedExecutor on a background thread, as one process
+    would; on exit shut it down and join the thread. Yields the executor."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    ex = SingleThreadedExecutor()
+    for n in nodes:
+        ex.add_node(n)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    try:
+        yield ex
+    finally:
+        ex.shutdown()
+        th.join(5)

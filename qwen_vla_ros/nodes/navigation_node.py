@@ -359,7 +359,10 @@ class NavigationNode(Node):
             self._warn("plan", f"plan dropped: {pose}")
             return
         plan = plan_from_chunk(chunk.actions, self.spec.action_names, pose, chunk.stamp,
-                               self.stop_threshold)
+                               self.stop_threshold, self.spec.lower(), self.spec.upper())
+        if plan.clipped:
+            self._warn("clip", f"{plan.clipped} predicted values outside the embodiment's "
+                               "limits were clipped to them")
         with self._lock:
             taken = self.navigator.offer(plan)
             current = self.poses.latest()

@@ -114,11 +114,15 @@ class Plan:
     waypoints: np.ndarray  # [N, 3] odom frame (x, y, yaw), truncated at the stop step
     stop_now: bool  # the model says the goal is reached
     final: bool  # the path ends where the model wants to stop
+    clipped: int = 0  # predicted values that were outside the embodiment's limits
 
 
 def plan_from_chunk(actions: np.ndarray, names: list[str], pose: Pose2D, stamp: float,
-                    stop_threshold: float = 0.5) -> Plan:
-    """[H, D] with dims x, y, yaw, stop (robot frame at ``stamp``) -> odom-frame plan."""
+                    stop_threshold: float = 0.5, lower: np.ndarray | None = None,
+                    upper: np.ndarray | None = None) -> Plan:
+    """[H, D] with dims x, y, yaw, stop (robot frame at ``stamp``) -> odom-frame plan.
+    ``lower``/``upper`` (the embodiment's limits, per dim): waypoints beyond them are clipped
+    to them (``Plan.clipped`` counts the values), never followed as predicted."""
     idx = {n: i for i, n in enumerate(names)}
     missing = [n for n in ("x", "y", "yaw") if n not in idx]
     if missing:
@@ -126,12 +130,17 @@ def plan_from_chunk(actions: np.ndarray, names: list[str], pose: Pose2D, stamp: 
     a = np.asarray(actions, dtype=np.float64)
     if a.ndim != 2 or len(a) == 0 or not np.all(np.isfinite(a)):
         raise ValueError(f"waypoint chunk must be a finite [H, D] array, got {a.shape}")
+    clipped = 0
+    if lower is not None and upper is not None:
+        inside = np.clip(a, lower, upper)
+        clipped = int(np.count_nonzero(inside != a))
+        a = inside
     local = a[:, [idx["x"], idx["y"], idx["yaw"]]]
     stop = a[:, idx["stop"]] >= stop_threshold if "stop" in idx else np.zeros(len(a), bool)
     if stop[0]:
-        return Plan(stamp, pose.compose(local[:1]), True, True)
+        return Plan(stamp, pose.compose(local[:1]), True, True, clipped)
     k = int(np.argmax(stop)) if stop.any() else len(a) - 1
-    return Plan(stamp, pose.compose(local[: k + 1]), False, bool(stop.any()))
+    return Plan(stamp, pose.compose(local[: k + 1]), False, bool(stop.any()), clipped)
 
 
 class NavState(str, Enum):

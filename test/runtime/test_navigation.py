@@ -86,3 +86,14 @@ def test_frame_history_is_sampled_by_time_and_bounded():
     assert len(h._kept) <= 4
     h.put(np.zeros((2, 2, 3), np.uint8), 0.0)  # time went backwards: start again
     assert h.frames(0.0) == []
+
+
+def test_waypoints_beyond_the_embodiment_limits_are_clipped():
+    from qwen_vla_ros.embodiment.spec import load_embodiment
+
+    spec = load_embodiment("vln")
+    chunk = np.tile([12.0, -7.0, 0.0, 0.0], (8, 1))  # limits are +-5 m
+    plan = plan_from_chunk(chunk, NAMES, Pose2D(1.0, 0.0, 0.0), 0.0, 0.5, spec.lower(),
+                           spec.upper())
+    assert plan.clipped == 16
+    np.testing.assert_allclose(plan.waypoints[:, :2], np.tile([6.0, -5.0], (8, 1)))

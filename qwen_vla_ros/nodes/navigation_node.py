@@ -31,13 +31,9 @@ Topics (relative, remappable):
 
 from __future__ import annotations
 
-import json
 import math
 import threading
-import time
 
-from builtin_interfaces.msg import Duration
-from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Twist
 from nav_msgs.msg import Odometry, Path
@@ -45,16 +41,21 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
+from qwen_vla_ros.nodes.policy_io import (
+    ThrottledWarning,
+    clock_now,
+    load_checkpoint,
+    publish_chunk,
+    set_torch_threads,
+)
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import (
     ImageConversionError,
-    chunk_to_trajectory,
     msg_to_rgb,
-    sec_to_stamp,
     stamp_to_sec,
 )
 from qwen_vla_ros.ros.markers import waypoint_markers
@@ -64,6 +65,7 @@ from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.runtime.navigation import (
     Navigator,
     NavState,
+    Pose2D,
     PoseHistory,
     plan_from_chunk,
     quaternion_from_yaw,
@@ -130,17 +132,10 @@ class NavigationNode(Node):
                 raise ValueError(f"{name} must be > 0, got {v}")
         self.follower = PurePursuit(cfg)
         self.control_dt = 1.0 / control_rate
-        if threads > 0:
-            import torch
-
-            torch.set_num_threads(threads)
+        set_torch_threads(threads)
         if policy is None:
-            from qwen_vla_ros.model.policy import QwenVLAPolicy
-
-            path = self.get_parameter("checkpoint").value
-            if not path:
-                raise ValueError("parameter 'checkpoint' is empty")
-            policy = QwenVLAPolicy.from_pretrained(path, device=device, dtype=dtype)
+            policy = load_checkpoint(self.get_parameter("checkpoint").value, device, dtype,
+                                     self.get_logger())
         policy.spec(self.spec.name)  # the checkpoint must know this embodiment
         self.policy = policy
         self.loop = PolicyLoop(self.spec, self.max_obs_age, seed=seed, history_frames=hist_n,
@@ -154,7 +149,7 @@ class NavigationNode(Node):
         self._lock = threading.Lock()
         self._teleop: tuple[float, float, float] | None = None  # (time, v, w)
         self._depth_stamp: float | None = None if depth_topic else math.inf
-        self._warned: dict[str, float] = {}
+        self._warn = ThrottledWarning(self.get_logger())
 
         self.cmd_pub = self.create_publisher(Twist, "cmd_vel", qos.COMMAND)
         self.path_pub = self.create_publisher(Path, "~/waypoints", qos.COMMAND)
@@ -187,13 +182,7 @@ class NavigationNode(Node):
 
     # ---- helpers ------------------------------------------------------------------------
     def now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
-
-    def _warn(self, key: str, text: str, period: float = 2.0) -> None:
-        t = time.monotonic()
-        if t - self._warned.get(key, -1e9) >= period:
-            self._warned[key] = t
-            self.get_logger().warning(text)
+        return clock_now(self)
 
     def _guard(self, fn):
         def tick() -> None:
@@ -207,26 +196,35 @@ class NavigationNode(Node):
 
     def _set_status(self, text: str) -> None:
         if text != self.status:
-            if text.startswith("STOPPED") and not self.status.startswith("STOPPED"):
-                self._stop_nav2()
             self.status = text
             self.status_pub.publish(String(data=text))
             self.get_logger().info(f"status: {text}")
 
-    def _stop_nav2(self) -> None:
-        """With Nav2 driving, a STOP must also end Nav2's current goal: send the robot's own
-        pose as the goal, which Nav2 reaches at once."""
-        latest = self.poses.latest()
-        if self.follow or not self.publish_goal or self.mode is not Mode.POLICY or not latest:
+    def _after_navigator(self, before: NavState) -> None:
+        """Report a STOP; on entering it, also end a Nav2 goal: with Nav2 driving, send the
+        robot's own pose as the goal, which Nav2 reaches at once."""
+        if self.navigator.state is not NavState.STOPPED:
             return
-        pose = latest[1]
-        goal = PoseStamped()
-        goal.header.frame_id = self.odom_frame
-        goal.header.stamp = self.get_clock().now().to_msg()
-        goal.pose.position.x, goal.pose.position.y = pose.x, pose.y
-        o = goal.pose.orientation
-        o.x, o.y, o.z, o.w = quaternion_from_yaw(pose.yaw)
-        self.goal_pub.publish(goal)
+        latest = self.poses.latest()
+        if (before is not NavState.STOPPED and not self.follow and self.publish_goal
+                and self.mode is Mode.POLICY and latest is not None):
+            pose = latest[1]
+            self.goal_pub.publish(self._pose_msg(pose.x, pose.y, pose.yaw,
+                                                 self._header()))
+        self._set_status(f"STOPPED: {self.navigator.reason}")
+
+    def _header(self):
+        from std_msgs.msg import Header
+
+        return Header(frame_id=self.odom_frame, stamp=self.get_clock().now().to_msg())
+
+    @staticmethod
+    def _pose_msg(x: float, y: float, yaw: float, header) -> PoseStamped:
+        ps = PoseStamped(header=header)
+        ps.pose.position.x, ps.pose.position.y = float(x), float(y)
+        o = ps.pose.orientation
+        o.x, o.y, o.z, o.w = quaternion_from_yaw(float(yaw))
+        return ps
 
     def _send(self, v: float, w: float) -> None:
         if not self.follow and self.mode is Mode.POLICY:
@@ -265,8 +263,6 @@ class NavigationNode(Node):
                 self._add_pose(tf.header.stamp, tf.transform.translation, tf.transform.rotation)
 
     def _add_pose(self, stamp, position, q) -> None:
-        from qwen_vla_ros.runtime.navigation import Pose2D
-
         pose = Pose2D(position.x, position.y, yaw_from_quaternion(q.x, q.y, q.z, q.w))
         with self._lock:
             reason = self.poses.add(stamp_or(stamp_to_sec(stamp), self.now()), pose)
@@ -350,10 +346,8 @@ class NavigationNode(Node):
                 return
             pose = self.poses.at(chunk.stamp)
         self.latency.add(chunk.timing_ms.get("total", 0.0))
-        self.chunk_pub.publish(chunk_to_trajectory(
-            chunk.actions, self.spec.action_names, chunk.dt, JointTrajectory,
-            JointTrajectoryPoint, Duration, stamp=sec_to_stamp(chunk.stamp, TimeMsg)))
-        self.info_pub.publish(String(data=json.dumps(request.info(self.steps))))
+        publish_chunk(self.chunk_pub, self.info_pub, self.spec.action_names, chunk, request,
+                      self.steps)
         self.chunks += 1
         if isinstance(pose, Rejection):
             self._warn("plan", f"plan dropped: {pose}")
@@ -364,6 +358,7 @@ class NavigationNode(Node):
             self._warn("clip", f"{plan.clipped} predicted values outside the embodiment's "
                                "limits were clipped to them")
         with self._lock:
+            before = self.navigator.state
             taken = self.navigator.offer(plan)
             current = self.poses.latest()
             if taken and self.navigator.plan is not None and current is not None:
@@ -373,30 +368,21 @@ class NavigationNode(Node):
         if not taken:
             return
         self._publish_plan(plan, current[1] if current else None)
-        if self.navigator.state is NavState.STOPPED:
-            self._set_status(f"STOPPED: {self.navigator.reason}")
+        self._after_navigator(before)
 
     def _on_error(self, request, exc: BaseException) -> None:
         self._warn("infer", f"inference failed: {type(exc).__name__}: {exc}")
 
     def _publish_plan(self, plan, robot) -> None:
-        stamp = self.get_clock().now().to_msg()
-        path = Path()
-        path.header.frame_id, path.header.stamp = self.odom_frame, stamp
+        header = self._header()
         wps = [] if plan.stop_now else plan.waypoints
-        for w in wps:
-            ps = PoseStamped()
-            ps.header = path.header
-            ps.pose.position.x, ps.pose.position.y = float(w[0]), float(w[1])
-            q = quaternion_from_yaw(float(w[2]))
-            o = ps.pose.orientation
-            o.x, o.y, o.z, o.w = q
-            path.poses.append(ps)
+        path = Path(header=header, poses=[self._pose_msg(w[0], w[1], w[2], header)
+                                          for w in wps])
         self.path_pub.publish(path)
         if path.poses and self.publish_goal and self.mode is Mode.POLICY:
             self.goal_pub.publish(path.poses[-1])
         xy = (robot.x, robot.y) if robot is not None else (0.0, 0.0)
-        self.marker_pub.publish(waypoint_markers(wps, self.odom_frame, stamp,
+        self.marker_pub.publish(waypoint_markers(wps, self.odom_frame, header.stamp,
                                                  self.status or "", xy))
 
     # ---- control ------------------------------------------------------------------------
@@ -428,9 +414,8 @@ class NavigationNode(Node):
                 if done:
                     self.navigator.reached_end()
         self._send(v, w)
-        if self.navigator.state is NavState.STOPPED:
-            self._set_status(f"STOPPED: {self.navigator.reason}")
-        elif self.navigator.state is NavState.NAVIGATING:
+        self._after_navigator(state)
+        if self.navigator.state is NavState.NAVIGATING:
             self._set_status("NAVIGATING")
 
     # ---- diagnostics --------------------------------------------------------------------

@@ -20,12 +20,10 @@ Topics (relative, remappable):
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
 
-from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -34,16 +32,21 @@ from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.errors import QwenVLAError
+from qwen_vla_ros.nodes.policy_io import (
+    ThrottledWarning,
+    clock_now,
+    load_checkpoint,
+    publish_chunk,
+    set_torch_threads,
+)
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import (
     ImageConversionError,
-    chunk_to_trajectory,
     msg_to_rgb,
-    sec_to_stamp,
     stamp_to_sec,
 )
 from qwen_vla_ros.runtime.executor import RejectedChunk
@@ -91,7 +94,7 @@ class PolicyNode(LifecycleNode):
         self.last_obs_age: float | None = None
         self._chunk_times: list[float] = []
         self._lock = threading.Lock()
-        self._warned: dict[str, float] = {}
+        self._throttled = ThrottledWarning(self.get_logger())
         self.worker: InferenceWorker | None = None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.COMMAND)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -191,11 +194,7 @@ class PolicyNode(LifecycleNode):
         ents.append(self.chunk_pub)
         self.info_pub = self.create_publisher(String, "~/observation_info", qos.COMMAND)
         ents.append(self.info_pub)
-        threads = int(gp("torch_threads").value)
-        if threads > 0:
-            import torch
-
-            torch.set_num_threads(threads)
+        set_torch_threads(int(gp("torch_threads").value))
         self.policy = (self._injected_policy if self._injected_policy is not None
                        else self._load_policy())
         self.policy.spec(self.spec.name)  # the checkpoint must know this embodiment
@@ -209,24 +208,15 @@ class PolicyNode(LifecycleNode):
 
     # ---- setup --------------------------------------------------------------------------
     def _load_policy(self):
-        from qwen_vla_ros.model.policy import QwenVLAPolicy
-
-        path = self.get_parameter("checkpoint").value
-        if not path:
-            raise ValueError("parameter 'checkpoint' is empty (make one with "
-                             "`qwen-vla-ros checkpoint tiny DIR`)")
-        self.get_logger().info(f"loading policy from {path}")
-        return QwenVLAPolicy.from_pretrained(path, device=self.get_parameter("device").value,
-                                             dtype=self.get_parameter("dtype").value)
+        gp = self.get_parameter
+        return load_checkpoint(gp("checkpoint").value, gp("device").value, gp("dtype").value,
+                               self.get_logger())
 
     def now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return clock_now(self)
 
     def _warn(self, key: str, text: str, period: float = 2.0) -> None:
-        t = time.monotonic()
-        if t - self._warned.get(key, -1e9) >= period:
-            self._warned[key] = t
-            self.get_logger().warning(text)
+        self._throttled(key, text, period)
         self.status = text
 
     # ---- inputs -------------------------------------------------------------------------
@@ -294,13 +284,8 @@ class PolicyNode(LifecycleNode):
             self.status = reason
             return
         self.latency.add(chunk.timing_ms["total"])
-        from builtin_interfaces.msg import Time
-
-        msg = chunk_to_trajectory(chunk.actions, self.spec.action_names, chunk.dt,
-                                  JointTrajectory, JointTrajectoryPoint, Duration,
-                                  stamp=sec_to_stamp(chunk.stamp, Time))
-        self.chunk_pub.publish(msg)
-        self.info_pub.publish(String(data=json.dumps(request.info(self.steps))))
+        publish_chunk(self.chunk_pub, self.info_pub, self.spec.action_names, chunk, request,
+                      self.steps)
         self.chunks_published += 1
         self._chunk_times.append(time.monotonic())
         self.status = "ok"

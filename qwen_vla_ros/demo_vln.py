@@ -80,9 +80,10 @@ def run_vln_demo(out: Path, seconds: float = 20.0, checkpoint: Path | None = Non
         while sim.now_sim() < seconds:
             time.sleep(0.05)
         mode("hold")
-    summary = summarize_vln_bag(bag)
+    data = read_vln_bag(bag)
+    summary = summarize_vln(data)
     summary.update(checkpoint=str(ckpt), bag=str(bag), instruction=instruction)
-    summary["plot"] = str(plot_vln(bag, out / "vln.png"))
+    summary["plot"] = str(plot_vln(data, out / "vln.png"))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -124,12 +125,11 @@ def read_vln_bag(bag: Path) -> dict[str, Any]:
     return d
 
 
-def summarize_vln_bag(bag: Path) -> dict[str, Any]:
-    d = read_vln_bag(bag)
+def summarize_vln(d: dict[str, Any]) -> dict[str, Any]:
+    """Figures of a ``read_vln_bag`` result."""
     odom = np.array([o[1:3] for o in d["odom"]]) if d["odom"] else np.zeros((0, 2))
     cmd = np.array([c[1:] for c in d["cmd"]]) if d["cmd"] else np.zeros((0, 2))
     ct = np.array([c[0] for c in d["cmd"]])
-    moving = [c for c in d["cmd"] if any(m == "POLICY" for _, m in d["modes"])]
     s: dict[str, Any] = {
         "plans": len(d["plans"]), "goals_published": d["goals"],
         "distance_m": float(np.sum(np.linalg.norm(np.diff(odom, axis=0), axis=1)))
@@ -141,7 +141,7 @@ def summarize_vln_bag(bag: Path) -> dict[str, Any]:
         "cmd_vel_hz": float((len(ct) - 1) / (ct[-1] - ct[0])) if len(ct) > 2 else None,
         "max_linear": float(np.abs(cmd[:, 0]).max()) if len(cmd) else 0.0,
         "max_angular": float(np.abs(cmd[:, 1]).max()) if len(cmd) else 0.0,
-        "commands": len(moving),
+        "commands": len(d["cmd"]),
         "bumped_steps": d["bumps"],
         "status_transitions": [{"t": round(t, 2), "status": x} for t, x in d["status"]],
         "mode_transitions": [{"t": round(t, 2), "mode": m} for t, m in d["modes"]],
@@ -152,7 +152,8 @@ def summarize_vln_bag(bag: Path) -> dict[str, Any]:
     return s
 
 
-def plot_vln(bag: Path, path: Path) -> Path:
+def plot_vln(d: dict[str, Any], path: Path) -> Path:
+    """Top view of a ``read_vln_bag`` result: room, objects, base path, every plan."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,7 +161,6 @@ def plot_vln(bag: Path, path: Path) -> Path:
 
     from qwen_vla_ros.sim.base import OBJECTS, ROOM
 
-    d = read_vln_bag(bag)
     fig, ax = plt.subplots(figsize=(6.5, 6.5))
     ax.add_patch(plt.Rectangle((-ROOM, -ROOM), 2 * ROOM, 2 * ROOM, fill=False, lw=2))
     for o in OBJECTS:

@@ -145,9 +145,12 @@ class Clock:
 
 
 # ---- reading what the live system recorded ---------------------------------------------------
-def read_recorded(source: BagSource, store, opts: ReplayOptions, action_names: list[str] | None,
-                  errors: list[str]) -> Recorded:
+def read_recorded(source: BagSource, store, opts: ReplayOptions, errors: list[str]
+                  ) -> tuple[Recorded, list]:
+    """One pass over the small topics. The live chunks come back as messages: decoding them
+    needs the embodiment, which may itself be read from the observation records."""
     rec = Recorded()
+    chunk_msgs = []
     chunk_topic = f"{opts.policy_ns}/action_chunk"
     info_topic = f"{opts.policy_ns}/observation_info"
     instr_topic = f"{opts.policy_ns}/instruction"
@@ -165,20 +168,13 @@ def read_recorded(source: BagSource, store, opts: ReplayOptions, action_names: l
                     rec.infos.append(json.loads(msg.data))
                 except json.JSONDecodeError as exc:
                     errors.append(f"{info_topic}: unreadable record skipped ({exc})")
-            elif topic == chunk_topic and action_names is not None:
-                from qwen_vla_ros.ros.conversions import trajectory_to_chunk
-
-                try:
-                    actions, stamp, _ = trajectory_to_chunk(msg, action_names)
-                except ValueError as exc:
-                    errors.append(f"{chunk_topic}: chunk skipped ({exc})")
-                    continue
-                rec.live_chunks[_key(stamp)] = actions
+            elif topic == chunk_topic:
+                chunk_msgs.append(msg)
             elif topic == instr_topic:
                 rec.instructions.append((log_ns, msg.data))
             elif topic == "/diagnostics":
-                for st in msg.status:
-                    if st.name.endswith("policy"):
+                for st in msg.status:  # policy_node's or navigation_node's status
+                    if any(kv.key == "inference_ms_p50" for kv in st.values):
                         rec.diagnostics.append(((log_ns - source.start_ns) * 1e-9,
                                                 {kv.key: kv.value for kv in st.values}))
     except BagReadError as exc:
@@ -186,7 +182,20 @@ def read_recorded(source: BagSource, store, opts: ReplayOptions, action_names: l
             errors.append(str(exc))
     rec.clock_log = np.asarray(clock_log, np.int64)
     rec.clock_s = np.asarray(clock_s, np.float64)
-    return rec
+    return rec, chunk_msgs
+
+
+def decode_live_chunks(rec: Recorded, msgs: list, action_names: list[str], topic: str,
+                       errors: list[str]) -> None:
+    from qwen_vla_ros.ros.conversions import trajectory_to_chunk
+
+    for msg in msgs:
+        try:
+            actions, stamp, _ = trajectory_to_chunk(msg, action_names)
+        except ValueError as exc:
+            errors.append(f"{topic}: chunk skipped ({exc})")
+            continue
+        rec.live_chunks[_key(stamp)] = actions
 
 
 def _key(stamp: float) -> int:
@@ -546,10 +555,11 @@ def _replay_source(source: BagSource, opts: ReplayOptions, policy, log, write_re
 
         policy = QwenVLAPolicy.from_pretrained(opts.checkpoint, device=opts.device,
                                                dtype=opts.dtype)
-    infos_probe = read_recorded(source, store, opts, None, [])
-    result.embodiment = _choose_embodiment(opts, policy, infos_probe.infos, source)
+    result.recorded, chunk_msgs = read_recorded(source, store, opts, result.errors)
+    result.embodiment = _choose_embodiment(opts, policy, result.recorded.infos, source)
     spec = policy.spec(result.embodiment)
-    result.recorded = read_recorded(source, store, opts, spec.action_names, result.errors)
+    decode_live_chunks(result.recorded, chunk_msgs, spec.action_names,
+                       f"{opts.policy_ns}/action_chunk", result.errors)
     writer = _BagWriter(opts.out / "replay_bag", store)
     rep = _Replayer(opts, source, store, policy, spec, result.recorded, result, writer)
     result.clock, result.spec = rep.clock, spec

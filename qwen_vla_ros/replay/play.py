@@ -36,8 +36,6 @@ def play(bag: Path, rate: float = 1.0, topics: Sequence[str] | None = None,
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
 
-    from qwen_vla_ros.ros.conversions import sec_to_stamp
-
     if not rate > 0:
         raise ValueError(f"rate must be > 0, got {rate}")
     source = open_bag(bag)
@@ -78,8 +76,7 @@ def play(bag: Path, rate: float = 1.0, topics: Sequence[str] | None = None,
         time.sleep(0.5)  # let subscribers discover the publishers
         while True:
             try:
-                _play_once(source, pubs, clock_pub, Clock, sec_to_stamp, rate, start, stats,
-                           stop)
+                _play_once(source, pubs, clock_pub, rate, start, stats, stop)
             except BagReadError as exc:
                 log(f"play: stopped: {exc}")
                 stats["error"] = str(exc)
@@ -94,8 +91,11 @@ def play(bag: Path, rate: float = 1.0, topics: Sequence[str] | None = None,
     return stats
 
 
-def _play_once(source, pubs, clock_pub, Clock, sec_to_stamp, rate, start, stats, stop) -> None:
+def _play_once(source, pubs, clock_pub, rate, start, stats, stop) -> None:
     from builtin_interfaces.msg import Time
+    from rosgraph_msgs.msg import Clock
+
+    from qwen_vla_ros.ros.conversions import sec_to_stamp
 
     t0_ns = source.start_ns + int(start * 1e9)
     wall0 = time.monotonic()

@@ -26,7 +26,7 @@ class BagData:
     chunks: int = 0
     diagnostics: dict[str, str] = field(default_factory=dict)  # last policy values
     results: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # messages per topic in the bag
     errors: list[str] = field(default_factory=list)
 
 
@@ -47,18 +47,17 @@ def read_aloha_bag(path: Path, spec: EmbodimentSpec) -> BagData:
     current = np.full(spec.action_dim, np.nan)
     latest_measured = {r: None for r in robots}
     data.t0 = source.start_ns * 1e-9
-    topics = [t for t in source.topics if t not in source.unknown]
+    data.counts = dict(source.counts)
+    data.chunks = source.counts.get("/policy_node/action_chunk", 0)
+    # Only what the summary decodes: no images, clock or chunks (counted above).
+    skip = {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
+            "rosgraph_msgs/msg/Clock", "trajectory_msgs/msg/JointTrajectory"}
+    topics = [t for t, typ in source.topics.items()
+              if t not in source.unknown and typ not in skip]
     try:
         for topic, stamp, raw in source.messages(topics):
-            conn_type = source.topics[topic]
             t = stamp * 1e-9 - data.t0
-            data.counts[topic] = data.counts.get(topic, 0) + 1
-            if topic == "/policy_node/action_chunk":
-                data.chunks += 1
-                continue
-            if topic.startswith("/cam_") or topic == "/clock":
-                continue  # not decoded for the summary
-            msg = store.deserialize_cdr(raw, conn_type)
+            msg = store.deserialize_cdr(raw, source.topics[topic])
             robot = topic.split("/")[1]
             if topic.endswith("/commands/joint_group") and robot in robots:
                 current[arm_idx[robot]] = np.asarray(msg.cmd, float)

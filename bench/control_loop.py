@@ -13,7 +13,6 @@ in its own process (as deployed).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from qwen_vla_ros.results import save_results
 
 EMB = "vx300s_single"
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,10 +193,7 @@ def main() -> int:
               f"{r['period_ms_p50']:.2f} ms, error p50 {r['period_error_ms_p50']:.2f} ms "
               f"p99 {r['period_error_ms_p99']:.2f} ms, missed cycles {r['missed_cycles']}")
     out = {"model_ms": a.model_ms, "seconds": a.seconds, "rate_hz": 50, "results": results}
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(out, indent=1))
-        print(f"wrote {a.json}")
+    save_results(a.json, out)
     return 0
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qwen_vla_ros.results import save_results
+
 CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,10 +129,7 @@ def main() -> int:
               f"({100 * r['delivered']:.1f}%), latency p50 {p50} ms, p99 {p99} ms")
     summary = {"cameras": len(CAMERAS), "image": [480, 640, 3], "rate_hz": a.rate,
                "seconds": a.seconds, "qos": "sensor data (best effort)", "results": results}
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(summary, indent=1))
-        print(f"wrote {a.json}")
+    save_results(a.json, summary)
     return 0
 
 

@@ -10,10 +10,11 @@ duration, wall time and the ratio, and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
+
+from qwen_vla_ros.results import save_results
 
 
 def main() -> None:
@@ -65,11 +66,7 @@ def main() -> None:
         print(f"{r['ticks']:<10}{r['chunks']:>8}{r['replayed_span_s']:>8.2f}{r['wall_s']:>8.2f}"
               f"{r['speed_x_realtime']:>13.2f}{r['inference_ms_p50']:>14.1f}  "
               + (f"max |diff| {lv['max_abs_diff']:.2g} over {lv['compared']}" if lv else "-"))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"bag": str(bag), "bag_mb": mb, "rows": rows},
-                                        indent=1))
-        print(f"wrote {args.json}")
+    save_results(args.json, {"bag": str(bag), "bag_mb": mb, "rows": rows})
 
 
 if __name__ == "__main__":

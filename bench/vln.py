@@ -11,12 +11,13 @@ per-tick work of navigation_node's control loop (pure pursuit) and of placing a 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+from qwen_vla_ros.results import save_results
 
 
 def main() -> None:
@@ -86,11 +87,8 @@ def main() -> None:
     print(f"follower step p50 {loop['follower_step_us_p50']:.1f} us, p99 "
           f"{loop['follower_step_us_p99']:.1f} us; plan (lookup + transform) p50 "
           f"{loop['plan_us_p50']:.1f} us, p99 {loop['plan_us_p99']:.1f} us")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": args.device, "iters": args.iters,
-                                         "chunk": rows, "control": loop}, indent=1))
-        print(f"wrote {args.json}")
+    save_results(args.json, {"device": args.device, "iters": args.iters, "chunk": rows,
+                             "control": loop})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -43,14 +42,12 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_bench_model(args: argparse.Namespace) -> int:
     from qwen_vla_ros.model.bench import format_result, run_model_bench
+    from qwen_vla_ros.results import save_results
 
     result = run_model_bench(args.preset, device=args.device, dtype=args.dtype,
                              iters=args.iters, warmup=args.warmup, steps=args.steps)
     print(format_result(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
-        print(f"wrote {args.json}")
+    save_results(args.json, result)
     return 0
 
 

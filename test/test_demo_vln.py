@@ -42,6 +42,7 @@ def test_vln_demo_records_plans_odometry_and_limited_commands(demo):
     cmd = np.array([c[1:] for c in d["cmd"]])
     dv = np.abs(np.diff(cmd, axis=0))
     driving = (np.abs(cmd[1:]) > 0).any(axis=1)
+    assert driving.any(), "the base was never commanded to move"
     assert np.all(dv[driving, 0] <= 0.8 / 20 + 1e-6) and np.all(dv[driving, 1] <= 3.0 / 20 + 1e-6)
     # The odometry moves only while commanded: in HOLD at the end the base stands still.
     assert s["topics"]["/front/image_raw"] > 20 and s["topics"]["/odom"] > 300

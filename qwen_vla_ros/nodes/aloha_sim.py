@@ -66,9 +66,11 @@ class AlohaSimNode(Node):
                         for r in self.bridge.robots}
         for r in self.bridge.robots:
             self.create_subscription(JointGroupCommand, f"/{r}/commands/joint_group",
-                                     self._group_cb(r), qos.COMMAND)
+                                     self._command_cb(r, lambda m, r=r: self.bridge.on_group(
+                                         r, m.name, list(m.cmd))), qos.COMMAND)
             self.create_subscription(JointSingleCommand, f"/{r}/commands/joint_single",
-                                     self._single_cb(r), qos.COMMAND)
+                                     self._command_cb(r, lambda m, r=r: self.bridge.on_single(
+                                         r, m.name, float(m.cmd))), qos.COMMAND)
         self.cam_pubs = {name: self.create_publisher(Image, f"/{name}/image_raw", qos.SENSOR)
                          for name in self.camera_map}
         self.success_pub = self.create_publisher(Bool, "~/success", qos.LATCHED)
@@ -100,16 +102,11 @@ class AlohaSimNode(Node):
         return response
 
     # ---- commands -----------------------------------------------------------------------
-    def _group_cb(self, robot: str):
+    def _command_cb(self, robot: str, apply):
+        """A command subscription: ``apply(msg)`` hands it to the bridge and returns a
+        rejection reason (logged, throttled) or None."""
         def cb(msg) -> None:
-            reason = self.bridge.on_group(robot, msg.name, list(msg.cmd))
-            if reason:
-                self.get_logger().warning(f"{robot}: {reason}", throttle_duration_sec=2.0)
-        return cb
-
-    def _single_cb(self, robot: str):
-        def cb(msg) -> None:
-            reason = self.bridge.on_single(robot, msg.name, float(msg.cmd))
+            reason = apply(msg)
             if reason:
                 self.get_logger().warning(f"{robot}: {reason}", throttle_duration_sec=2.0)
         return cb

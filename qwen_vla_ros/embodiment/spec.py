@@ -8,7 +8,7 @@ else. Unknown keys are rejected by name.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,44 +16,23 @@ from typing import Any
 import numpy as np
 import yaml
 
+from qwen_vla_ros.embodiment.gripper import Gripper, GripperMap
+from qwen_vla_ros.embodiment.schema import check_keys
 from qwen_vla_ros.errors import ConfigError
 
+__all__ = [
+    "KINDS",
+    "Dim",
+    "EmbodimentSpec",
+    "Gripper",
+    "GripperMap",
+    "Leader",
+    "available_embodiments",
+    "check_keys",
+    "load_embodiment",
+]
+
 KINDS = ("joint_position", "joint_velocity", "waypoints")
-
-
-def check_keys(data: Mapping[str, Any], allowed: Sequence[str], required: Sequence[str],
-               where: str) -> None:
-    """Reject unknown keys and report missing ones, by name."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise ConfigError(f"{where}: missing required key(s) {missing}")
-
-
-@dataclass(frozen=True)
-class GripperMap:
-    """Linear map between the model's normalised gripper (0 = closed, 1 = open) and robot units."""
-
-    closed: float
-    open: float
-
-    def to_robot(self, normalised: np.ndarray | float) -> np.ndarray | float:
-        return self.closed + np.asarray(normalised) * (self.open - self.closed)
-
-    def to_normalised(self, robot: np.ndarray | float) -> np.ndarray | float:
-        return (np.asarray(robot) - self.closed) / (self.open - self.closed)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> GripperMap:
-        check_keys(data, ("closed", "open"), ("closed", "open"), where)
-        g = cls(float(data["closed"]), float(data["open"]))
-        if g.closed == g.open:
-            raise ConfigError(f"{where}: closed and open are equal")
-        return g
 
 
 @dataclass(frozen=True)
@@ -68,7 +47,7 @@ class Dim:
     unit: str = "rad"
     robot: str | None = None  # hardware namespace, e.g. follower_left
     joint: str | None = None  # joint name in that namespace, e.g. waist
-    gripper: GripperMap | None = None
+    gripper: Gripper | None = None
 
     _KEYS = ("name", "slot", "lower", "upper", "max_velocity", "unit", "robot", "joint", "gripper")
 
@@ -77,7 +56,7 @@ class Dim:
         check_keys(data, cls._KEYS, ("name", "slot", "lower", "upper", "max_velocity"), where)
         gripper = None
         if data.get("gripper") is not None:
-            gripper = GripperMap.from_dict(data["gripper"], f"{where}.gripper")
+            gripper = Gripper.from_dict(data["gripper"], f"{where}.gripper")
         dim = cls(
             name=str(data["name"]),
             slot=int(data["slot"]),
@@ -108,8 +87,16 @@ class Dim:
         if self.joint is not None:
             out["joint"] = self.joint
         if self.gripper is not None:
-            out["gripper"] = {"closed": self.gripper.closed, "open": self.gripper.open}
+            out["gripper"] = self.gripper.to_dict()
         return out
+
+    def measured_as(self) -> tuple[str, GripperMap | None]:
+        """(joint name in the robot's JointState, map to embodiment units or None): a
+        follower gripper is measured as its finger slide where the spec gives one."""
+        joint = self.joint or self.name
+        if self.gripper is None:
+            return joint, None
+        return self.gripper.observed(joint)
 
 
 @dataclass(frozen=True)
@@ -131,7 +118,7 @@ class Leader:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"leader": self.robot}
         if self.gripper is not None:
-            out["gripper"] = {"closed": self.gripper.closed, "open": self.gripper.open}
+            out["gripper"] = self.gripper.to_dict()
         return out
 
 

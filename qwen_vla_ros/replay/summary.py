@@ -80,10 +80,10 @@ def read_aloha_bag(path: Path, spec: EmbodimentSpec) -> BagData:
                 q = np.asarray(msg.position, float)
                 v = np.full(len(spec.dims_of(robot)), np.nan)
                 for k, i in enumerate(spec.dims_of(robot)):
-                    d = spec.action[i]
-                    if d.joint in names:
-                        raw_q = q[names.index(d.joint)]
-                        v[k] = float(d.gripper.to_normalised(raw_q)) if d.gripper else raw_q
+                    joint, unit = spec.action[i].measured_as()
+                    if joint in names:
+                        raw_q = q[names.index(joint)]
+                        v[k] = float(unit.to_normalised(raw_q)) if unit else raw_q
                 latest_measured[robot] = v
                 if all(m is not None for m in latest_measured.values()):
                     data.measured.append((t, np.concatenate([latest_measured[r]

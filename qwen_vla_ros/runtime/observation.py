@@ -2,8 +2,9 @@
 
 Joint states arrive per hardware namespace (ALOHA: one JointState per follower arm) and are
 merged by joint NAME through the embodiment spec; grippers are converted to the normalised
-opening there, once. Every input carries its own stamp; too old, missing or non-finite data
-gives a rejection reason instead of an observation.
+opening there, once (a follower gripper from its finger slide, a leader's from its motor
+angle: embodiment/gripper.py). Every input carries its own stamp; too old, missing or
+non-finite data gives a rejection reason instead of an observation.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qwen_vla_ros.embodiment.gripper import GripperMap
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
 
 
@@ -35,18 +37,20 @@ class JointStateMerger:
     def __init__(self, spec: EmbodimentSpec, leaders: bool = False) -> None:
         self.spec = spec
         self._index: dict[tuple[str, str], int] = {}
-        self._grippers: dict[int, object] = {}
+        self._grippers: dict[int, GripperMap] = {}
         for i, name in enumerate(spec.state):
             d = spec.dim(name)
             robot = d.robot or ""
-            gripper = d.gripper
+            joint, gripper = d.measured_as()  # a follower gripper: its finger slide (m)
             if leaders:
                 leader = spec.leader_of(robot)
                 if leader is None:
                     raise ValueError(f"embodiment '{spec.name}' has no leader for '{robot}'")
                 robot = leader.robot
+                # a leader gripper is read as its motor angle (rad)
+                joint = d.joint or d.name
                 gripper = leader.gripper if d.gripper is not None else None
-            self._index[(robot, d.joint or d.name)] = i
+            self._index[(robot, joint)] = i
             if gripper is not None:
                 self._grippers[i] = gripper
         self._values = np.full(spec.state_dim, np.nan)

@@ -17,18 +17,20 @@ def test_merges_two_arms_by_name_in_any_order():
     spec = load_embodiment("aloha")
     m = JointStateMerger(spec)
     assert m.robots() == ["follower_left", "follower_right"]
-    left = {n: 0.1 * i for i, n in enumerate(ARM)} | {"gripper": 1.4910, "left_finger": 0.03,
-                                                       "right_finger": -0.03}
-    right = {n: -0.1 * i for i, n in enumerate(ARM)} | {"gripper": -0.6213}
+    # The follower gripper is observed as its finger slide (m), as ALOHA datasets record it:
+    # the motor angle in the same message is not what the state holds.
+    left = {n: 0.1 * i for i, n in enumerate(ARM)} | {"gripper": 0.0, "left_finger": 0.0579,
+                                                       "right_finger": -0.0579}
+    right = {n: -0.1 * i for i, n in enumerate(ARM)} | {"gripper": 1.6214, "left_finger": 0.0440}
     names = list(reversed(XS_NAMES))
     assert m.update("follower_left", names, [left[n] for n in names], 10.0) is None
-    names_r = [*ARM, "gripper"]
+    names_r = [*ARM, "left_finger", "gripper"]
     assert m.update("follower_right", names_r, [right[n] for n in names_r], 10.0) is None
     q = m.state(10.01, 0.1)
     np.testing.assert_allclose(q[:6], [0.1 * i for i in range(6)])
-    assert q[6] == pytest.approx(1.0)  # open gripper -> normalised 1
+    assert q[6] == pytest.approx(1.0)  # finger open (0.0579 m) -> normalised 1
     np.testing.assert_allclose(q[7:13], [-0.1 * i for i in range(6)])
-    assert q[13] == pytest.approx(0.0)  # closed -> 0
+    assert q[13] == pytest.approx(0.0)  # finger closed (0.0440 m) -> 0
 
 
 def test_rejections_name_the_problem():
@@ -40,8 +42,8 @@ def test_rejections_name_the_problem():
     assert "2 names but 1 positions" in m.update("follower_left", ["a", "b"], [0.0], 0.0)
     missing = m.state(0.0, 1.0)
     assert isinstance(missing, Rejection) and "left_waist" in missing.reason
-    m.update("follower_left", XS_NAMES[:7], [0.0] * 7, 0.0)
-    m.update("follower_right", XS_NAMES[:7], [0.0] * 7, 0.0)
+    m.update("follower_left", XS_NAMES, [0.0] * 9, 0.0)
+    m.update("follower_right", XS_NAMES, [0.0] * 9, 0.0)
     assert not isinstance(m.state(0.0, 0.1), Rejection)
     m.update("follower_right", ["elbow"], [np.inf], 0.01)  # garbage now invalidates at once
     invalid = m.state(0.01, 0.1)
@@ -79,9 +81,12 @@ def test_leader_view_uses_leader_namespaces_and_gripper_range():
     leaders = JointStateMerger(spec, leaders=True)
     assert leaders.robots() == ["leader_left", "leader_right"]
     for robot in ("leader_left", "leader_right"):
-        assert leaders.update(robot, [*ARM, "gripper"], [0.0] * 6 + [0.3083], 1.0) is None
+        assert leaders.update(robot, [*ARM, "gripper"], [0.0] * 6 + [0.8298], 1.0) is None
     q = leaders.state(1.0, 0.1)
     assert q[6] == pytest.approx(1.0) and q[13] == pytest.approx(1.0)  # leader open -> 1
+    # ROS 2 leader range (Interbotix/aloha LEADER_GRIPPER_JOINT_CLOSE/OPEN): -0.0552 -> 0
+    leaders.update("leader_left", ["gripper"], [-0.0552], 1.0)
+    assert leaders.state(1.0, 0.1)[6] == pytest.approx(0.0)
 
 
 def test_split_command_into_interbotix_arm_and_gripper():
@@ -93,9 +98,10 @@ def test_split_command_into_interbotix_arm_and_gripper():
     left, right = split_command(spec, cmd)
     assert left.robot == "follower_left" and left.group == "arm"
     np.testing.assert_allclose(left.arm, cmd[:6])
-    assert left.gripper_joint == "gripper" and left.gripper == pytest.approx(1.4910)
+    # ROS 2 follower motor angle (FOLLOWER_GRIPPER_JOINT_OPEN / _CLOSE)
+    assert left.gripper_joint == "gripper" and left.gripper == pytest.approx(1.6214)
     np.testing.assert_allclose(right.arm, cmd[7:13])
-    assert right.gripper == pytest.approx(-0.6213)
+    assert right.gripper == pytest.approx(0.6197)
     with pytest.raises(ValueError, match="NaN"):
         split_command(spec, np.full(14, np.nan))
 

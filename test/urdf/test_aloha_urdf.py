@@ -49,16 +49,14 @@ def test_joint_names_and_limits_match_the_embodiment():
             assert (lo, hi) == pytest.approx((d.gripper.closed, d.gripper.open)), d.name
 
 
-def test_fingers_mimic_the_gripper_over_the_model_finger_travel():
-    from qwen_vla_ros.sim.aloha import FINGER_CLOSED, FINGER_OPEN
-
+def test_fingers_mimic_the_gripper_over_the_hardware_finger_travel():
     spec = load_embodiment("aloha")
     js = joints(expand())
     g = spec.dim("left_gripper").gripper
     mimic = js["left_left_finger"].find("mimic")
     k, b = float(mimic.get("multiplier")), float(mimic.get("offset"))
     finger = k * np.array([g.closed, g.open]) + b
-    np.testing.assert_allclose(finger, [FINGER_CLOSED, FINGER_OPEN], atol=2e-4)
+    np.testing.assert_allclose(finger, [g.finger.closed, g.finger.open], atol=2e-5)
 
 
 def test_mounting_poses_face_each_other():

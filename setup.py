@@ -22,6 +22,7 @@ setup(
         (f"share/{PACKAGE}/config", _files("config/*.*")),
         (f"share/{PACKAGE}/config/embodiments", _files("config/embodiments/*.yaml")),
         (f"share/{PACKAGE}/config/bringup", _files("config/bringup/*.yaml")),
+        (f"share/{PACKAGE}/config/robots", _files("config/robots/*.yaml")),
         (f"share/{PACKAGE}/urdf", _files("urdf/*.*")),
     ],
     install_requires=["setuptools"],

@@ -50,6 +50,7 @@ class ChunkAdapterNode(Node):
         self.max_state_age = float(self.get_parameter("max_state_age").value)
         self.lookahead = float(self.get_parameter("ghost_lookahead_s").value)
         self.mode = Mode.HOLD
+        self.pending_mode: Mode | None = None
         self.create_subscription(JointTrajectory, "~/action_chunk", self._chunk_cb, qos.COMMAND)
         self.create_subscription(String, "mode", self._mode_cb, qos.LATCHED)
         self.ghost_pub = self.create_publisher(JointState, "~/predicted_joint_states",
@@ -87,6 +88,13 @@ class ChunkAdapterNode(Node):
     def on_mode_change(self, previous: Mode, mode: Mode) -> None:
         """Hook for outputs that must say 'stop' explicitly (velocity controllers)."""
 
+    def engage_blocker(self) -> str | None:
+        """Why a driving mode cannot be entered yet (the request then waits), or None."""
+        return None
+
+    def hold_tick(self, now: float) -> None:
+        """Hook run on every control tick in HOLD (start-up and sleep moves)."""
+
     # ---- callbacks ----------------------------------------------------------------------
     def _chunk_cb(self, msg: JointTrajectory) -> None:
         try:
@@ -101,6 +109,21 @@ class ChunkAdapterNode(Node):
         except ValueError as exc:
             self.get_logger().error(str(exc))
             return
+        self.request_mode(mode)
+
+    def request_mode(self, mode: Mode) -> None:
+        """Enter ``mode``; a driving mode the adapter is not ready for waits (``pending_mode``)
+        until it is, and is engaged then."""
+        self.pending_mode = None
+        if mode is not Mode.HOLD:
+            blocker = self.engage_blocker()
+            if blocker is not None:
+                self.pending_mode = mode
+                self.get_logger().warning(f"{mode.value} requested; waiting: {blocker}")
+                if self.mode is not Mode.HOLD:
+                    previous, self.mode = self.mode, Mode.HOLD
+                    self.on_mode_change(previous, Mode.HOLD)
+                return
         if mode == self.mode:
             return
         previous = self.mode
@@ -130,6 +153,10 @@ class ChunkAdapterNode(Node):
     def _control_tick(self) -> None:
         now = self.now()
         self._ticks += 1
+        if self.mode is Mode.HOLD:
+            self.hold_tick(now)
+            if self.pending_mode is not None and self.engage_blocker() is None:
+                self.request_mode(self.pending_mode)
         if self.mode is Mode.POLICY:
             cmd = self.chunk_executor.step(now)
             if cmd is not None:

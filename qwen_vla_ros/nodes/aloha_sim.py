@@ -1,7 +1,12 @@
 """aloha_sim: the simulated ALOHA behind the same ROS interface as the real followers.
 
   sub /<robot>/commands/joint_group   interbotix_xs_msgs/JointGroupCommand ("arm", 6 rad)
-  sub /<robot>/commands/joint_single  interbotix_xs_msgs/JointSingleCommand ("gripper", rad)
+  sub /<robot>/commands/joint_single  interbotix_xs_msgs/JointSingleCommand ("gripper"; rad
+                                      in current_based_position, metres between the fingers
+                                      in linear_position, where grippers start as on the
+                                      real bringup: parameter ``gripper_mode``)
+  srv /<robot>/set_operating_modes, torque_enable, reboot_motors, set/get_motor_registers
+                                      (interbotix_xs_msgs, as xs_sdk serves them)
   pub /<robot>/joint_states           sensor_msgs/JointState, xs_sdk names, 50 Hz (sim time)
   pub /<camera>/image_raw             sensor_msgs/Image rgb8 (rig names -> MJCF cameras)
   pub /clock                          rosgraph_msgs/Clock (the sim is the time source)
@@ -26,6 +31,7 @@ from std_msgs.msg import Bool, Int32, String
 from std_srvs.srv import Trigger
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
+from qwen_vla_ros.nodes.xs_services import serve_xs_services
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
 from qwen_vla_ros.sim.aloha import DEFAULT_CAMERA_MAP, DT, AlohaSim
@@ -57,9 +63,12 @@ class AlohaSimNode(Node):
         self.auto_reset = bool(p("auto_reset", True, _d("start the next episode at the end")
                                  ).value)
         self.spec = load_embodiment(p("embodiment", "aloha", _d("embodiment")).value)
+        gripper_mode = p("gripper_mode", "linear_position", _d(
+            "follower gripper operating mode at start, as the Interbotix ALOHA bringup's "
+            "follower_modes_*.yaml sets it")).value
         self.camera_map = dict(c.split("=", 1) for c in cams if c)
         self.sim = AlohaSim(task, image_size=(h, w), fast_render=fast)
-        self.bridge = InterbotixSimBridge(self.spec, self.sim)
+        self.bridge = InterbotixSimBridge(self.spec, self.sim, gripper_mode)
         self._time_cls = Time
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.js_pubs = {r: self.create_publisher(JointState, f"/{r}/joint_states", qos.SENSOR)
@@ -71,6 +80,8 @@ class AlohaSimNode(Node):
             self.create_subscription(JointSingleCommand, f"/{r}/commands/joint_single",
                                      self._command_cb(r, lambda m, r=r: self.bridge.on_single(
                                          r, m.name, float(m.cmd))), qos.COMMAND)
+        for r in self.bridge.robots:
+            serve_xs_services(self, r, self.bridge.motors[r])
         self.cam_pubs = {name: self.create_publisher(Image, f"/{name}/image_raw", qos.SENSOR)
                          for name in self.camera_map}
         self.success_pub = self.create_publisher(Bool, "~/success", qos.LATCHED)

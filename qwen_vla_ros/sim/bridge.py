@@ -1,10 +1,12 @@
 """The interbotix_xs_sdk view of the simulated ALOHA (ROS-free; the aloha_sim node wires it).
 
 Commands arrive as the xs_sdk takes them (group ``arm``: 6 joint positions in rad; single
-``gripper``: gripper joint position in rad) and become the sim's 14-value target; joint
-states leave with the xs_sdk's names (waist .. wrist_rotate, gripper in rad, left_finger /
-right_finger in m). Gripper rad <-> normalised opening uses the embodiment's follower map,
-the same one the adapters use, so sim and hardware agree on units by construction.
+``gripper``: read per its operating mode, see sim/xs_sdk.py: the motor angle in rad once the
+gripper is in current_based_position, metres between the fingers in linear_position, where
+the bringup starts it) and become the sim's 14-value target; joint states leave with the
+xs_sdk's names (waist .. wrist_rotate, gripper in rad, left_finger / right_finger in m). Every
+gripper unit comes from the embodiment (embodiment/gripper.py), the same maps the adapters and
+the policy use, so sim and hardware agree on units by construction.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import numpy as np
 
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
-from qwen_vla_ros.sim.aloha import ARM_JOINTS, AlohaSim, normalised_to_finger
+from qwen_vla_ros.sim.aloha import ARM_JOINTS, AlohaSim
+from qwen_vla_ros.sim.xs_sdk import XsMotors
 
 JOINT_NAMES = (*ARM_JOINTS, "gripper", "left_finger", "right_finger")
 
 
 class InterbotixSimBridge:
-    def __init__(self, spec: EmbodimentSpec, sim: AlohaSim) -> None:
+    def __init__(self, spec: EmbodimentSpec, sim: AlohaSim,
+                 gripper_mode: str = "linear_position") -> None:
         if spec.action_dim != 14 or len(spec.robots) != 2:
             raise ValueError(f"embodiment '{spec.name}' is not a two-arm ALOHA layout")
         self.spec = spec
@@ -26,6 +30,7 @@ class InterbotixSimBridge:
         self.robots = spec.robots  # [follower_left, follower_right], sim arm order
         self.target = sim.qpos()
         self._lower, self._upper = spec.lower(), spec.upper()
+        self.motors = {r: XsMotors(ARM_JOINTS, ("gripper",), gripper_mode) for r in self.robots}
 
     def reset(self, seed: int) -> None:
         self.target = self.sim.reset(seed)
@@ -44,6 +49,9 @@ class InterbotixSimBridge:
             return f"unknown group '{group}' (this sim has 'arm')"
         values = np.asarray(cmd, dtype=np.float64)
         arm, _ = self._dims(robot)
+        refused = self.motors[robot].arm_accepts()
+        if refused:
+            return refused
         if values.shape != (len(arm),):
             return f"group 'arm' takes {len(arm)} values, got {values.shape[0]}"
         if not np.all(np.isfinite(values)):
@@ -52,14 +60,17 @@ class InterbotixSimBridge:
         return None
 
     def on_single(self, robot: str, joint: str, cmd: float) -> str | None:
-        """A JointSingleCommand for the gripper (rad)."""
+        """A JointSingleCommand for the gripper, read as its operating mode says."""
         _, grip = self._dims(robot)
         if joint != "gripper":
             return f"single command for '{joint}' not supported (only 'gripper')"
         if not np.isfinite(cmd):
             return "non-finite gripper command ignored"
+        angle = self.motors[robot].gripper_angle(joint, cmd)
+        if isinstance(angle, str):
+            return angle
         g = self.spec.action[grip].gripper
-        self.target[grip] = float(np.clip(g.to_normalised(cmd), 0.0, 1.0))
+        self.target[grip] = float(np.clip(g.to_normalised(angle), 0.0, 1.0))
         return None
 
     def step(self):
@@ -69,5 +80,6 @@ class InterbotixSimBridge:
         arm, grip = self._dims(robot)
         q = self.sim.qpos()
         g = self.spec.action[grip].gripper
-        finger = float(normalised_to_finger(q[grip]))
+        finger_map = g.finger if g.finger is not None else g
+        finger = float(finger_map.to_robot(q[grip]))  # the hardware's finger slide (m)
         return JOINT_NAMES, [*q[arm].tolist(), float(g.to_robot(q[grip])), finger, -finger]

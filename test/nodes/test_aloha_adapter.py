@@ -1,8 +1,9 @@
 """aloha_adapter against real generated interbotix_xs_msgs classes, in one process.
 
-The rig plays both interbotix_xs_sdk followers (they track the last command, as in position
-mode) and the leader arms. Assertions are on the JointGroupCommand / JointSingleCommand
-messages the adapter publishes."""
+The rig plays both interbotix_xs_sdk followers (they track the last command, read as their
+operating mode says, and serve the xs_sdk set-up services from sim/xs_sdk.py's state, as
+aloha_sim does) and the leader arms. Assertions are on the JointGroupCommand /
+JointSingleCommand messages the adapter publishes and on the motors' modes."""
 
 from __future__ import annotations
 
@@ -17,16 +18,23 @@ ix = pytest.importorskip("interbotix_xs_msgs.msg",
 from builtin_interfaces.msg import Duration, Time  # noqa: E402
 from conftest import spinning, wait_for  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
 from qwen_vla_ros.embodiment.spec import load_embodiment  # noqa: E402
+from qwen_vla_ros.nodes.xs_services import serve_xs_services  # noqa: E402
 from qwen_vla_ros.ros import qos  # noqa: E402
 from qwen_vla_ros.ros.conversions import chunk_to_trajectory, sec_to_stamp  # noqa: E402
+from qwen_vla_ros.sim.xs_sdk import XsMotors  # noqa: E402
 
 pytestmark = pytest.mark.ros
 ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate"]
-F_OPEN, F_CLOSED, L_OPEN, L_CLOSED = 1.4910, -0.6213, 0.3083, -0.6842
+# ROS 2 ALOHA constants (Interbotix/aloha aloha/constants.py), written out independently of
+# config/embodiments/aloha.yaml so the test checks the file, not itself.
+F_OPEN, F_CLOSED, L_OPEN, L_CLOSED = 1.6214, 0.6197, 0.8298, -0.0552
+FINGER_OPEN, FINGER_CLOSED = 0.0579, 0.0440
+START = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])
 
 
 class XsRig:
@@ -39,6 +47,9 @@ class XsRig:
                        ("leader_left", "leader_right")}
         self.leader_grip = {r: L_OPEN for r in self.leader}
         self.leaders_on = True
+        self.motors = {r: XsMotors(tuple(ARM)) for r in [*self.follower, *self.leader]}
+        for r, m in self.motors.items():
+            serve_xs_services(node, r, m)
         self.groups: list[tuple[str, ix.JointGroupCommand]] = []
         self.singles: list[tuple[str, ix.JointSingleCommand]] = []
         self.pubs = {r: node.create_publisher(JointState, f"/{r}/joint_states", qos.SENSOR)
@@ -68,7 +79,9 @@ class XsRig:
     def _single(self, robot):
         def cb(msg):
             self.singles.append((robot, msg))
-            self.follower_grip[robot] = msg.cmd
+            angle = self.motors[robot].gripper_angle(msg.name, msg.cmd)
+            if not isinstance(angle, str):  # as xs_sdk reads it in the current mode
+                self.follower_grip[robot] = angle
         return cb
 
     def now(self):
@@ -77,8 +90,10 @@ class XsRig:
     def publish_states(self):
         stamp = sec_to_stamp(self.now(), Time)
         for r, q in self.follower.items():
+            finger = FINGER_CLOSED + (self.follower_grip[r] - F_CLOSED) / (F_OPEN - F_CLOSED) \
+                * (FINGER_OPEN - FINGER_CLOSED)
             msg = JointState(name=[*ARM, "gripper", "left_finger", "right_finger"],
-                             position=[*q.tolist(), self.follower_grip[r], 0.02, -0.02])
+                             position=[*q.tolist(), self.follower_grip[r], finger, -finger])
             msg.header.stamp = stamp
             self.pubs[r].publish(msg)
         if self.leaders_on:
@@ -103,7 +118,11 @@ def stack():
     modes = ModeManager()
     rig_node = rclpy.create_node("xs_rig")
     rig = XsRig(rig_node)
+    states: list[str] = []
+    rig_node.create_subscription(String, "/aloha_adapter/state", lambda m: states.append(m.data),
+                                 qos.LATCHED)
     with spinning(adapter, modes, rig_node):
+        assert wait_for(lambda: "READY" in states, 20), states
         yield rig, load_embodiment("aloha")
     for n in (adapter, modes, rig_node):
         n.destroy_node()
@@ -121,23 +140,44 @@ def vmax_step(spec):
     return spec.max_velocity()[:6] * spec.dt + 1e-5  # float32 on the wire
 
 
+def test_startup_sets_the_xs_modes_then_reaches_start_pose_within_limits(stack):
+    rig, spec = stack
+    for r in ("follower_left", "follower_right"):
+        m = rig.motors[r]
+        assert m.modes["gripper"] == "current_based_position"
+        assert all(m.modes[j] == "position" for j in ARM)
+        assert m.registers[("gripper", "current_limit")] == 300
+        assert m.reboots == 1 and all(m.torque.values())
+        np.testing.assert_allclose(rig.follower[r], START, atol=1e-4)
+        assert abs(rig.follower_grip[r] - F_CLOSED) < 1e-4  # upstream closes the grippers
+    for r in ("leader_left", "leader_right"):
+        assert not any(rig.motors[r].torque.values()), "leaders must be torque-off for TELEOP"
+    left = [np.array(m.cmd) for r, m in rig.groups if r == "follower_left"]
+    steps = np.abs(np.diff(np.vstack([[0.0, -0.5, 0.5, 0.0, 0.3, 0.0], *left]), axis=0))
+    assert np.all(steps <= vmax_step(spec)), steps.max(axis=0)
+    sent = np.vstack(left)
+    assert np.all(sent >= spec.lower()[:6] - 1e-6) and np.all(sent <= spec.upper()[:6] + 1e-6)
+
+
 def test_hold_sends_nothing(stack):
     rig, _ = stack
+    n, k = len(rig.groups), len(rig.singles)
     time.sleep(0.5)
-    assert rig.groups == [] and rig.singles == []
+    assert len(rig.groups) == n and len(rig.singles) == k
 
 
 def test_teleop_ramps_followers_to_leaders_within_velocity_limit(stack):
     rig, spec = stack
     start = rig.follower["follower_left"].copy()
+    n = len(rig.groups)
     call(rig, "engage_teleop")
     assert wait_for(lambda: np.allclose(rig.follower["follower_left"],
                                         rig.leader["leader_left"], atol=1e-4), 10)
-    left = [np.array(m.cmd) for r, m in rig.groups if r == "follower_left"]
+    left = [np.array(m.cmd) for r, m in rig.groups[n:] if r == "follower_left"]
     assert all(m.name == "arm" and len(m.cmd) == 6 for _, m in rig.groups)
     steps = np.abs(np.diff(np.vstack([start, *left]), axis=0))
     assert np.all(steps <= vmax_step(spec)), steps.max(axis=0)
-    # Leader gripper open (0.3083 rad) -> follower gripper open (1.4910 rad).
+    # Leader gripper open (0.8298 rad) -> follower gripper open (1.6214 rad).
     assert wait_for(lambda: abs(rig.follower_grip["follower_left"] - F_OPEN) < 1e-4, 5)
     assert all(m.name == "gripper" for _, m in rig.singles)
     np.testing.assert_allclose(rig.follower["follower_right"], rig.leader["leader_right"],

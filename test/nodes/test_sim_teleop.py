@@ -36,7 +36,8 @@ def test_scripted_leader_solves_transfer_cube_through_the_teleop_path():
         Parameter("camera_rate_hz", value=0.0), Parameter("episode_steps", value=450)])
     leader = ScriptedLeader(parameter_overrides=sim_time)
     adapter = AlohaAdapter(cli_args=["--ros-args", "-r", "mode:=/mode_manager/mode"],
-                           parameter_overrides=sim_time)
+                           parameter_overrides=[*sim_time,
+                                                Parameter("robot_profile", value="aloha_sim")])
     modes = ModeManager()
     probe = rclpy.create_node("probe")
     results = []

@@ -97,12 +97,18 @@ def test_bridge_speaks_interbotix_units(sim):
     names, pos = bridge.joint_state("follower_right")
     assert names == JOINT_NAMES and len(pos) == 9
     assert bridge.on_group("follower_left", "arm", [0.2, -0.9, 1.1, 0.0, -0.2, 0.1]) is None
-    assert bridge.on_single("follower_left", "gripper", 1.4910) is None  # open, in rad
+    # As on the real bringup the gripper starts in linear_position: radians are refused ...
+    assert "linear_position" in bridge.on_single("follower_left", "gripper", 1.6214)
+    # ... until the set-up call switches it to current_based_position.
+    assert bridge.motors["follower_left"].handle("set_operating_modes", {
+        "cmd_type": "single", "name": "gripper", "mode": "current_based_position"}) is None
+    assert bridge.on_single("follower_left", "gripper", 1.6214) is None  # open, in rad
     for _ in range(80):
         bridge.step()
     names, pos = bridge.joint_state("follower_left")
     np.testing.assert_allclose(pos[:3], [0.2, -0.9, 1.1], atol=0.03)
-    assert pos[6] == pytest.approx(1.4910, abs=0.1)
+    assert pos[6] == pytest.approx(1.6214, abs=0.1)
+    assert pos[7] == pytest.approx(0.0579, abs=0.005) and pos[8] == -pos[7]  # finger, m
     assert "takes 6 values" in bridge.on_group("follower_left", "arm", [0.0] * 5)
     assert "unknown group" in bridge.on_group("follower_left", "legs", [0.0] * 6)
     assert "non-finite" in bridge.on_single("follower_left", "gripper", float("nan"))

@@ -61,6 +61,17 @@ class Visualization:
 
 
 @dataclass(frozen=True)
+class HardwareLaunch:
+    """Another package's launch file that brings the hardware up (launch only), included
+    before our nodes when the launch argument ``switch`` is true."""
+
+    package: str
+    launch: str  # package-share-relative launch file
+    switch: str  # name of the true/false launch argument (default false)
+    arguments: dict[str, str] = field(default_factory=dict)  # values may be "$(arg)"
+
+
+@dataclass(frozen=True)
 class Bringup:
     name: str
     description: str
@@ -70,15 +81,20 @@ class Bringup:
     bag_play: bool = False  # launch adds `ros2 bag play $(bag) --topics ...` (argument `bag`)
     bag_topics: tuple[str, ...] = ()  # what that plays: the stack's inputs, never its outputs
     rviz: str = "config/aloha.rviz"  # share-relative RViz config the launch file opens
+    hardware: HardwareLaunch | None = None
 
-    def resolve(self, values: Mapping[str, str] | None = None) -> list[NodeEntry]:
-        """Nodes with every $(arg) replaced (typed as YAML would type it)."""
+    def values(self, values: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Every declared argument's value (given or default); unknown names are an error."""
         values = dict(values or {})
         unknown = sorted(set(values) - set(self.arguments))
         if unknown:
             raise ConfigError(f"bringup '{self.name}': unknown argument(s) {unknown}; "
                               f"known: {sorted(self.arguments)}")
-        merged = {k: values.get(k, a.default) for k, a in self.arguments.items()}
+        return {k: str(values.get(k, a.default)) for k, a in self.arguments.items()}
+
+    def resolve(self, values: Mapping[str, str] | None = None) -> list[NodeEntry]:
+        """Nodes with every $(arg) replaced (typed as YAML would type it)."""
+        merged = self.values(values)
         out = []
         for node in self.nodes:
             overrides = {}
@@ -89,8 +105,36 @@ class Bringup:
                     overrides[key] = yaml.safe_load(raw) if raw != "" else ""
                 else:
                     overrides[key] = value
-            out.append(NodeEntry(node.executable, node.parameters, overrides, node.remappings))
+            entry = NodeEntry(node.executable, node.parameters, overrides, node.remappings)
+            check_references(entry)
+            out.append(entry)
         return out
+
+
+def node_parameters(entry: NodeEntry) -> dict[str, Any]:
+    """The parameters a node will start with: its files' sections (``/**`` and its own
+    name, in file order), then the overrides."""
+    params: dict[str, Any] = {}
+    for f in entry.parameters:
+        data = yaml.safe_load((share_dir() / f).read_text()) or {}
+        for section in ("/**", entry.executable):
+            params.update((data.get(section) or {}).get("ros__parameters") or {})
+    params.update(entry.overrides)
+    return params
+
+
+def check_references(entry: NodeEntry) -> None:
+    """Names a node's parameters point at (embodiment, robot profile) must exist and fit
+    together: a wrong `robot:=` fails here, before any process starts."""
+    from qwen_vla_ros.embodiment.robot_profile import load_profile
+    from qwen_vla_ros.embodiment.spec import load_embodiment
+
+    params = node_parameters(entry)
+    if params.get("robot_profile"):
+        profile = load_profile(str(params["robot_profile"]))
+        profile.check(load_embodiment(str(params.get("embodiment", profile.embodiment))))
+    elif params.get("embodiment"):
+        load_embodiment(str(params["embodiment"]))
 
 
 def load_bringup(name: str, directory: Path | None = None) -> Bringup:
@@ -102,7 +146,7 @@ def load_bringup(name: str, directory: Path | None = None) -> Bringup:
     data = yaml.safe_load(path.read_text())
     where = path.name
     check_keys(data, ("description", "arguments", "nodes", "visualization", "bag_play",
-                      "bag_topics", "rviz"),
+                      "bag_topics", "rviz", "hardware"),
                ("description", "nodes"), where)
     arguments = {}
     for arg, spec in (data.get("arguments") or {}).items():
@@ -148,8 +192,21 @@ def load_bringup(name: str, directory: Path | None = None) -> Bringup:
     rviz = str(data.get("rviz", "config/aloha.rviz"))
     if not (share_dir() / rviz).exists():
         raise ConfigError(f"{where}: rviz config {rviz} not found")
+    hardware = None
+    if data.get("hardware"):
+        h = data["hardware"]
+        w = f"{where}.hardware"
+        check_keys(h, ("package", "launch", "switch", "arguments"),
+                   ("package", "launch", "switch"), w)
+        args = {str(k): str(v) for k, v in (h.get("arguments") or {}).items()}
+        for key, value in args.items():
+            m = ARG_RE.match(value)
+            if m and m.group(1) not in arguments:
+                raise ConfigError(f"{w}: argument '{key}' uses undeclared argument "
+                                  f"'{m.group(1)}'")
+        hardware = HardwareLaunch(str(h["package"]), str(h["launch"]), str(h["switch"]), args)
     return Bringup(name, str(data["description"]), arguments, tuple(nodes), vis, bag_play,
-                   bag_topics, rviz)
+                   bag_topics, rviz, hardware)
 
 
 def available_bringups() -> list[str]:

@@ -45,6 +45,7 @@ from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
+from qwen_vla_ros.errors import QwenVLAError
 from qwen_vla_ros.nodes.policy_io import (
     ThrottledWarning,
     clock_now,
@@ -133,10 +134,17 @@ class NavigationNode(Node):
         self.follower = PurePursuit(cfg)
         self.control_dt = 1.0 / control_rate
         set_torch_threads(threads)
-        if policy is None:
-            policy = load_checkpoint(self.get_parameter("checkpoint").value, device, dtype,
-                                     self.get_logger())
-        policy.spec(self.spec.name)  # the checkpoint must know this embodiment
+        self.policy_error = ""
+        try:
+            if policy is None:
+                policy = load_checkpoint(self.get_parameter("checkpoint").value, device,
+                                         dtype, self.get_logger())
+            policy.spec(self.spec.name)  # the checkpoint must know this embodiment
+        except (ValueError, QwenVLAError, OSError) as exc:
+            # As policy_node's failed configure: say why, stay up, never drive by itself.
+            policy, self.policy_error = None, f"no policy: {exc}"
+            self.get_logger().error(f"{self.policy_error}; navigation holds (zero velocity "
+                                    "in POLICY) until restarted with a valid checkpoint")
         self.policy = policy
         self.loop = PolicyLoop(self.spec, self.max_obs_age, seed=seed, history_frames=hist_n,
                                history_period=hist_dt)
@@ -179,6 +187,8 @@ class NavigationNode(Node):
         if instruction.strip():
             self._set_instruction(instruction)
         self._set_status("IDLE: no instruction yet" if not instruction.strip() else "NAVIGATING")
+        if self.policy_error:
+            self._set_status(f"ERROR: {self.policy_error}")
 
     # ---- helpers ------------------------------------------------------------------------
     def now(self) -> float:
@@ -321,7 +331,7 @@ class NavigationNode(Node):
     def _inference_tick(self) -> None:
         # The model plans only while it drives (POLICY) and has somewhere to go.
         if (self.mode is not Mode.POLICY or self.navigator.state is not NavState.NAVIGATING
-                or not self.worker.idle()):
+                or not self.worker.idle() or self.policy is None):
             return
         now = self.now()
         stale = self._stale(now)
@@ -423,7 +433,8 @@ class NavigationNode(Node):
         now = self.now()
         st = DiagnosticStatus(name="qwen_vla_ros: navigation", hardware_id=self.spec.name)
         stale = self._stale(now)
-        st.level = DiagnosticStatus.WARN if stale else DiagnosticStatus.OK
+        st.level = (DiagnosticStatus.ERROR if self.policy is None else
+                    DiagnosticStatus.WARN if stale else DiagnosticStatus.OK)
         st.message = f"{self.status}" + (f" ({stale})" if stale else "")
         latest = self.poses.latest()
         p50, p99 = self.latency.percentile(50), self.latency.percentile(99)

@@ -17,8 +17,25 @@ def load_checkpoint(path: str, device: str, dtype: str, logger):
     if not path:
         raise ValueError("parameter 'checkpoint' is empty (make one with "
                          "`qwen-vla-ros checkpoint tiny DIR`)")
+    check_device(device)
     logger.info(f"loading policy from {path}")
     return QwenVLAPolicy.from_pretrained(path, device=device, dtype=dtype)
+
+
+def check_device(device: str) -> None:
+    """A clear error, naming the parameter, for a torch device this machine does not have."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"parameter 'device' is {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"parameter 'device' is {device!r} but torch sees no CUDA device on "
+                         f"this machine (torch {torch.__version__}); set device:=cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"parameter 'device' is {device!r} but this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
 
 
 def set_torch_threads(threads: int) -> None:

@@ -34,6 +34,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
+from qwen_vla_ros.embodiment.robot_profile import load_profile
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.errors import QwenVLAError
 from qwen_vla_ros.nodes.policy_io import (
@@ -70,6 +71,8 @@ class PolicyNode(LifecycleNode):
         p = self.declare_parameter
         p("checkpoint", "", _desc("policy checkpoint directory (qwen-vla-ros checkpoint ...)"))
         p("embodiment", "aloha", _desc("embodiment name (config/embodiments/NAME.yaml)"))
+        p("robot_profile", "", _desc("config/robots/NAME.yaml: default camera and joint-state "
+                                     "topics of a real rig (empty: <camera>/image_raw)"))
         p("device", "cpu", _desc("torch device: cpu, cuda, cuda:1"))
         p("dtype", "float32", _desc("float32 or bfloat16"))
         p("instruction", "", _desc("language instruction; also settable on ~/instruction"))
@@ -173,8 +176,13 @@ class PolicyNode(LifecycleNode):
                                prefix_steps=int(gp("rtc_prefix_steps").value),
                                instruction=gp("instruction").value)
         ents = self._entities
+        profile = None
+        if gp("robot_profile").value:
+            profile = load_profile(gp("robot_profile").value)
+            profile.check(self.spec)  # every camera the embodiment needs has a topic
         for cam in self.spec.cameras:
-            topic = self._param(p, f"camera_topics.{cam}", f"{cam}/image_raw",
+            default = profile.cameras[cam] if profile else f"{cam}/image_raw"
+            topic = self._param(p, f"camera_topics.{cam}", default,
                                 f"topic of camera slot '{cam}'")
             compressed = self._param(p, f"camera_compressed.{cam}", False,
                                      f"'{cam}' is sensor_msgs/CompressedImage")
@@ -183,7 +191,8 @@ class PolicyNode(LifecycleNode):
                                                  self._image_cb(cam, compressed), qos.SENSOR))
         for robot in self.loop.merger.robots():
             key = robot or "robot"
-            default = f"/{robot}/joint_states" if robot else "joint_states"
+            ns = profile.followers.get(robot, robot) if profile else robot
+            default = f"/{ns}/joint_states" if robot else "joint_states"
             topic = self._param(p, f"joint_state_topics.{key}", default,
                                 f"JointState topic of '{key}'")
             ents.append(self.create_subscription(JointState, topic, self._joint_cb(robot),

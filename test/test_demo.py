@@ -3,6 +3,7 @@ through our own reader) and on the summary."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -53,6 +54,37 @@ def test_bag_is_readable_by_rosbags_with_the_replay_topic_set(demo):
         _, _, raw = next(reader.messages(connections=conns))
         chunk = store.deserialize_cdr(raw, "trajectory_msgs/msg/JointTrajectory")
         assert len(chunk.joint_names) == 14 and len(chunk.points) == 50
+
+
+def test_teleop_waited_for_the_start_up_sequence(demo):
+    """TELEOP is requested at once; the adapter first sets the sim's xs_sdk modes and moves
+    to START_ARM_POSE, and only then follows the leaders (read back with rosbags)."""
+    from rosbags.rosbag2 import Reader
+
+    from qwen_vla_ros.ros.bag_recorder import typestore
+
+    out, _, _ = demo
+    store = typestore()
+    with Reader(out / "bag") as reader:
+        def texts(topic):
+            conns = [c for c in reader.connections if c.topic == topic]
+            return [(t, store.deserialize_cdr(raw, c.msgtype).data)
+                    for c, t, raw in reader.messages(connections=conns)]
+
+        states, modes = texts("/aloha_adapter/state"), texts("/mode_manager/mode")
+        conns = [c for c in reader.connections
+                 if c.topic == "/follower_left/commands/joint_group"]
+        commands = [(t, np.array(store.deserialize_cdr(raw, c.msgtype).cmd))
+                    for c, t, raw in reader.messages(connections=conns)]
+    ready = next(t for t, s in states if s == "READY")
+    teleop = next(t for t, m in modes if m == "TELEOP")
+    assert teleop < ready, "TELEOP should have been requested during start-up"
+    start = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])  # upstream START_ARM_POSE
+    before = [c for t, c in commands if t <= ready]
+    assert before and np.allclose(before[-1], start, atol=1e-3)
+    # Every start-up command lies on the way to START_ARM_POSE: none follows a leader.
+    dist = [np.abs(c - start).max() for c in before]
+    assert all(b <= a + 1e-6 for a, b in itertools.pairwise(dist))
 
 
 def test_summary_reports_the_closed_loop(demo):

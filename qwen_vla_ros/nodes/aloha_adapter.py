@@ -16,6 +16,7 @@ Own interface:
   pub ~/state  (std_msgs/String, latched): start-up phase, e.g. "READY", "FAILED: <why>"
   srv ~/start  (std_srvs/Trigger): run the start-up sequence (again)
   srv ~/sleep  (std_srvs/Trigger): HOLD, then move through START_ARM_POSE to the sleep pose
+               (also on SIGINT/SIGTERM with ``sleep_on_shutdown``)
 
 Start-up (runtime/startup.py): the xs_sdk set-up calls, then a slow move to START_ARM_POSE;
 TELEOP/POLICY requested before that wait and are engaged once it is done. A failed call is
@@ -55,6 +56,11 @@ class AlohaAdapter(ChunkAdapterNode):
                         "(false only for drivers already set up by hand)")).value
         self.sleep_torque_off = bool(p("sleep_torque_off", False, d(
             description="torque the followers off once at the sleep pose")).value)
+        self.sleep_on_shutdown = bool(p("sleep_on_shutdown", False, d(
+            description="on SIGINT/SIGTERM move to the sleep pose before exiting (needs the "
+                        "drivers still running: start them apart from this launch)")).value)
+        self.shutdown_timeout = float(p("shutdown_timeout_s", 15.0, d(
+            description="s (wall) the sleep move on shutdown may take")).value)
         self.profile = load_profile(profile)
         self.sequence = StartupSequence(self.profile, self.spec, self.limits, self.spec.dt)
         if self.sequence.sleep_clipped:
@@ -173,6 +179,20 @@ class AlohaAdapter(ChunkAdapterNode):
         self._publish_state()
         response.success, response.message = True, "moving to the sleep pose (HOLD)"
         return response
+
+    def on_shutdown(self, executor) -> None:
+        """Called by spin_node after SIGINT/SIGTERM, still spinning: the sleep move if asked,
+        bounded by ``shutdown_timeout_s`` of wall time."""
+        if not self.sleep_on_shutdown or self.sequence.phase is not Phase.READY:
+            return
+        self.get_logger().info("shutting down: moving to the sleep pose first")
+        self._sleep_srv(None, Trigger.Response())
+        end = time.monotonic() + self.shutdown_timeout
+        while self.sequence.phase is Phase.SLEEPING and time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+        if self.sequence.phase is Phase.SLEEPING:
+            self.get_logger().error(f"sleep move not finished after {self.shutdown_timeout:g} "
+                                    "s; exiting with the arms holding where they are")
 
     # ---- driving ------------------------------------------------------------------------
     def teleop_target(self, now: float) -> np.ndarray | Rejection:

@@ -115,6 +115,7 @@ def demo_topics(spec, cameras: Sequence[str]) -> list[tuple[str, type, object]]:
         ("/policy_node/observation_info", String, qos.COMMAND),
         ("/policy_node/instruction", String, qos.COMMAND),
         ("/aloha_adapter/predicted_joint_states", JointState, qos.COMMAND),
+        ("/aloha_adapter/state", String, qos.LATCHED),
         ("/mode_manager/mode", String, qos.LATCHED),
         ("/diagnostics", DiagnosticArray, qos.COMMAND),
         ("/aloha_sim/episode", String, qos.LATCHED),

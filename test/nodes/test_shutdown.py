@@ -1,0 +1,111 @@
+"""Executables as separate processes (the colcon install space, as ros2 launch starts them):
+SIGINT and SIGTERM end each with status 0 and no traceback, and aloha_adapter with
+``sleep_on_shutdown`` puts the arms to sleep before it exits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("interbotix_xs_msgs.msg", reason="make fixtures (make test does)")
+from conftest import wait_for  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from qwen_vla_ros.ros import qos  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / "build" / "pkg" / "install" / "lib" / "qwen_vla_ros"
+pytestmark = [pytest.mark.ros, pytest.mark.skipif(
+    not (BIN / "mode_manager").exists(),
+    reason="no colcon install space of this package: run `make package` (make test does)")]
+EXECUTABLES = ["policy_node", "aloha_adapter", "trajectory_adapter", "velocity_adapter",
+               "mode_manager", "aloha_sim", "scripted_leader", "navigation_node", "base_sim"]
+
+
+@pytest.fixture(scope="module")
+def probe():
+    rclpy.init()
+    node = rclpy.create_node("shutdown_probe")
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def start(exe: str, *params: str, log: Path) -> subprocess.Popen:
+    args = [str(BIN / exe), "--ros-args", *[x for p in params for x in ("-p", p)]]
+    with open(log, "w") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+
+def graph_has(probe, names: set[str]) -> bool:
+    rclpy.spin_once(probe, timeout_sec=0.05)
+    return names <= {n for n, _ in probe.get_node_names_and_namespaces()}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_every_executable_exits_0_without_a_traceback(probe, tmp_path, sig):
+    procs = {exe: start(exe, "camera_rate_hz:=0.0", log=tmp_path / f"{exe}.log")
+             if exe == "aloha_sim" else start(exe, log=tmp_path / f"{exe}.log")
+             for exe in EXECUTABLES}
+    try:
+        assert wait_for(lambda: graph_has(probe, set(EXECUTABLES)), 90), \
+            {e: (tmp_path / f"{e}.log").read_text()[-500:] for e in EXECUTABLES}
+        for p in procs.values():
+            p.send_signal(sig)
+        codes = {exe: p.wait(30) for exe, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    logs = {exe: (tmp_path / f"{exe}.log").read_text() for exe in EXECUTABLES}
+    assert codes == dict.fromkeys(EXECUTABLES, 0), {e: logs[e][-800:] for e in EXECUTABLES
+                                                    if codes[e]}
+    assert not [e for e, text in logs.items() if "Traceback" in text], logs
+
+
+def test_aloha_adapter_sleeps_the_arms_on_sigint(probe, tmp_path):
+    from qwen_vla_ros.embodiment.robot_profile import load_profile
+    from qwen_vla_ros.embodiment.spec import load_embodiment
+    from qwen_vla_ros.runtime.limits import Limits
+    from qwen_vla_ros.runtime.startup import StartupSequence
+
+    spec = load_embodiment("aloha")
+    goal = StartupSequence(load_profile("aloha_sim"), spec, Limits.from_spec(spec),
+                           spec.dt).sleep_pose[:6]
+    sim = start("aloha_sim", "camera_rate_hz:=0.0", "auto_reset:=false",
+                "episode_steps:=1000000", log=tmp_path / "sim.log")
+    adapter = start("aloha_adapter", "robot_profile:=aloha_sim", "sleep_on_shutdown:=true",
+                    "use_sim_time:=true", log=tmp_path / "adapter.log")
+    states: list[str] = []
+    arm: list[np.ndarray] = []
+    subs = [probe.create_subscription(String, "/aloha_adapter/state",
+                                      lambda m: states.append(m.data), qos.LATCHED),
+            probe.create_subscription(JointState, "/follower_left/joint_states",
+                                      lambda m: arm.append(np.array(m.position[:6])),
+                                      qos.SENSOR)]
+    try:
+        assert wait_for(lambda: graph_has(probe, set()) and "READY" in states, 60), \
+            (tmp_path / "adapter.log").read_text()[-2000:]
+        adapter.send_signal(signal.SIGINT)
+        assert adapter.wait(40) == 0, (tmp_path / "adapter.log").read_text()[-2000:]
+        assert "ASLEEP" in (tmp_path / "adapter.log").read_text()
+        n = len(arm)
+        assert wait_for(lambda: graph_has(probe, set()) and len(arm) > n + 10, 10)
+        np.testing.assert_allclose(arm[-1], goal, atol=0.05)  # the sim holds the last goal
+    finally:
+        for p in (adapter, sim):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.kill(p.pid, signal.SIGKILL)
+        for s in subs:
+            probe.destroy_subscription(s)

@@ -40,12 +40,14 @@ class Launch:
     """One launch file running in its own process group; ``events`` are its process starts
     and exits (launch_runner.py)."""
 
-    def __init__(self, tmp: Path, name: str, args: list[str]) -> None:
+    def __init__(self, tmp: Path, name: str, args: list[str],
+                 prefixes: tuple[Path, ...] = ()) -> None:
         self.events_path = tmp / f"{name}-{uuid.uuid4().hex[:6]}.jsonl"
         self.token = uuid.uuid4().hex
         env = dict(os.environ)
         env["AMENT_PREFIX_PATH"] = os.pathsep.join(
-            [str(INSTALL), *filter(None, env.get("AMENT_PREFIX_PATH", "").split(os.pathsep))])
+            [str(INSTALL), *map(str, prefixes),
+             *filter(None, env.get("AMENT_PREFIX_PATH", "").split(os.pathsep))])
         env["QVR_LAUNCH_TEST_TOKEN"] = self.token  # inherited: finds leftover processes
         self.log_path = tmp / f"{name}-{self.token[:6]}.log"
         with open(self.log_path, "w") as log:  # the child keeps its own descriptor
@@ -132,10 +134,10 @@ def subscribed(probe, node_name: str) -> set[str]:
 
 
 @contextmanager
-def running(tmp_path, probe, name, args, expected):
+def running(tmp_path, probe, name, args, expected, prefixes=()):
     """The launch, once all ``expected`` nodes are in the graph; on exit: none of them died
     meanwhile, SIGINT stops it, and no process it started is left."""
-    launch = Launch(tmp_path, name, args)
+    launch = Launch(tmp_path, name, args, prefixes)
     try:
         ok = wait_for(lambda: nodes_up(probe, expected) or launch.proc.poll() is not None, 90)
         assert ok and launch.proc.poll() is None, \
@@ -181,6 +183,41 @@ def test_aloha_launch_on_a_machine_without_the_drivers(tmp_path, probe, tiny_che
         assert "/cam_high/camera/color/image_rect_raw" in subscribed(probe, "policy_node")
         assert "/follower_left/joint_states" in subscribed(probe, "aloha_adapter")
         assert get_param(probe, "policy_node", "dtype") == "bfloat16"
+
+
+STAND_IN_BRINGUP = """
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, LogInfo
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument("robot", default_value="aloha_static"),
+        LogInfo(msg=["stand-in Interbotix bringup, robot:=", LaunchConfiguration("robot")]),
+        Node(package="qwen_vla_ros", executable="aloha_sim", name="aloha_sim",
+             parameters=[{"camera_rate_hz": 0.0}]),
+    ])
+"""
+
+
+def test_aloha_launch_includes_the_hardware_bringup_first(tmp_path, probe, tiny_checkpoint):
+    """launch_robot:=true includes package `aloha`'s aloha_bringup.launch.py with robot:=,
+    before our nodes. The real package cannot be installed here: a stand-in in its own ament
+    prefix, whose launch file starts aloha_sim (the xs_sdk interface) in its place."""
+    prefix = tmp_path / "interbotix"
+    (prefix / "share/ament_index/resource_index/packages").mkdir(parents=True)
+    (prefix / "share/ament_index/resource_index/packages/aloha").write_text("")
+    (prefix / "share/aloha/launch").mkdir(parents=True)
+    (prefix / "share/aloha/launch/aloha_bringup.launch.py").write_text(STAND_IN_BRINGUP)
+    expected = {"aloha_sim", "aloha_adapter", "policy_node", "mode_manager"}
+    args = [*NO_GUI, "robot_state_publisher:=false", "launch_robot:=true", "robot:=aloha_sim",
+            "device:=cpu", f"checkpoint:={tiny_checkpoint}"]
+    with running(tmp_path, probe, "aloha", args, expected, (prefix,)) as launch:
+        assert "stand-in Interbotix bringup, robot:=aloha_sim" in launch.output()
+        starts = [e["name"].rsplit("-", 1)[0] for e in launch.events() if e["event"] == "start"]
+        assert starts[0] == "aloha_sim", starts  # the hardware first, then ours
 
 
 def test_replay_launch_starts_its_nodes_without_a_bag(tmp_path, probe, tiny_checkpoint):

@@ -175,3 +175,21 @@ def test_the_sleep_pose_beyond_the_urdf_stops_at_the_limits():
     assert set(seq.sleep_clipped) >= {"left_shoulder", "left_elbow", "left_wrist_angle"}
     assert LIMITS.within(seq.sleep_pose)
     assert seq.sleep_pose[1] == pytest.approx(SPEC.dim("left_shoulder").lower)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.floats(-6.0, 6.0), min_size=14, max_size=14), min_size=1,
+                max_size=4), pose_strategy, st.sampled_from(["ensemble", "rtc"]))
+def test_policy_commands_stay_inside_the_urdf_for_any_chunk(rows, start, blend):
+    """Chunks with any values (far beyond the limits too) -> the adapter's executor, from the
+    measured pose at the handover -> interbotix commands inside the URDF."""
+    from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor
+
+    ex = ChunkExecutor(LIMITS, SPEC.dt, mode=blend)
+    ex.reset(start)
+    actions = np.repeat(np.array(rows), 10, axis=0)  # [H, 14]
+    ex.add_chunk(Chunk(actions, 0.0, SPEC.dt))
+    for k in range(len(actions) + 20):
+        cmd = ex.step(k * SPEC.dt)
+        if cmd is not None:
+            assert_inside_urdf(cmd.position)

@@ -38,8 +38,10 @@ def probe():
     rclpy.shutdown()
 
 
-def start(exe: str, *params: str, log: Path) -> subprocess.Popen:
+def start(exe: str, *params: str, log: Path, name: str | None = None) -> subprocess.Popen:
     args = [str(BIN / exe), "--ros-args", *[x for p in params for x in ("-p", p)]]
+    if name:  # a name of its own: an earlier process's node may linger in the graph cache
+        args += ["-r", f"__node:={name}"]
     with open(log, "w") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
 
@@ -51,11 +53,12 @@ def graph_has(probe, names: set[str]) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_every_executable_exits_0_without_a_traceback(probe, tmp_path, sig):
-    procs = {exe: start(exe, "camera_rate_hz:=0.0", log=tmp_path / f"{exe}.log")
-             if exe == "aloha_sim" else start(exe, log=tmp_path / f"{exe}.log")
+    tag = f"_{sig.name.lower()}_{os.getpid()}"
+    procs = {exe: start(exe, *(["camera_rate_hz:=0.0"] if exe == "aloha_sim" else []),
+                        log=tmp_path / f"{exe}.log", name=exe + tag)
              for exe in EXECUTABLES}
     try:
-        assert wait_for(lambda: graph_has(probe, set(EXECUTABLES)), 90), \
+        assert wait_for(lambda: graph_has(probe, {e + tag for e in EXECUTABLES}), 90), \
             {e: (tmp_path / f"{e}.log").read_text()[-500:] for e in EXECUTABLES}
         for p in procs.values():
             p.send_signal(sig)

@@ -151,6 +151,19 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from qwen_vla_ros.collect import collect
+
+    try:
+        collect(args.out, task=args.task, episodes=args.episodes, seed_start=args.seed_start,
+                instruction=args.instruction, rate_factor=args.rate_factor,
+                progress=not args.no_progress)
+    except (ValueError, TimeoutError, RuntimeError) as exc:
+        print(f"qwen-vla-ros collect: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_embodiments(args: argparse.Namespace) -> int:
     from qwen_vla_ros.embodiment.spec import available_embodiments, load_embodiment
 
@@ -198,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy checkpoint (default: make a tiny one in OUT)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("collect", help="record scripted teleop episodes in the simulated "
+                                       "ALOHA, one rosbag2 per episode (docs/learning.md)")
+    p.add_argument("--task", default="transfer_cube")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed-start", type=int, default=0, help="seed of the first episode")
+    p.add_argument("--out", type=Path, required=True, help="directory for the episode bags")
+    p.add_argument("--instruction", default="transfer the red cube to the other arm")
+    p.add_argument("--rate-factor", type=float, default=1.0, help="sim speed vs wall clock")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("replay", help="offline: run a checkpoint on a recorded bag; report")
     p.add_argument("bag", type=Path, help="rosbag2 directory (MCAP or sqlite3) or file")

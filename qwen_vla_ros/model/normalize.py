@@ -92,6 +92,26 @@ class NormStats:
         return cls(data)
 
     @classmethod
+    def from_dataset(cls, spec: EmbodimentSpec, states: np.ndarray, actions: np.ndarray,
+                     std_floor: float = 1e-2) -> NormStats:
+        """Mean and std per dimension of demonstration data (grippers included, in the
+        embodiment's units): ``states`` [N, state_dim], ``actions`` [..., action_dim]. A
+        dimension that barely moves gets ``std_floor``, so noise is not blown up."""
+        states = np.asarray(states, np.float64).reshape(-1, spec.state_dim)
+        actions = np.asarray(actions, np.float64).reshape(-1, spec.action_dim)
+        if len(states) == 0 or len(actions) == 0:
+            raise ValueError("no samples to fit normalisation statistics on")
+        if not (np.all(np.isfinite(states)) and np.all(np.isfinite(actions))):
+            raise ValueError("demonstration data contains NaN or inf")
+        return cls({spec.name: {
+            "state": {"mean": states.mean(0), "std": np.maximum(states.std(0), std_floor)},
+            "action": {"mean": actions.mean(0), "std": np.maximum(actions.std(0), std_floor)}}})
+
+    def merged(self, other: NormStats) -> NormStats:
+        """These statistics with ``other``'s embodiments replacing or adding to them."""
+        return NormStats({**self.to_dict(), **other.to_dict()})
+
+    @classmethod
     def from_limits(cls, specs: Mapping[str, EmbodimentSpec]) -> NormStats:
         """Statistics of a uniform distribution over each dimension's limits.
 

@@ -60,7 +60,8 @@ class AlohaSimNode(Node):
         cams = p("cameras", [f"{k}={v}" for k, v in DEFAULT_CAMERA_MAP.items()],
                  _d("rig camera name=MJCF camera")).value
         self.episode_steps = int(p("episode_steps", 450, _d("steps per episode")).value)
-        self.auto_reset = bool(p("auto_reset", True, _d("start the next episode at the end")
+        self.auto_reset = bool(p("auto_reset", True, _d("start the next episode at the end; "
+                                                        "false: report once, wait for ~/reset")
                                  ).value)
         self.spec = load_embodiment(p("embodiment", "aloha", _d("embodiment")).value)
         gripper_mode = p("gripper_mode", "linear_position", _d(
@@ -96,6 +97,7 @@ class AlohaSimNode(Node):
     # ---- episodes -----------------------------------------------------------------------
     def _start_episode(self, seed: int) -> None:
         self.seed = seed
+        self._ended = False
         # MuJoCo restarts its clock at a reset; /clock must never go backwards.
         self._time_offset += self.sim.time
         self.bridge.reset(seed)
@@ -139,7 +141,8 @@ class AlohaSimNode(Node):
             for name, mj_cam in self.camera_map.items():
                 self.cam_pubs[name].publish(rgb_to_image(self.sim.render(mj_cam), Image,
                                                          stamp=stamp, frame_id=name))
-        if self.sim.steps >= self.episode_steps:
+        if self.sim.steps >= self.episode_steps and not self._ended:
+            self._ended = not self.auto_reset  # without auto reset: report once, wait
             self.success_pub.publish(Bool(data=info.success))
             self.result_pub.publish(String(data=json.dumps(
                 {"task": self.sim.task, "seed": self.seed, "success": bool(info.success),

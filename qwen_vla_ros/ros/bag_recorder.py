@@ -63,23 +63,34 @@ class BagRecorder:
 
     def __init__(self, node, path: Path, topics: Sequence[tuple[str, type, object]],
                  on_message: Callable[[str, bytes, int], None] | None = None) -> None:
+        self.store = typestore()
+        self.lock = threading.Lock()
+        self.on_message = on_message
+        self.topics = [(name, ros_type_name(cls), profile) for name, cls, profile in topics]
+        self._open(Path(path))
+        for name, cls, profile in topics:
+            node.create_subscription(cls, name, self._callback(name), profile, raw=True)
+
+    def _open(self, path: Path) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
-        self.path = Path(path)
-        self.store = typestore()
+        self.path = path
         self.writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
         self.writer.open()
-        self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
-        self.on_message = on_message
-        self.connections = {}
-        for name, cls, profile in topics:
-            typename = ros_type_name(cls)
-            self.connections[name] = self.writer.add_connection(
-                name, typename, typestore=self.store, serialization_format="cdr",
-                offered_qos_profiles=_offered(profile))
-            node.create_subscription(cls, name, self._callback(name), profile, raw=True)
+        self.connections = {
+            name: self.writer.add_connection(name, typename, typestore=self.store,
+                                             serialization_format="cdr",
+                                             offered_qos_profiles=_offered(profile))
+            for name, typename, profile in self.topics}
         self.closed = False
+
+    def restart(self, path: Path) -> None:
+        """Close the current bag and record on into a new one at ``path`` (episodes)."""
+        with self.lock:
+            if not self.closed:
+                self.writer.close()
+            self._open(Path(path))
 
     def _callback(self, topic: str):
         def cb(raw: bytes) -> None:

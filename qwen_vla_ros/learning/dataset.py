@@ -1,0 +1,334 @@
+"""Demonstrations from rosbag2 bags -> training samples, through the live observation path.
+
+A sample is what ``policy_node`` would have assembled at time t -- the same ``PolicyLoop``
+(joint-state merging by name, gripper units, staleness, newest frame per camera) fed with the
+bag's messages in stamp order -- and the target chunk: the commands actually sent to the
+followers for t, t+dt, ... t+(H-1)*dt (zero-order hold; held at the end of the episode), or
+the measured follower states (``target="states"``). Ticks are the first camera's frames while
+the arms were teleoperated (``/mode_manager/mode`` TELEOP and ``/aloha_adapter/state`` READY,
+where recorded).
+
+Bags from ``qwen-vla-ros collect``, from ``qwen-vla-ros demo``, or recorded on a robot with the
+docs/replay.md topic set all read the same way; ``/collect/episode`` (seed, success, ...) is
+used where present. A bag that cannot give samples is skipped with its reason, never silently.
+
+Decoded frames (resized to ``image_size``) and the samples are cached once per bag under
+``<cache>/<key>/`` where the key hashes the bag's bytes and these settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qwen_vla_ros.embodiment.spec import EmbodimentSpec
+from qwen_vla_ros.errors import QwenVLAError
+from qwen_vla_ros.runtime.observation import Rejection
+from qwen_vla_ros.runtime.policy_loop import PolicyLoop
+
+CACHE_VERSION = 1
+EPISODE_TOPIC = "/collect/episode"
+
+
+class DatasetError(QwenVLAError):
+    """No usable demonstrations (every bag skipped, or none found)."""
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    embodiment: str = "aloha"
+    target: str = "commands"  # commands | states
+    image_size: tuple[int, int] | None = None  # (h, w) frames are resized to; None: as recorded
+    max_age: float = 0.3  # s, as policy_node's max_observation_age
+    instruction: str = "transfer the red cube to the other arm"  # when the bag has none
+    include_failed: bool = False  # episodes marked failed by /collect/episode
+    modes: tuple[str, ...] = ("TELEOP",)  # where /mode_manager/mode is recorded
+    camera_topics: tuple[tuple[str, str], ...] = ()  # (camera, topic); default /CAM/image_raw
+
+    def __post_init__(self) -> None:
+        if self.target not in ("commands", "states"):
+            raise ValueError(f"target must be 'commands' or 'states', got {self.target!r}")
+
+    def topic_of(self, camera: str) -> str:
+        return dict(self.camera_topics).get(camera, f"/{camera}/image_raw")
+
+    def key(self) -> str:
+        return json.dumps({**asdict(self), "version": CACHE_VERSION}, sort_keys=True)
+
+
+@dataclass
+class Episode:
+    """One bag's samples: ``frames[camera]`` [F, h, w, 3] uint8 (memory-mapped from the
+    cache), ``frame_idx`` [N, cameras], ``states`` [N, S], ``actions`` [N, H, A], ``ticks``
+    [N] (s, the bag's clock)."""
+
+    bag: Path
+    instruction: str
+    meta: dict[str, Any]
+    frames: dict[str, np.ndarray]
+    frame_idx: np.ndarray
+    states: np.ndarray
+    actions: np.ndarray
+    ticks: np.ndarray
+    rejected: dict[str, int] = field(default_factory=dict)  # PolicyLoop reasons -> count
+
+    def __len__(self) -> int:
+        return len(self.ticks)
+
+
+@dataclass
+class Skipped:
+    bag: Path
+    reason: str
+
+
+def find_bags(paths: Iterable[Path]) -> list[Path]:
+    """Bag directories (with metadata.yaml) or bare .mcap/.db3 files under ``paths``."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise DatasetError(f"{p}: no such file or directory")
+        if (p / "metadata.yaml").exists() or p.suffix in (".mcap", ".db3"):
+            out.append(p)
+            continue
+        found = sorted({m.parent for m in p.rglob("metadata.yaml")})
+        if not found:
+            raise DatasetError(f"{p}: no rosbag2 bag in it (no metadata.yaml, .mcap or .db3)")
+        out.extend(found)
+    return out
+
+
+def bag_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _zoh(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Zero-order hold: the last value at or before each of ``at`` (NaN before the first)."""
+    i = np.searchsorted(times, at, side="right") - 1
+    out = values[np.clip(i, 0, None)].astype(np.float64)
+    out[i < 0] = np.nan
+    return out
+
+
+def _resize(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or rgb.shape[:2] == tuple(size):
+        return rgb
+    from PIL import Image
+
+    h, w = size
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))
+
+
+def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings
+                 ) -> Episode | Skipped:
+    """Samples of one bag (no cache), or why there are none."""
+    from qwen_vla_ros.replay.bagio import BagError, open_bag
+    from qwen_vla_ros.replay.offline import Clock
+    from qwen_vla_ros.ros.conversions import ImageConversionError, msg_to_rgb, stamp_to_sec
+
+    try:
+        source = open_bag(bag)
+    except (BagError, OSError) as exc:
+        return Skipped(bag, f"unreadable: {exc}")
+    store = source.typestore()
+    cams = {settings.topic_of(c): c for c in spec.cameras}
+    joints = {f"/{r}/joint_states": r for r in spec.robots}
+    cmd_topics = {f"/{r}/commands/{k}": (r, k) for r in spec.robots
+                  for k in ("joint_group", "joint_single")}
+    need = [*cams, *joints, *(cmd_topics if settings.target == "commands" else [])]
+    missing = [t for t in need if t not in source.topics or t in source.unknown]
+    if missing:
+        return Skipped(bag, f"missing topic(s) {missing} (bag has {sorted(source.topics)})")
+    small = [t for t in (*joints, *cmd_topics, "/clock", "/mode_manager/mode",
+                         "/aloha_adapter/state", EPISODE_TOPIC, "/policy_node/instruction")
+             if t in source.topics and t not in source.unknown]
+    events: list[tuple[float, int, str, Any]] = []  # (stamp, order, kind, payload)
+    clock_log, clock_s = [], []
+    cmds: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
+    modes, states_adapter, meta, instructions = [], [], {}, []
+    try:
+        for topic, log_ns, raw in source.messages(small):
+            msg = store.deserialize_cdr(raw, source.topics[topic])
+            if topic == "/clock":
+                clock_log.append(log_ns)
+                clock_s.append(stamp_to_sec(msg.clock))
+            elif topic in joints:
+                events.append((stamp_to_sec(msg.header.stamp), len(events), "joints",
+                               (joints[topic], list(msg.name), list(msg.position))))
+            elif topic in cmd_topics:
+                robot, kind = cmd_topics[topic]
+                value = np.asarray(msg.cmd, np.float64).reshape(-1)
+                cmds.setdefault((robot, kind), []).append((log_ns, value))
+            elif topic == "/mode_manager/mode":
+                modes.append((log_ns, msg.data))
+            elif topic == "/aloha_adapter/state":
+                states_adapter.append((log_ns, msg.data.split(":")[0]))
+            elif topic == EPISODE_TOPIC:
+                meta = json.loads(msg.data)
+            elif topic == "/policy_node/instruction":
+                instructions.append(msg.data)
+    except BagError as exc:
+        return Skipped(bag, f"damaged: {exc}")
+    if meta and not meta.get("success", True) and not settings.include_failed:
+        return Skipped(bag, f"failed episode (seed {meta.get('seed')}, max reward "
+                            f"{meta.get('max_reward')}); --include-failed keeps it")
+    clock = Clock(np.asarray(clock_log, np.int64), np.asarray(clock_s), source.start_ns)
+    frames: dict[str, list[np.ndarray]] = {c: [] for c in spec.cameras}
+    try:
+        for topic, _, raw in source.messages(list(cams)):
+            typename = source.topics[topic]
+            msg = store.deserialize_cdr(raw, typename)
+            cam = cams[topic]
+            try:
+                rgb = _resize(msg_to_rgb(msg, typename.endswith("CompressedImage")),
+                              settings.image_size)
+            except ImageConversionError as exc:
+                events.append((stamp_to_sec(msg.header.stamp), len(events), "bad", str(exc)))
+                continue
+            events.append((stamp_to_sec(msg.header.stamp), len(events), "image",
+                           (cam, len(frames[cam]))))
+            frames[cam].append(rgb)
+    except BagError as exc:
+        return Skipped(bag, f"damaged: {exc}")
+    first = spec.cameras[0]
+    ticks = np.array(sorted(s for s, _, k, p in events if k == "image" and p[0] == first))
+
+    def allowed(log_series, values: Sequence[str]) -> np.ndarray:
+        if not log_series:
+            return np.ones(len(ticks), bool)
+        t = np.array([clock.at(log) if clock.at(log) is not None else -np.inf
+                      for log, _ in log_series])
+        order = np.argsort(t, kind="stable")
+        labels = np.array([v for _, v in log_series])[order]
+        idx = np.searchsorted(t[order], ticks, side="right") - 1
+        return (idx >= 0) & np.isin(labels[np.clip(idx, 0, None)], list(values))
+
+    keep = allowed(modes, settings.modes) & allowed(states_adapter, ["READY"])
+    ticks = ticks[keep]
+    if len(ticks) == 0:
+        return Skipped(bag, f"no camera frame while in {list(settings.modes)} (and READY)")
+    # Targets at t + k*dt: each command stream held between its messages (bag clock).
+    at = ticks[:, None] + np.arange(spec.horizon)[None, :] * spec.dt  # [N, H]
+    actions = np.full((len(ticks), spec.horizon, spec.action_dim), np.nan)
+    if settings.target == "commands":
+        for robot in spec.robots:
+            idx = spec.dims_of(robot)
+            arm = [i for i in idx if spec.action[i].gripper is None]
+            grip = [i for i in idx if spec.action[i].gripper is not None]
+            for kind, dims in (("joint_group", arm), ("joint_single", grip)):
+                stream = cmds.get((robot, kind), [])
+                if not stream or not dims:
+                    continue
+                t = np.array([clock.at(log) if clock.at(log) is not None else -np.inf
+                              for log, _ in stream])
+                v = np.stack([x[:len(dims)] for _, x in stream])
+                if kind == "joint_single":  # motor angle -> normalised opening
+                    v = np.stack([spec.action[d].gripper.to_normalised(v[:, j])
+                                  for j, d in enumerate(dims)], axis=1)
+                order = np.argsort(t, kind="stable")
+                held = _zoh(t[order], v[order], at.reshape(-1))
+                actions[:, :, dims] = held.reshape(len(ticks), spec.horizon, len(dims))
+    # Observations: PolicyLoop fed in stamp order, asked at each tick (as the live node).
+    loop = PolicyLoop(spec, settings.max_age, instruction=(
+        meta.get("instruction") or (instructions[-1] if instructions else "")
+        or settings.instruction))
+    events.sort(key=lambda e: (e[0], e[1]))
+    frame_idx = np.zeros((len(ticks), len(spec.cameras)), np.int64)
+    states = np.full((len(ticks), spec.state_dim), np.nan)
+    valid = np.zeros(len(ticks), bool)
+    rejected: dict[str, int] = {}
+    current = dict.fromkeys(spec.cameras, -1)
+    measured: list[tuple[float, np.ndarray]] = []
+    e = 0
+    for n, tick in enumerate(ticks):
+        while e < len(events) and events[e][0] <= tick + 1e-9:
+            stamp, _, kind, payload = events[e]
+            if kind == "image":
+                cam, i = payload
+                loop.add_image(cam, frames[cam][i], stamp)
+                current[cam] = i
+            elif kind == "joints":
+                robot, names, pos = payload
+                loop.add_joint_state(robot, names, pos, stamp)
+            e += 1
+        request = loop.request(float(tick))
+        if isinstance(request, Rejection):
+            key = str(request).split(":")[1].strip() if ":" in str(request) else str(request)
+            rejected[key] = rejected.get(key, 0) + 1
+            continue
+        states[n] = request.observation.state
+        frame_idx[n] = [current[c] for c in spec.cameras]
+        measured.append((float(tick), request.observation.state))
+        valid[n] = True
+    if settings.target == "states" and measured:
+        t = np.array([m[0] for m in measured])
+        v = np.stack([m[1] for m in measured])
+        held = _zoh(t, v, at.reshape(-1))
+        actions = held.reshape(len(ticks), spec.horizon, spec.action_dim)
+    valid &= np.all(np.isfinite(actions.reshape(len(ticks), -1)), axis=1)
+    if not valid.any():
+        return Skipped(bag, f"no valid sample: observation rejected {rejected or '-'}, or "
+                            "no command before the first frame")
+    return Episode(bag, loop.instruction, meta,
+                   {c: np.stack(f) if f else np.zeros((0, 1, 1, 3), np.uint8)
+                    for c, f in frames.items()},
+                   frame_idx[valid], states[valid], actions[valid], ticks[valid], rejected)
+
+
+def _save(ep: Episode, folder: Path) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for cam, f in ep.frames.items():
+        np.save(tmp / f"frames_{cam}.npy", f)
+    np.savez(tmp / "samples.npz", frame_idx=ep.frame_idx, states=ep.states,
+             actions=ep.actions, ticks=ep.ticks)
+    (tmp / "episode.json").write_text(json.dumps({
+        "bag": str(ep.bag), "instruction": ep.instruction, "meta": ep.meta,
+        "cameras": list(ep.frames), "rejected": ep.rejected}, indent=1))
+    tmp.rename(folder)  # complete or absent: a cut run leaves no valid-looking entry
+
+
+def _load(folder: Path) -> Episode:
+    info = json.loads((folder / "episode.json").read_text())
+    s = np.load(folder / "samples.npz")
+    frames = {c: np.load(folder / f"frames_{c}.npy", mmap_mode="r") for c in info["cameras"]}
+    return Episode(Path(info["bag"]), info["instruction"], info["meta"], frames,
+                   s["frame_idx"], s["states"], s["actions"], s["ticks"], info["rejected"])
+
+
+def load_episodes(paths: Iterable[Path], spec: EmbodimentSpec, settings: DatasetSettings,
+                  cache: Path | None = None, log=print
+                  ) -> tuple[list[Episode], list[Skipped]]:
+    """Every bag under ``paths``: its episode (from the cache when there) or why skipped."""
+    episodes, skipped = [], []
+    for bag in find_bags(paths):
+        folder = None
+        if cache is not None:
+            key = hashlib.sha256((bag_hash(bag) + settings.key()).encode()).hexdigest()[:20]
+            folder = cache / key
+            if (folder / "episode.json").exists():
+                episodes.append(_load(folder))
+                continue
+        ep = read_episode(bag, spec, settings)
+        if isinstance(ep, Skipped):
+            log(f"skipped {bag}: {ep.reason}")
+            skipped.append(ep)
+            continue
+        if folder is not None:
+            _save(ep, folder)
+            ep = _load(folder)
+        episodes.append(ep)
+    return episodes, skipped

@@ -164,6 +164,46 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from qwen_vla_ros.errors import QwenVLAError
+    from qwen_vla_ros.learning.dataset import DatasetSettings
+    from qwen_vla_ros.learning.train import TrainConfig, train
+
+    try:
+        cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr,
+                          warmup=args.warmup, seed=args.seed, val_every=args.val_every,
+                          checkpoint_every=args.checkpoint_every,
+                          freeze_backbone=args.freeze_backbone, device=args.device)
+        settings = DatasetSettings(embodiment=args.embodiment, target=args.target,
+                                   include_failed=args.include_failed)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        train(args.data, args.out, cfg, preset=args.preset, init=args.init,
+              embodiment=args.embodiment, resume=args.resume, settings=settings,
+              cache=args.cache or args.data[0] / "cache", progress=not args.no_progress)
+    except (QwenVLAError, ValueError, OSError) as exc:
+        print(f"qwen-vla-ros train: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from qwen_vla_ros.errors import QwenVLAError
+    from qwen_vla_ros.evaluate import evaluate
+
+    try:
+        evaluate(args.checkpoint, args.out, task=args.task, episodes=args.episodes,
+                 seed_start=args.seed_start, instruction=args.instruction,
+                 rate_factor=args.rate_factor, allow_train_seeds=args.allow_train_seeds,
+                 progress=not args.no_progress)
+    except (QwenVLAError, ValueError, TimeoutError, OSError) as exc:
+        print(f"qwen-vla-ros eval: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_embodiments(args: argparse.Namespace) -> int:
     from qwen_vla_ros.embodiment.spec import available_embodiments, load_embodiment
 
@@ -222,6 +262,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-factor", type=float, default=1.0, help="sim speed vs wall clock")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("train", help="fine-tune a policy on demonstration bags "
+                                     "(docs/learning.md)")
+    p.add_argument("--data", type=Path, nargs="+", required=True,
+                   help="bag directories, or folders of them (e.g. a collect --out)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory")
+    p.add_argument("--preset", default="tiny", help="model shape when not --init")
+    p.add_argument("--init", type=Path, help="start from this checkpoint (any backbone size)")
+    p.add_argument("--embodiment", default="aloha")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--minutes", type=float, help="stop after this much training time")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--freeze-backbone", action="store_true")
+    p.add_argument("--target", choices=["commands", "states"], default="commands",
+                   help="what the chunk learns: the commands sent, or the followers' states")
+    p.add_argument("--include-failed", action="store_true",
+                   help="also train on episodes /collect/episode marks as failed")
+    p.add_argument("--cache", type=Path, help="decoded-frame cache (default DATA[0]/cache)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="closed-loop success of a checkpoint in the simulated "
+                                    "ALOHA, through the full ROS path")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--task", default="transfer_cube")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed-start", type=int, default=10_000,
+                   help="first evaluation seed (never one the checkpoint was trained on)")
+    p.add_argument("--instruction", default="transfer the red cube to the other arm")
+    p.add_argument("--rate-factor", type=float, default=1.0,
+                   help="sim speed vs wall clock (< 1 when inference is slower than real time)")
+    p.add_argument("--allow-train-seeds", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("replay", help="offline: run a checkpoint on a recorded bag; report")
     p.add_argument("bag", type=Path, help="rosbag2 directory (MCAP or sqlite3) or file")

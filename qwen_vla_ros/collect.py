@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,79 +31,38 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
             instruction: str = DEFAULT_INSTRUCTION, rate_factor: float = 1.0,
             timeout_s: float = 120.0, progress: bool = True, log=print) -> dict[str, Any]:
     """Record ``episodes`` teleop episodes; returns the summary (also ``OUT/collect.json``)."""
-    import os
-
-    from qwen_vla_ros.paths import share_dir
-
     if task not in TASKS:
         raise ValueError(f"no scripted demonstrator for task '{task}'; have {list(TASKS)}")
     if episodes < 1:
         raise ValueError("--episodes must be >= 1")
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE",
-                          str(share_dir() / "config" / "fastdds_shm.xml"))
-    import rclpy
-    from rclpy.parameter import Parameter
     from std_msgs.msg import String
-    from std_srvs.srv import Trigger
     from tqdm import tqdm
 
-    from qwen_vla_ros.bringup import create_node, load_bringup
-    from qwen_vla_ros.demo import _call
-    from qwen_vla_ros.nodes import spinning
+    from qwen_vla_ros.episodes import episode_stack
     from qwen_vla_ros.ros import qos
     from qwen_vla_ros.ros.bag_recorder import BagRecorder, demo_topics
 
     out.mkdir(parents=True, exist_ok=True)
-    entries = [e for e in load_bringup("aloha_sim").resolve({
-        "seed": str(seed_start), "rate_factor": str(rate_factor)})
-        if e.executable != "policy_node"]
-    extra = {"aloha_sim": {"task": task, "auto_reset": False}}
-    rclpy.init()
-    nodes: list = []
-    results: dict[int, dict] = {}
-    got = threading.Condition()
+    for seed in range(seed_start, seed_start + episodes):
+        if episode_dir(out, seed).exists():
+            shutil.rmtree(episode_dir(out, seed))
     started = time.monotonic()
-    try:
-        for e in entries:
-            nodes.append(create_node(e, extra.get(e.executable)))
-        spec = next(n for n in nodes if n.get_name() == "aloha_adapter").spec
-        probe = rclpy.create_node("collect", parameter_overrides=[
-            Parameter("use_sim_time", value=True)])
-        nodes.append(probe)
-
-        def on_result(msg: String) -> None:
-            r = json.loads(msg.data)
-            with got:
-                results[int(r["seed"])] = r
-                got.notify_all()
-
-        probe.create_subscription(String, "/aloha_sim/episode_result", on_result, qos.COMMAND)
-        meta_pub = probe.create_publisher(String, EPISODE_TOPIC, qos.LATCHED)
-        topics = [*demo_topics(spec, spec.cameras), (EPISODE_TOPIC, String, qos.LATCHED)]
-        first = episode_dir(out, seed_start)
-        for seed in range(seed_start, seed_start + episodes):
-            if episode_dir(out, seed).exists():
-                shutil.rmtree(episode_dir(out, seed))
-        recorder = BagRecorder(probe, first, topics)
-        clients = {n: probe.create_client(Trigger, f"/mode_manager/{n}")
-                   for n in ("engage_teleop", "hold")}
-        reset = probe.create_client(Trigger, "/aloha_sim/reset")
-        summary: list[dict[str, Any]] = []
+    summary: list[dict[str, Any]] = []
+    with episode_stack(seed_start, task, rate_factor, drop=("policy_node",)) as stack:
+        spec = stack.nodes["aloha_adapter"].spec
+        meta_pub = stack.probe.create_publisher(String, EPISODE_TOPIC, qos.LATCHED)
+        recorder = BagRecorder(stack.probe, episode_dir(out, seed_start),
+                               [*demo_topics(spec, spec.cameras),
+                                (EPISODE_TOPIC, String, qos.LATCHED)])
         bar = tqdm(total=episodes, unit="ep", disable=not progress, desc="collect")
-        with spinning(*nodes):
+        try:
             for i in range(episodes):
-                seed = seed_start + i
-                if i > 0:
-                    _call(clients["hold"])
-                    recorder.restart(episode_dir(out, seed))
-                    _call(reset)  # the sim's next seed: seed_start + i
-                _call(clients["engage_teleop"])
-                with got:
-                    if not got.wait_for(lambda s=seed: s in results, timeout_s):
-                        raise TimeoutError(f"episode seed {seed}: no result after "
-                                           f"{timeout_s:g} s")
-                r = results[seed]
+                if i > 0:  # the new bag first: the reset's episode message lands in it
+                    stack.mode("hold")
+                    recorder.restart(episode_dir(out, seed_start + i))
+                seed = stack.start(i)
+                stack.mode("engage_teleop")
+                r = stack.wait_result(seed, timeout_s)
                 meta = {"seed": seed, "task": task, "instruction": instruction,
                         "success": bool(r["success"]), "max_reward": int(r["max_reward"]),
                         "source": "qwen-vla-ros collect (scripted leader, aloha_sim)"}
@@ -117,14 +75,9 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
                 summary.append(meta)
                 bar.update(1)
                 bar.set_postfix(success=f"{sum(m['success'] for m in summary)}/{i + 1}")
-            _call(clients["hold"])
-        bar.close()
-        recorder.close()
-    finally:
-        for n in nodes:
-            n.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        finally:
+            bar.close()
+            recorder.close()
     minutes = (time.monotonic() - started) / 60
     result = {"task": task, "episodes": len(summary),
               "successes": sum(m["success"] for m in summary), "minutes": round(minutes, 2),

@@ -77,6 +77,7 @@ class Episode:
     actions: np.ndarray
     ticks: np.ndarray
     rejected: dict[str, int] = field(default_factory=dict)  # PolicyLoop reasons -> count
+    inputs: list[dict[str, float]] = field(default_factory=list)  # stamps used (not cached)
 
     def __len__(self) -> int:
         return len(self.ticks)
@@ -132,9 +133,10 @@ def _resize(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))
 
 
-def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings
-                 ) -> Episode | Skipped:
-    """Samples of one bag (no cache), or why there are none."""
+def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
+                 at_ticks: Sequence[float] | None = None) -> Episode | Skipped:
+    """Samples of one bag (no cache), or why there are none. ``at_ticks``: assemble the
+    observations at these clock times instead (every one, whatever the mode)."""
     from qwen_vla_ros.replay.bagio import BagError, open_bag
     from qwen_vla_ros.replay.offline import Clock
     from qwen_vla_ros.ros.conversions import ImageConversionError, msg_to_rgb, stamp_to_sec
@@ -216,8 +218,10 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings
         idx = np.searchsorted(t[order], ticks, side="right") - 1
         return (idx >= 0) & np.isin(labels[np.clip(idx, 0, None)], list(values))
 
-    keep = allowed(modes, settings.modes) & allowed(states_adapter, ["READY"])
-    ticks = ticks[keep]
+    if at_ticks is not None:
+        ticks = np.asarray(at_ticks, np.float64)
+    else:
+        ticks = ticks[allowed(modes, settings.modes) & allowed(states_adapter, ["READY"])]
     if len(ticks) == 0:
         return Skipped(bag, f"no camera frame while in {list(settings.modes)} (and READY)")
     # Targets at t + k*dt: each command stream held between its messages (bag clock).
@@ -250,6 +254,7 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings
     states = np.full((len(ticks), spec.state_dim), np.nan)
     valid = np.zeros(len(ticks), bool)
     rejected: dict[str, int] = {}
+    inputs: list[dict[str, float] | None] = [None] * len(ticks)
     current = dict.fromkeys(spec.cameras, -1)
     measured: list[tuple[float, np.ndarray]] = []
     e = 0
@@ -270,6 +275,7 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings
             rejected[key] = rejected.get(key, 0) + 1
             continue
         states[n] = request.observation.state
+        inputs[n] = request.inputs
         frame_idx[n] = [current[c] for c in spec.cameras]
         measured.append((float(tick), request.observation.state))
         valid[n] = True
@@ -282,10 +288,12 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings
     if not valid.any():
         return Skipped(bag, f"no valid sample: observation rejected {rejected or '-'}, or "
                             "no command before the first frame")
-    return Episode(bag, loop.instruction, meta,
-                   {c: np.stack(f) if f else np.zeros((0, 1, 1, 3), np.uint8)
-                    for c, f in frames.items()},
-                   frame_idx[valid], states[valid], actions[valid], ticks[valid], rejected)
+    ep = Episode(bag, loop.instruction, meta,
+                 {c: np.stack(f) if f else np.zeros((0, 1, 1, 3), np.uint8)
+                  for c, f in frames.items()},
+                 frame_idx[valid], states[valid], actions[valid], ticks[valid], rejected)
+    ep.inputs = [inputs[n] for n in np.flatnonzero(valid)]
+    return ep
 
 
 def _save(ep: Episode, folder: Path) -> None:

@@ -53,17 +53,17 @@ class TrainConfig:
         if self.batch < 1 or self.lr <= 0:
             raise ConfigError("batch must be >= 1 and lr > 0")
 
-    def schedule_steps(self) -> int:
-        """The cosine schedule's length (a time budget uses a nominal 10^5 steps)."""
-        return self.steps if self.steps is not None else 100_000
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 0 over the run: its steps, or its minutes."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    total = max(cfg.schedule_steps() - cfg.warmup, 1)
-    progress = min((step - cfg.warmup) / total, 1.0)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.steps is not None:
+        progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    else:
+        progress = elapsed_s / (cfg.minutes * 60)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
 class Samples:
@@ -215,8 +215,9 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
             break
         if cfg.minutes is not None and time.monotonic() - started >= cfg.minutes * 60:
             break
+        lr = lr_at(step, cfg, time.monotonic() - started)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         ks = rng.integers(0, len(train_set), cfg.batch)
         loss = sum(policy.loss(*train_set.get(int(k)), generator=gen) for k in ks) / cfg.batch
@@ -224,8 +225,7 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
         grad = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
         opt.step()
         step += 1
-        rec = {"step": step, "loss": float(loss.detach()), "lr": lr_at(step - 1, cfg),
-               "grad": grad,
+        rec = {"step": step, "loss": float(loss.detach()), "lr": lr, "grad": grad,
                "seconds": time.monotonic() - started}
         if step % cfg.val_every == 0 or step == cfg.steps:
             rec["val_loss"] = evaluate_loss(policy, val_set, 64, cfg.seed)

@@ -1,0 +1,114 @@
+"""The simulated ALOHA stack run episode by episode (used by ``collect`` and ``eval``).
+
+The ``aloha_sim`` bringup's nodes in this process (as ``qwen-vla-ros demo`` runs them), less
+the ones a caller leaves out, with the sim waiting after each episode (``auto_reset``
+false). ``start(i)`` begins episode i: HOLD, then (after the first) the sim's ``~/reset`` to
+seed ``seed_start + i``; the caller engages a mode and ``wait_result(seed)`` blocks until the
+sim reports the episode's end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class EpisodeStack:
+    def __init__(self, nodes: dict[str, Any], probe, seed_start: int) -> None:
+        from std_msgs.msg import Int32, String
+        from std_srvs.srv import Trigger
+
+        from qwen_vla_ros.ros import qos
+
+        self.nodes, self.probe, self.seed_start = nodes, probe, seed_start
+        self.results: dict[int, dict[str, Any]] = {}
+        self.rewards: list[tuple[float, int]] = []  # (sim time, reward) of the episode
+        self._cond = threading.Condition()
+        self._clients = {n: probe.create_client(Trigger, f"/mode_manager/{n}")
+                         for n in ("engage_teleop", "engage_policy", "hold")}
+        self._reset = probe.create_client(Trigger, "/aloha_sim/reset")
+        probe.create_subscription(String, "/aloha_sim/episode_result", self._on_result,
+                                  qos.COMMAND)
+        probe.create_subscription(Int32, "/aloha_sim/reward", self._on_reward, qos.COMMAND)
+
+    def _on_result(self, msg) -> None:
+        r = json.loads(msg.data)
+        with self._cond:
+            self.results[int(r["seed"])] = r
+            self._cond.notify_all()
+
+    def _on_reward(self, msg) -> None:
+        t = self.probe.get_clock().now().nanoseconds * 1e-9
+        with self._cond:
+            self.rewards.append((t, int(msg.data)))
+
+    def mode(self, service: str) -> None:
+        from qwen_vla_ros.demo import _call
+
+        _call(self._clients[service])
+
+    def start(self, i: int) -> int:
+        """Begin episode ``i``; returns its seed."""
+        from qwen_vla_ros.demo import _call
+
+        if i > 0:
+            self.mode("hold")
+            _call(self._reset)
+        with self._cond:
+            self.rewards.clear()
+        return self.seed_start + i
+
+    def wait_result(self, seed: int, timeout: float) -> dict[str, Any]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: seed in self.results, timeout):
+                raise TimeoutError(f"episode seed {seed}: no result after {timeout:g} s")
+            return dict(self.results[seed])
+
+    def reward_trace(self) -> list[tuple[float, int]]:
+        with self._cond:
+            return list(self.rewards)
+
+
+@contextmanager
+def episode_stack(seed_start: int, task: str = "transfer_cube", rate_factor: float = 1.0,
+                  drop: tuple[str, ...] = (), values: dict[str, str] | None = None,
+                  extra: dict[str, dict] | None = None) -> Iterator[EpisodeStack]:
+    """The sim stack spinning in this process; on exit: nodes destroyed, rclpy shut down."""
+    from qwen_vla_ros.paths import share_dir
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE",
+                          str(share_dir() / "config" / "fastdds_shm.xml"))
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from qwen_vla_ros.bringup import create_node, load_bringup
+    from qwen_vla_ros.nodes import spinning
+
+    entries = [e for e in load_bringup("aloha_sim").resolve({
+        "seed": str(seed_start), "rate_factor": str(rate_factor), **(values or {})})
+        if e.executable not in drop]
+    node_extra = {"aloha_sim": {"task": task, "auto_reset": False}}
+    for name, params in (extra or {}).items():
+        node_extra[name] = {**node_extra.get(name, {}), **params}
+    rclpy.init()
+    nodes: list = []
+    try:
+        for e in entries:
+            nodes.append(create_node(e, node_extra.get(e.executable)))
+        probe = rclpy.create_node("episodes", parameter_overrides=[
+            Parameter("use_sim_time", value=True)])
+        nodes.append(probe)
+        stack = EpisodeStack({n.get_name(): n for n in nodes}, probe, seed_start)
+        with spinning(*nodes):
+            yield stack
+            stack.mode("hold")
+    finally:
+        for n in nodes:
+            n.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()

@@ -1,0 +1,136 @@
+"""Evaluate a checkpoint closed loop: aloha_sim + policy_node + aloha_adapter (POLICY from the
+start pose of each episode) through the full ROS path, one episode per seed.
+
+Writes ``OUT/eval.json``: success rate; per episode the seed, success, max reward, time to
+success (sim s), chunks, inference p50/p99, and the largest (and p99) step between
+consecutive arm commands as the drivers received them, in units of the per-step velocity
+limit (chunk boundaries show there); the seeds the checkpoint was trained on (its
+``train_log.json``), which must not overlap the evaluated ones; the sim's rate factor.
+``OUT/eval.png``: reward over time per episode.
+
+If CPU inference is slower than the sim, slow the sim (``rate_factor`` < 1): the report says
+which rate ran.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qwen_vla_ros.errors import ConfigError
+
+DEFAULT_INSTRUCTION = "transfer the red cube to the other arm"
+
+
+def trained_seeds(checkpoint: Path) -> list[int]:
+    log = checkpoint / "train_log.json"
+    if not log.exists():
+        return []
+    return [int(s) for s in json.loads(log.read_text()).get("train_seeds", [])]
+
+
+def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes: int = 20,
+             seed_start: int = 10_000, instruction: str = DEFAULT_INSTRUCTION,
+             rate_factor: float = 1.0, timeout_s: float = 300.0, allow_train_seeds: bool = False,
+             progress: bool = True, log=print) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from qwen_vla_ros.episodes import episode_stack
+    from qwen_vla_ros.model.checkpoint import read_meta
+
+    read_meta(Path(checkpoint))  # a clear error for what is not a checkpoint
+    seeds = list(range(seed_start, seed_start + episodes))
+    overlap = sorted(set(seeds) & set(trained_seeds(checkpoint)))
+    if overlap and not allow_train_seeds:
+        raise ConfigError(f"evaluation seeds {overlap[:10]} were trained on "
+                          f"({checkpoint}/train_log.json); choose another --seed-start")
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    traces: list[list[tuple[float, int]]] = []
+    started = time.monotonic()
+    extra = {"policy_node": {"torch_threads": 1}}
+    values = {"checkpoint": str(checkpoint), "instruction": instruction}
+    with episode_stack(seed_start, task, rate_factor, drop=("scripted_leader",),
+                       values=values, extra=extra) as stack:
+        adapter, policy = stack.nodes["aloha_adapter"], stack.nodes["policy_node"]
+        if policy.policy is None:
+            raise ConfigError(f"policy_node did not load {checkpoint}: {policy.last_error}")
+        spec = adapter.spec
+        arm_limit = {r: spec.max_velocity()[[i for i in spec.dims_of(r)
+                                              if spec.action[i].gripper is None]] * spec.dt
+                     for r in spec.robots}
+        sent: dict[str, list[np.ndarray]] = {r: [] for r in spec.robots}
+        from interbotix_xs_msgs.msg import JointGroupCommand
+
+        from qwen_vla_ros.ros import qos
+
+        for robot in spec.robots:  # what reached the drivers, as they received it
+            stack.probe.create_subscription(
+                JointGroupCommand, f"/{adapter.profile.followers[robot]}/commands/joint_group",
+                lambda m, r=robot: sent[r].append(np.asarray(m.cmd, float)), qos.COMMAND)
+        bar = tqdm(total=episodes, unit="ep", disable=not progress, desc="eval")
+        for i in range(episodes):
+            seed = stack.start(i)
+            for v in sent.values():
+                v.clear()
+            chunks0 = policy.chunks_published
+            policy.latency.samples.clear()
+            stack.mode("engage_policy")
+            r = stack.wait_result(seed, timeout_s)
+            trace = stack.reward_trace()
+            t0 = trace[0][0] if trace else 0.0
+            success_t = next((t - t0 for t, rw in trace if rw >= 4), None)
+            ratios = np.concatenate([
+                (np.abs(np.diff(np.array(v), axis=0)) / arm_limit[rb]).max(axis=1)
+                for rb, v in sent.items() if len(v) > 1] or [np.zeros(0)])
+            rows.append({
+                "seed": seed, "success": bool(r["success"]), "max_reward": int(r["max_reward"]),
+                "time_to_success_s": success_t, "chunks": policy.chunks_published - chunks0,
+                "commands": sum(len(v) for v in sent.values()),
+                "max_step_over_limit": float(ratios.max()) if ratios.size else None,
+                "p99_step_over_limit": float(np.percentile(ratios, 99)) if ratios.size
+                else None,
+                "inference_ms_p50": policy.latency.percentile(50),
+                "inference_ms_p99": policy.latency.percentile(99)})
+            traces.append(trace)
+            bar.update(1)
+            bar.set_postfix(success=f"{sum(x['success'] for x in rows)}/{i + 1}")
+        bar.close()
+    result = {
+        "checkpoint": str(checkpoint), "task": task, "instruction": instruction,
+        "episodes": len(rows), "successes": sum(x["success"] for x in rows),
+        "success_rate": sum(x["success"] for x in rows) / max(len(rows), 1),
+        "seeds": seeds, "trained_seeds": trained_seeds(checkpoint), "rate_factor": rate_factor,
+        "minutes": round((time.monotonic() - started) / 60, 2), "per_episode": rows}
+    (out / "eval.json").write_text(json.dumps(result, indent=1))
+    plot_eval(traces, rows, out / "eval.png")
+    log(f"eval: {result['successes']}/{result['episodes']} successful on seeds "
+        f"{seeds[0]}..{seeds[-1]} ({checkpoint}) -> {out}/eval.json")
+    return result
+
+
+def plot_eval(traces, rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for trace, row in zip(traces, rows, strict=True):
+        if not trace:
+            continue
+        t0 = trace[0][0]
+        t = [a - t0 for a, _ in trace]
+        ax.step(t, [b for _, b in trace], where="post", alpha=0.7,
+                color="#16a34a" if row["success"] else "#dc2626", lw=1)
+    ax.set_xlabel("sim time in episode (s)")
+    ax.set_ylabel("contact reward (4 = success)")
+    ok = sum(r["success"] for r in rows)
+    ax.set_title(f"{ok}/{len(rows)} successful (green) by seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

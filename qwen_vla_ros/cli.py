@@ -7,6 +7,9 @@
     qwen-vla-ros replay BAG --checkpoint DIR --out DIR   offline: what would the policy do?
     qwen-vla-ros play BAG [--rate X]            publish a bag's messages and /clock (live replay)
     qwen-vla-ros bringup NAME [arg:=value ...]  the launch file's nodes, in one process
+    qwen-vla-ros collect --episodes N --out DIR  scripted teleop episodes, one bag each
+    qwen-vla-ros train --data DIR --out CKPT     fine-tune on demonstration bags
+    qwen-vla-ros eval --checkpoint CKPT --out DIR  closed-loop success in the sim
     qwen-vla-ros embodiments                    list the embodiments in config/
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -151,25 +155,32 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_collect(args: argparse.Namespace) -> int:
-    from qwen_vla_ros.collect import collect
+def _one_line_errors(command: str, run: Callable[[], object]) -> int:
+    """Run a command; a bad argument, file or checkpoint is one line on stderr, exit 2."""
+    from qwen_vla_ros.errors import QwenVLAError
 
     try:
-        collect(args.out, task=args.task, episodes=args.episodes, seed_start=args.seed_start,
-                instruction=args.instruction, rate_factor=args.rate_factor,
-                progress=not args.no_progress)
-    except (ValueError, TimeoutError, RuntimeError) as exc:
-        print(f"qwen-vla-ros collect: {exc}", file=sys.stderr)
+        run()
+    except (QwenVLAError, ValueError, TimeoutError, OSError) as exc:
+        print(f"qwen-vla-ros {command}: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from qwen_vla_ros.collect import collect
+
+    return _one_line_errors("collect", lambda: collect(
+        args.out, task=args.task, episodes=args.episodes, seed_start=args.seed_start,
+        instruction=args.instruction, rate_factor=args.rate_factor,
+        progress=not args.no_progress))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from qwen_vla_ros.errors import QwenVLAError
     from qwen_vla_ros.learning.dataset import DatasetSettings
     from qwen_vla_ros.learning.train import TrainConfig, train
 
-    try:
+    def run() -> None:
         cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr,
                           warmup=args.warmup, seed=args.seed, val_every=args.val_every,
                           checkpoint_every=args.checkpoint_every,
@@ -183,25 +194,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         train(args.data, args.out, cfg, preset=args.preset, init=args.init,
               embodiment=args.embodiment, resume=args.resume, settings=settings,
               cache=args.cache or args.data[0] / "cache", progress=not args.no_progress)
-    except (QwenVLAError, ValueError, OSError) as exc:
-        print(f"qwen-vla-ros train: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return _one_line_errors("train", run)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from qwen_vla_ros.errors import QwenVLAError
     from qwen_vla_ros.evaluate import evaluate
 
-    try:
-        evaluate(args.checkpoint, args.out, task=args.task, episodes=args.episodes,
-                 seed_start=args.seed_start, instruction=args.instruction,
-                 rate_factor=args.rate_factor, allow_train_seeds=args.allow_train_seeds,
-                 progress=not args.no_progress)
-    except (QwenVLAError, ValueError, TimeoutError, OSError) as exc:
-        print(f"qwen-vla-ros eval: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return _one_line_errors("eval", lambda: evaluate(
+        args.checkpoint, args.out, task=args.task, episodes=args.episodes,
+        seed_start=args.seed_start, instruction=args.instruction,
+        rate_factor=args.rate_factor, allow_train_seeds=args.allow_train_seeds,
+        progress=not args.no_progress))
 
 
 def cmd_embodiments(args: argparse.Namespace) -> int:

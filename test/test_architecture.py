@@ -32,13 +32,15 @@ def test_core_layer_is_ros_free(layer):
         assert not bad, f"{path.relative_to(PKG)} imports {bad}"
 
 
-def test_offline_replay_needs_no_ros_install():
-    """`qwen-vla-ros replay` runs where only rosbags is installed: importing it and its
-    whole dependency chain pulls in no rclpy and no ROS message packages."""
+@pytest.mark.parametrize("modules", ["qwen_vla_ros.replay.offline, qwen_vla_ros.replay.report",
+                                     "qwen_vla_ros.learning.dataset, qwen_vla_ros.learning.train"])
+def test_offline_tools_need_no_ros_install(modules):
+    """`qwen-vla-ros replay` and training run where only rosbags is installed: importing them
+    and their whole dependency chain pulls in no rclpy and no ROS message packages."""
     import subprocess
     import sys
 
-    code = ("import sys; import qwen_vla_ros.replay.offline, qwen_vla_ros.replay.report; "
+    code = (f"import sys; import {modules}; "
             "bad = [m for m in sys.modules if m.split('.')[0] in "
             "('rclpy', 'sensor_msgs', 'std_msgs', 'trajectory_msgs', 'builtin_interfaces')]; "
             "print(bad); sys.exit(1 if bad else 0)")

@@ -206,6 +206,9 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
             "val_episodes": [str(e.bag) for e in val_eps],
             "train_seeds": sorted(e.meta["seed"] for e in train_eps if "seed" in e.meta),
             "skipped": [{"bag": str(s.bag), "reason": s.reason} for s in skipped]}
+    if not history:  # where the validation curve starts
+        history.append({"step": 0, "val_loss": evaluate_loss(policy, val_set, 64, cfg.seed),
+                        "seconds": 0.0})
     started = time.monotonic()
     total = cfg.steps
     bar = tqdm(total=total, initial=step, unit="step", disable=not progress, desc="train")
@@ -245,9 +248,10 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
                                                                       "history": history}})
     plot_history(history, out / "train.png")
     final = {"steps": step, "samples_per_s": step * cfg.batch / max(
-        time.monotonic() - started, 1e-9), "last_loss": history[-1]["loss"] if history
-        else None, "val_loss": next((h["val_loss"] for h in reversed(history)
-                                     if "val_loss" in h), None)}
+        time.monotonic() - started, 1e-9),
+        "last_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+        "val_loss": next((h["val_loss"] for h in reversed(history) if "val_loss" in h), None),
+        "initial_val_loss": history[0].get("val_loss")}
     log(f"train: {step} steps, loss {final['last_loss']}, validation {final['val_loss']} "
         f"-> {out}")
     return {**meta, **final}
@@ -260,16 +264,18 @@ def plot_history(history: Sequence[dict[str, float]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    if history:
-        steps = [h["step"] for h in history]
-        losses = np.array([h["loss"] for h in history])
+    trained = [h for h in history if "loss" in h]
+    if trained:
+        steps = [h["step"] for h in trained]
+        losses = np.array([h["loss"] for h in trained])
         k = max(1, len(losses) // 50)
         smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
         ax.plot(steps, losses, color="#cbd5e1", lw=0.8, label="train (per step)")
         ax.plot(steps[k - 1:], smooth, color="#2563eb", label=f"train (mean of {k})")
-        val = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
-        if val:
-            ax.plot(*zip(*val, strict=True), "o-", color="#dc2626", label="validation")
+    val = [(h["step"], h["val_loss"]) for h in history
+           if "val_loss" in h and np.isfinite(h["val_loss"])]
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", color="#dc2626", label="validation")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("flow-matching loss")
     ax.set_yscale("log")

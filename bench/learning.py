@@ -1,0 +1,58 @@
+"""Open-loop check of a trained checkpoint: on its held-out validation episodes (listed in its
+train_log.json), the mean |predicted chunk - demonstrated chunk| in normalised units, against
+predicting the training action mean; plus the training throughput the log recorded.
+
+    python bench/learning.py --checkpoint ckpt/tc --samples 64 --json out/bench_learning.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from qwen_vla_ros.results import save_results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, help="the dataset cache the run used (faster)")
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    from qwen_vla_ros.cli import _quiet_transformers
+
+    _quiet_transformers()
+    from qwen_vla_ros.learning.dataset import DatasetSettings, load_episodes
+    from qwen_vla_ros.learning.train import Samples, action_error
+    from qwen_vla_ros.model.policy import QwenVLAPolicy
+
+    log = json.loads((args.checkpoint / "train_log.json").read_text())
+    policy = QwenVLAPolicy.from_pretrained(args.checkpoint)
+    spec = policy.spec(log["embodiment"])
+    settings = DatasetSettings(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in log["dataset"].items()})
+    val, _ = load_episodes([Path(p) for p in log["val_episodes"]], spec, settings,
+                           cache=args.cache, log=lambda _: None)
+    err, base = action_error(policy, Samples(val, spec.name, spec.cameras), args.samples,
+                             args.seed)
+    history = [h for h in log["history"] if "loss" in h]
+    seconds = history[-1]["seconds"] if history else 0.0
+    result = {"checkpoint": str(args.checkpoint), "val_episodes": len(val),
+              "samples": min(args.samples, sum(len(e) for e in val)),
+              "action_error": err, "mean_baseline": base, "ratio": err / base,
+              "steps": history[-1]["step"] if history else 0,
+              "batch": log["config"]["batch"], "train_seconds": seconds,
+              "samples_per_s": (history[-1]["step"] * log["config"]["batch"] / seconds)
+              if seconds else None}
+    print(f"held-out action error {err:.3f} vs predict-the-mean {base:.3f} "
+          f"(ratio {err / base:.2f}) on {result['samples']} samples of {len(val)} episodes; "
+          f"trained {result['steps']} steps x batch {result['batch']} in {seconds / 60:.1f} min")
+    save_results(args.json, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -178,8 +178,14 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name: str, directory: Path | None = None) -> RobotProfile:
-    folder = directory or robots_dir()
-    path = folder / f"{name}.yaml"
+    """By name from ``config/robots`` (or ``directory``), or from a YAML file's path."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        path = Path(name)
+        name = path.stem
+        folder = path.parent
+    else:
+        folder = directory or robots_dir()
+        path = folder / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"unknown robot profile '{name}'; known: "
                           f"{sorted(p.stem for p in folder.glob('*.yaml'))} (in {folder})")

@@ -167,7 +167,8 @@ def test_dataset_assembles_what_the_live_node_assembled(demo):
                    for c, _, raw in reader.messages(connections=conns)]
     assert len(records) > 5
     spec = load_embodiment("aloha")
-    ep = read_episode(out / "bag", spec, DatasetSettings(),
+    # target "states": a chunk of measured states exists from the first observation on
+    ep = read_episode(out / "bag", spec, DatasetSettings(target="states"),
                       at_ticks=[r["tick"] for r in records])
     assert len(ep) == len(records), ep.rejected
     for i, rec in enumerate(records):

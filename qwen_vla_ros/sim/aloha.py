@@ -58,8 +58,10 @@ def sample_object_poses(task: str, seed: int) -> np.ndarray:
     raise ValueError(f"unknown task '{task}'; one of {TASKS}")
 
 
-def load_model(xml_name: str, fast_render: bool = True, stiff_weld: bool = False):
-    """Compile one of gym-aloha's MJCF files, optionally with cheap rendering / stiff welds."""
+def load_model(xml_name: str, fast_render: bool = True, stiff_weld: bool = False,
+               roll_spring: float = 0.0):
+    """Compile one of gym-aloha's MJCF files, optionally with cheap rendering / stiff welds /
+    a spring (N m/rad) pulling each forearm_roll toward 0."""
     import mujoco
 
     spec = mujoco.MjSpec.from_file(str(assets_dir() / xml_name))
@@ -70,6 +72,11 @@ def load_model(xml_name: str, fast_render: bool = True, stiff_weld: bool = False
         # The shipped mocap weld is soft: the gripper lags its target and drops the cube.
         for eq in spec.equalities:
             eq.solimp[:3] = [0.9, 0.95, 0.001]
+    if roll_spring > 0:
+        for side in SIDES:
+            joint = spec.joint(f"vx300s_{side}/forearm_roll")
+            joint.stiffness = [roll_spring, 0.0, 0.0]
+            joint.springref = 0.0
     return spec.compile()
 
 

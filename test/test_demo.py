@@ -121,7 +121,10 @@ def test_policy_commands_stay_within_limits(demo):
         values = np.array([v for t, v in stream if mode_at(data.modes, t) == "POLICY"])
         assert len(values) > 50, (robot, kind)
         assert np.all(values >= lo - 1e-5) and np.all(values <= hi + 1e-5), (robot, kind)
-        assert np.all(np.abs(np.diff(values, axis=0)) <= step + 1e-5), (robot, kind)
+        # values[0] may still be TELEOP's last command (the mode message can precede the
+        # switch); the first POLICY command steps from the MEASURED pose, a jump the handover
+        # check bounds (test_summary_reports_the_closed_loop). Every step after it:
+        assert np.all(np.abs(np.diff(values[1:], axis=0)) <= step + 1e-5), (robot, kind)
         checked += 1
     assert checked == 4
 

@@ -155,13 +155,16 @@ class RobotProfile:
         """Grippers closed, as upstream's sleep leaves them."""
         return self.pose(spec, self.sleep_arm_pose, 0.0)
 
+    def _recorded_index(self, spec: EmbodimentSpec) -> list[int]:
+        """Embodiment dims in the recorded data's arm order."""
+        return [i for r in (self.recorded_arm_order or spec.robots) for i in spec.dims_of(r)]
+
     def to_recorded_order(self, spec: EmbodimentSpec, values: np.ndarray) -> np.ndarray:
         """[..., action_dim] in the embodiment's arm order -> the recorded data's arm order."""
-        idx = [i for r in (self.recorded_arm_order or spec.robots) for i in spec.dims_of(r)]
-        return np.asarray(values)[..., idx]
+        return np.asarray(values)[..., self._recorded_index(spec)]
 
     def from_recorded_order(self, spec: EmbodimentSpec, values: np.ndarray) -> np.ndarray:
-        idx = [i for r in (self.recorded_arm_order or spec.robots) for i in spec.dims_of(r)]
+        idx = self._recorded_index(spec)
         out = np.empty_like(np.asarray(values, dtype=np.float64))
         out[..., idx] = values
         return out

@@ -205,14 +205,17 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
             frames[cam].append(rgb)
     except BagError as exc:
         return Skipped(bag, f"damaged: {exc}")
+    def clock_times(logs) -> np.ndarray:
+        """Bag log times -> the nodes' clock (-inf before the first /clock message)."""
+        return np.array([-np.inf if (c := clock.at(log)) is None else c for log in logs])
+
     first = spec.cameras[0]
     ticks = np.array(sorted(s for s, _, k, p in events if k == "image" and p[0] == first))
 
     def allowed(log_series, values: Sequence[str]) -> np.ndarray:
         if not log_series:
             return np.ones(len(ticks), bool)
-        t = np.array([clock.at(log) if clock.at(log) is not None else -np.inf
-                      for log, _ in log_series])
+        t = clock_times(log for log, _ in log_series)
         order = np.argsort(t, kind="stable")
         labels = np.array([v for _, v in log_series])[order]
         idx = np.searchsorted(t[order], ticks, side="right") - 1
@@ -236,8 +239,7 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
                 stream = cmds.get((robot, kind), [])
                 if not stream or not dims:
                     continue
-                t = np.array([clock.at(log) if clock.at(log) is not None else -np.inf
-                              for log, _ in stream])
+                t = clock_times(log for log, _ in stream)
                 v = np.stack([x[:len(dims)] for _, x in stream])
                 if kind == "joint_single":  # motor angle -> normalised opening
                     v = np.stack([spec.action[d].gripper.to_normalised(v[:, j])

@@ -126,6 +126,7 @@ class StartupSequence:
         self._waypoints: deque[np.ndarray] = deque()
         self._after_calls: Phase = Phase.MOVING
         self._goal: np.ndarray | None = None
+        self._torque_off = False  # after the sleep move (set by sleep())
         # Poses the arms are sent to, inside the limits (a profile pose beyond the URDF
         # limits, like xs_sdk's ALOHA sleep pose, stops at the limit).
         self.start_pose = np.clip(profile.start_pose(spec), limits.lower, limits.upper)

@@ -129,7 +129,8 @@ class AlohaSimNode(Node):
         info = self.bridge.step()
         t = self.now_sim()
         stamp = sec_to_stamp(t, self._time_cls)
-        self.clock_pub.publish(Clock(clock=stamp))
+        # Measurements stamped t go out before the clock reads t: a node that acts on the
+        # clock then finds what was measured "at or before now" (as a dataset reads the bag).
         for robot, pub in self.js_pubs.items():
             names, pos = self.bridge.joint_state(robot)
             msg = JointState(name=list(names), position=pos)
@@ -141,6 +142,7 @@ class AlohaSimNode(Node):
             for name, mj_cam in self.camera_map.items():
                 self.cam_pubs[name].publish(rgb_to_image(self.sim.render(mj_cam), Image,
                                                          stamp=stamp, frame_id=name))
+        self.clock_pub.publish(Clock(clock=stamp))
         if self.sim.steps >= self.episode_steps and not self._ended:
             self._ended = not self.auto_reset  # without auto reset: report once, wait
             self.success_pub.publish(Bool(data=info.success))

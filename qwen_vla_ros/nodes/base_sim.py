@@ -98,7 +98,6 @@ class BaseSimNode(Node):
         pose = self.sim.step(v, w, DT)
         self.steps += 1
         stamp = sec_to_stamp(self.sim.time, self._time_cls)
-        self.clock_pub.publish(Clock(clock=stamp))
         odom = Odometry()
         odom.header.stamp = stamp
         odom.header.frame_id = "odom"
@@ -124,6 +123,7 @@ class BaseSimNode(Node):
         if every and self.steps % every == 0:
             self.cam_pub.publish(rgb_to_image(self.sim.render(), Image, stamp=stamp,
                                               frame_id="front_camera"))
+        self.clock_pub.publish(Clock(clock=stamp))  # after what was measured at this stamp
 
     def destroy_node(self) -> None:
         self.sim.close()

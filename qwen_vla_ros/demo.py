@@ -37,8 +37,10 @@ def ensure_checkpoint(out: Path, checkpoint: Path | None, seed: int) -> Path:
 def _call(client) -> None:
     from qwen_vla_ros.ros.services import call_trigger
 
-    if not call_trigger(client).success:
-        raise RuntimeError(f"service {client.srv_name} refused")
+    # An engage call is answered once the adapters engaged (mode_manager confirm_timeout_s).
+    response = call_trigger(client, timeout=25.0, attempts=3)
+    if not response.success:
+        raise RuntimeError(f"service {client.srv_name} refused: {response.message}")
 
 
 @contextmanager
@@ -126,6 +128,7 @@ def format_summary(s: dict[str, Any]) -> str:
     h = s.get("handover") or {}
     inf = s.get("inference_ms", {})
     lines = [
+        f"times in           {s.get('time_base', '?')}",
         f"control rate       {s.get('control_rate_hz', float('nan')):.1f} Hz "
         f"({s['commands']} commands; period p99 {s.get('command_period_ms_p99', 0):.1f} ms)",
         f"inference latency  p50 {inf.get('p50')} ms, p99 {inf.get('p99')} ms "

@@ -4,12 +4,19 @@ A subclass says how measured joint states arrive (``subscribe_joint_states``) an
 command leaves (``send``); the ChunkExecutor (runtime/) decides what the command is.
 
 Every entry into a driving mode (POLICY, TELEOP) starts from the MEASURED pose, so the first
-commands ramp within the velocity limit; entering one without a fresh measured pose is refused
-(mode falls back to HOLD). HOLD and TELEOP-without-fresh-leader publish nothing: the drivers
+commands ramp within the velocity limit; a driving mode asked for without a fresh measured pose
+waits up to ``engage_timeout`` for one, then is refused. HOLD publishes nothing: the drivers
 keep their last goal.
 
+Faults (runtime/supervision.py): no valid chunk in POLICY, no leader pose in TELEOP, no measured
+pose, the mode source gone or the clock jumping back -> HOLD at the measured pose (one command
+there; velocity outputs send zero), an error logged, ERROR on /diagnostics and the fault on
+~/effective_mode. The adapter stays in HOLD until a driving mode is asked for again.
+
 Topics: sub ~/action_chunk (JointTrajectory), mode (std_msgs/String, latched; remap to
-/mode_manager/mode); pub ~/predicted_joint_states (JointState: the chunk's plan
+/mode_manager/mode); pub ~/effective_mode (std_msgs/String, latched: AdapterStatus JSON, the
+mode really driven, the one asked for, why it waits or refused), /diagnostics (1 Hz),
+~/predicted_joint_states (JointState: the chunk's plan
 ``ghost_lookahead_s`` ahead) and ~/joint_states (the measured pose), both 10 Hz with the
 embodiment's dim names (= urdf/aloha.urdf.xacro joint names), grippers in robot units.
 """
@@ -17,6 +24,7 @@ embodiment's dim names (= urdf/aloha.urdf.xacro joint names), grippers in robot 
 from __future__ import annotations
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -30,6 +38,7 @@ from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor, RejectedChunk
 from qwen_vla_ros.runtime.limits import Limits
 from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.runtime.observation import JointStateMerger, Rejection
+from qwen_vla_ros.runtime.supervision import AdapterStatus, Supervisor, SupervisorConfig
 
 
 class ChunkAdapterNode(Node):
@@ -42,6 +51,15 @@ class ChunkAdapterNode(Node):
         p("max_state_age", 0.2, d(description="s; older measured/leader pose -> no command"))
         p("ghost_lookahead_s", 0.5, d(description="s ahead of now shown on "
                                                    "~/predicted_joint_states"))
+        sup0 = SupervisorConfig()  # the defaults, in one place
+        for name, text in (
+                ("policy_timeout", "s without a valid chunk in POLICY -> HOLD; 0: 2.5 x the "
+                                   "recent chunk period (p90), >= 0.5 s, <= one chunk's span"),
+                ("teleop_timeout", "s without a valid leader pose in TELEOP -> HOLD"),
+                ("state_timeout", "s without a valid measured pose while driving -> HOLD"),
+                ("engage_timeout", "s a driving mode waits for a valid measured pose before "
+                                   "it is refused")):
+            p(name, getattr(sup0, name), d(description=text))
         self.spec = load_embodiment(self.get_parameter("embodiment").value)
         self.limits = Limits.from_spec(self.spec)
         self.measured = JointStateMerger(self.spec)
@@ -49,14 +67,29 @@ class ChunkAdapterNode(Node):
                                             mode=self.get_parameter("blend").value)
         self.max_state_age = float(self.get_parameter("max_state_age").value)
         self.lookahead = float(self.get_parameter("ghost_lookahead_s").value)
+        self.supervisor = Supervisor(SupervisorConfig(
+            policy_timeout=float(self.get_parameter("policy_timeout").value),
+            teleop_timeout=float(self.get_parameter("teleop_timeout").value),
+            state_timeout=float(self.get_parameter("state_timeout").value),
+            engage_timeout=float(self.get_parameter("engage_timeout").value)),
+            chunk_span=self.spec.horizon * self.spec.dt)
+        self.needs_measured_pose = True  # False where nothing is measured (velocity bodies)
         self.mode = Mode.HOLD
+        self.requested = Mode.HOLD
         self.pending_mode: Mode | None = None
+        self._pending_deadline = float("inf")
+        self.waiting, self.fault = "", ""
+        self._mode_source_seen = False
+        self.status_pub = self.create_publisher(String, "~/effective_mode", qos.LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
         self.create_subscription(JointTrajectory, "~/action_chunk", self._chunk_cb, qos.COMMAND)
         self.create_subscription(String, "mode", self._mode_cb, qos.LATCHED)
         self.ghost_pub = self.create_publisher(JointState, "~/predicted_joint_states",
                                                qos.COMMAND)
         self.measured_pub = self.create_publisher(JointState, "~/joint_states", qos.COMMAND)
         self._ticks = 0
+        self._status_key: tuple | None = None  # the first control tick publishes the status
         self.create_timer(self.spec.dt, self._tick)
 
     # ---- helpers for subclasses ---------------------------------------------------------
@@ -92,18 +125,28 @@ class ChunkAdapterNode(Node):
         """Why a driving mode cannot be entered yet (the request then waits), or None."""
         return None
 
+    def refusal(self) -> str | None:
+        """Why a driving mode asked for now would be refused (not waited for), or None."""
+        return None
+
     def hold_tick(self, now: float) -> None:
         """Hook run on every control tick in HOLD (start-up and sleep moves)."""
+
+    def hold_at(self, measured: np.ndarray) -> None:
+        """Stop where the robot is after a fault (position outputs: one command there)."""
+        self.send(np.clip(measured, self.limits.lower, self.limits.upper))
 
     # ---- callbacks ----------------------------------------------------------------------
     def _chunk_cb(self, msg: JointTrajectory) -> None:
         try:
             actions, stamp, dt = trajectory_to_chunk(msg, self.spec.action_names)
             self.chunk_executor.add_chunk(Chunk(actions, stamp, dt))
+            self.supervisor.on_chunk(self.now())
         except (ValueError, RejectedChunk) as exc:
             self.get_logger().error(f"chunk rejected: {exc}")
 
     def _mode_cb(self, msg: String) -> None:
+        self._mode_source_seen = True
         try:
             mode = Mode.parse(msg.data)
         except ValueError as exc:
@@ -112,36 +155,100 @@ class ChunkAdapterNode(Node):
         self.request_mode(mode)
 
     def request_mode(self, mode: Mode) -> None:
-        """Enter ``mode``; a driving mode the adapter is not ready for waits (``pending_mode``)
-        until it is, and is engaged then."""
-        self.pending_mode = None
-        if mode is not Mode.HOLD:
-            blocker = self.engage_blocker()
-            if blocker is not None:
-                self.pending_mode = mode
-                self.get_logger().warning(f"{mode.value} requested; waiting: {blocker}")
-                if self.mode is not Mode.HOLD:
-                    previous, self.mode = self.mode, Mode.HOLD
-                    self.on_mode_change(previous, Mode.HOLD)
-                return
-        if mode == self.mode:
+        """Enter ``mode``. A driving mode waits while ``engage_blocker`` says so, then up to
+        ``engage_timeout`` for a fresh measured pose; it is engaged from that pose, or refused
+        (``refuse``). HOLD is immediate and keeps the last fault on show."""
+        self.requested, self.pending_mode, self.waiting = mode, None, ""
+        if mode is Mode.HOLD:
+            self._set_mode(Mode.HOLD)
+            self._publish_status()
             return
-        previous = self.mode
-        if mode is not Mode.HOLD:
-            measured = self.handover_pose(self.now())
-            if isinstance(measured, Rejection):
-                self.get_logger().error(f"not engaging {mode.value}: {measured}; holding")
-                self.mode = Mode.HOLD
-                self.on_mode_change(previous, Mode.HOLD)
+        self.fault = ""
+        if mode is self.mode:
+            self._publish_status()
+            return
+        self.pending_mode = mode
+        self._pending_deadline = float("inf")
+        if self.mode is not Mode.HOLD:  # TELEOP <-> POLICY: engaged anew from the measured pose
+            self._set_mode(Mode.HOLD)
+        self._try_engage(self.now())
+
+    def refuse(self, reason: str) -> None:
+        """The asked-for driving mode cannot be honoured: HOLD, and say why."""
+        self.get_logger().error(reason)
+        self.pending_mode, self.waiting, self.fault = None, "", reason
+        self._set_mode(Mode.HOLD)
+        self._publish_status()
+
+    def _try_engage(self, now: float) -> None:
+        mode = self.pending_mode
+        if mode is None:
+            return
+        blocker = self.engage_blocker()
+        if blocker is None:
+            measured = self.handover_pose(now)
+            if not isinstance(measured, Rejection):
+                # Start from where the robot is: the velocity limit then ramps the handover.
+                if mode is Mode.POLICY:
+                    self.chunk_executor.reset(measured)
+                else:
+                    self.chunk_executor.set_last_command(measured)
+                self.pending_mode, self.waiting = None, ""
+                self.supervisor.on_engaged(now)
+                self._set_mode(mode)
+                self.get_logger().info(f"mode {mode.value}")
+                self._publish_status()
                 return
-            # Start from where the robot is: the velocity limit then ramps the handover.
-            if mode is Mode.POLICY:
-                self.chunk_executor.reset(measured)
-            else:
-                self.chunk_executor.set_last_command(measured)
-        self.mode = mode
-        self.on_mode_change(previous, mode)
-        self.get_logger().info(f"mode {mode.value}")
+            if self._pending_deadline == float("inf"):
+                self._pending_deadline = now + self.supervisor.cfg.engage_timeout
+            elif now > self._pending_deadline:
+                self.refuse(f"{mode.value} refused: no valid measured pose within "
+                            f"{self.supervisor.cfg.engage_timeout:g} s ({measured}); holding")
+                return
+            blocker = f"no valid measured pose yet ({measured})"
+        if blocker != self.waiting:
+            self.waiting = blocker
+            self.get_logger().warning(f"{mode.value} requested; waiting: {blocker}")
+            self._publish_status()
+
+    def _set_mode(self, mode: Mode) -> None:
+        previous, self.mode = self.mode, mode
+        if previous is not mode:
+            self.on_mode_change(previous, mode)
+
+    def _on_fault(self, now: float, reason: str) -> None:
+        """Inputs of the engaged mode stopped: HOLD where the robot is, and say so."""
+        driving = self.mode
+        self.fault = f"{driving.value} -> HOLD: {reason}"
+        self.get_logger().error(self.fault)
+        self._set_mode(Mode.HOLD)
+        measured = self.measured.state(now, self.max_state_age)
+        if self.needs_measured_pose and not isinstance(measured, Rejection):
+            self.hold_at(measured)
+        self._publish_status()
+        self._publish_diagnostics()
+
+    def _publish_status(self, force: bool = True) -> None:
+        """Publish ~/effective_mode (unless ``force`` is False and nothing changed)."""
+        key = (self.mode, self.requested, self.waiting, self.fault, self.refusal() or "")
+        if not force and key == self._status_key:
+            return
+        self._status_key = key
+        self.status_pub.publish(String(data=AdapterStatus(
+            *key[:4], stamp=self.now(), refuses=key[4]).to_json()))
+
+    def _publish_diagnostics(self) -> None:
+        st = DiagnosticStatus(name=f"qwen_vla_ros: {self.get_name()}", hardware_id=self.spec.name)
+        st.level = DiagnosticStatus.ERROR if self.fault else \
+            DiagnosticStatus.WARN if self.waiting else DiagnosticStatus.OK
+        st.message = AdapterStatus(self.mode, self.requested, self.waiting, self.fault).text()
+        st.values = [KeyValue(key="mode", value=self.mode.value),
+                     KeyValue(key="requested", value=self.requested.value),
+                     KeyValue(key="policy_timeout_s",
+                              value=f"{self.supervisor.policy_timeout():.2f}")]
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
 
     def _tick(self) -> None:
         try:
@@ -150,13 +257,42 @@ class ChunkAdapterNode(Node):
             self.get_logger().error(f"control tick failed, holding: {type(exc).__name__}: "
                                     f"{exc}", throttle_duration_sec=1.0)
 
+    def _supervise(self, now: float) -> None:
+        """Feed the watchdogs from this tick's inputs; a fault ends the driving mode."""
+        jumped = self.supervisor.clock_jump(now)
+        if jumped:
+            self.chunk_executor.reset(None)
+            if self.mode is not Mode.HOLD:
+                self._on_fault(now, jumped)
+            else:
+                self.get_logger().warning(jumped)
+            return
+        if self.mode is Mode.HOLD:
+            return
+        if not self.needs_measured_pose or not isinstance(
+                self.measured.state(now, self.max_state_age), Rejection):
+            self.supervisor.state.feed(now)
+        if self.mode is Mode.TELEOP and not isinstance(self.teleop_target(now), Rejection):
+            self.supervisor.leader.feed(now)
+        reason = self.supervisor.check(self.mode, now)
+        if reason is None and self._mode_source_seen and self._ticks % 10 == 0 \
+                and self.count_publishers(self._mode_topic) == 0:
+            reason = f"mode source lost: nothing publishes {self._mode_topic}"
+        if reason:
+            self._on_fault(now, reason)
+
+    @property
+    def _mode_topic(self) -> str:
+        return self.resolve_topic_name("mode")
+
     def _control_tick(self) -> None:
         now = self.now()
         self._ticks += 1
+        self._supervise(now)
         if self.mode is Mode.HOLD:
             self.hold_tick(now)
-            if self.pending_mode is not None and self.engage_blocker() is None:
-                self.request_mode(self.pending_mode)
+            if self.pending_mode is not None:
+                self._try_engage(now)
         if self.mode is Mode.POLICY:
             cmd = self.chunk_executor.step(now)
             if cmd is not None:
@@ -171,6 +307,7 @@ class ChunkAdapterNode(Node):
                                                 self.spec.dt)
                 self.chunk_executor.set_last_command(position)
                 self.send(position)
+        self._publish_status(force=False)
         if self._ticks % max(1, round(0.1 / self.spec.dt)) == 0:
             planned, _ = self.chunk_executor.planned(now + self.lookahead)
             if planned is not None:  # shown as it would be commanded: inside the limits

@@ -101,13 +101,16 @@ class AlohaAdapter(ChunkAdapterNode):
     def engage_blocker(self) -> str | None:
         return self.sequence.blocker()
 
+    def refusal(self) -> str | None:
+        if self.sequence.phase in (Phase.FAILED, Phase.ASLEEP):
+            return self.sequence.blocker()
+        return None
+
     def hold_tick(self, now: float) -> None:
         if self.pending_mode is not None and self.sequence.phase in (Phase.FAILED,
                                                                      Phase.ASLEEP):
             # Refused, not deferred: ~/start must not engage a mode asked for long before.
-            self.get_logger().error(f"{self.pending_mode.value} refused: "
-                                    f"{self.sequence.blocker()}")
-            self.pending_mode = None
+            self.refuse(f"{self.pending_mode.value} refused: {self.sequence.blocker()}")
         self._service_tick()
         measured = self.measured.state(now, self.max_state_age)
         cmd = self.sequence.step(None if isinstance(measured, Rejection) else measured,

@@ -42,6 +42,7 @@ class VelocityAdapter(ChunkAdapterNode):
             self.pub = self.create_publisher(Float64MultiArray, "commands", qos.COMMAND)
         if not self.is_velocity:
             self.subscribe_joint_states("joint_states", self.measured, self.measured.robots())
+        self.needs_measured_pose = not self.is_velocity
         self._previous: np.ndarray | None = None
 
     def handover_pose(self, now: float) -> np.ndarray | Rejection:
@@ -53,6 +54,9 @@ class VelocityAdapter(ChunkAdapterNode):
         self._previous = None if mode is Mode.HOLD else self.chunk_executor.last_command
         if previous is not Mode.HOLD and mode is not previous:
             self._publish(np.zeros(self.spec.action_dim))
+
+    def hold_at(self, measured: np.ndarray) -> None:
+        """Leaving a driving mode already sent zero velocity (on_mode_change)."""
 
     def send(self, position: np.ndarray) -> None:
         if self.is_velocity:

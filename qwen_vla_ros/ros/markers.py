@@ -50,9 +50,10 @@ def mode_menu_marker(mode: Mode, frame_id: str, name: str = "mode") -> Interacti
     return im
 
 
-def mode_text_marker(mode: Mode, frame_id: str, stamp) -> Marker:
+def mode_text_marker(mode: Mode, frame_id: str, stamp, note: str = "") -> Marker:
+    """The mode as text; ``note``: why (e.g. the fault that brought it to HOLD), below it."""
     m = Marker(ns="qwen_vla_mode", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,
-               text=mode.value, color=_color(mode))
+               text=mode.value + (f"\n{note}" if note else ""), color=_color(mode))
     m.header.frame_id = frame_id
     m.header.stamp = stamp
     m.pose.position.z = 0.75

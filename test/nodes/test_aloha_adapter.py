@@ -47,6 +47,7 @@ class XsRig:
                        ("leader_left", "leader_right")}
         self.leader_grip = {r: L_OPEN for r in self.leader}
         self.leaders_on = True
+        self.followers_on = True
         self.motors = {r: XsMotors(tuple(ARM)) for r in [*self.follower, *self.leader]}
         for r, m in self.motors.items():
             serve_xs_services(node, r, m)
@@ -89,7 +90,7 @@ class XsRig:
 
     def publish_states(self):
         stamp = sec_to_stamp(self.now(), Time)
-        for r, q in self.follower.items():
+        for r, q in self.follower.items() if self.followers_on else ():
             finger = FINGER_CLOSED + (self.follower_grip[r] - F_CLOSED) / (F_OPEN - F_CLOSED) \
                 * (FINGER_OPEN - FINGER_CLOSED)
             msg = JointState(name=[*ARM, "gripper", "left_finger", "right_finger"],
@@ -184,14 +185,17 @@ def test_teleop_ramps_followers_to_leaders_within_velocity_limit(stack):
                                atol=1e-4)
 
 
-def test_teleop_holds_when_leaders_go_stale(stack):
+def test_teleop_stops_following_when_leaders_go_stale(stack):
+    """Stale leaders: HOLD (after max_state_age + teleop_timeout; test_faults times it), no
+    further commands, and TELEOP again only when asked."""
     rig, _ = stack
     rig.leaders_on = False
-    time.sleep(0.4)
+    time.sleep(1.0)
     n = len(rig.groups)
     time.sleep(0.5)
     assert len(rig.groups) == n, "forwarded stale leader states"
     rig.leaders_on = True
+    call(rig, "engage_teleop")
     assert wait_for(lambda: len(rig.groups) > n)
 
 

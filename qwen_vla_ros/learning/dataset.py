@@ -138,7 +138,7 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
     """Samples of one bag (no cache), or why there are none. ``at_ticks``: assemble the
     observations at these clock times instead (every one, whatever the mode)."""
     from qwen_vla_ros.replay.bagio import BagError, open_bag
-    from qwen_vla_ros.replay.offline import Clock
+    from qwen_vla_ros.replay.clock import Clock
     from qwen_vla_ros.ros.conversions import ImageConversionError, msg_to_rgb, stamp_to_sec
 
     try:

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from qwen_vla_ros.replay.bagio import BagError, BagReadError, BagSource, open_bag
+from qwen_vla_ros.replay.clock import Clock
 from qwen_vla_ros.ros.conversions import (
     ImageConversionError,
     msg_to_rgb,
@@ -120,28 +121,6 @@ class ReplayResult:
     @property
     def chunks(self) -> list[TickResult]:
         return [r for r in self.ticks if r.actions is not None]
-
-
-class Clock:
-    """Bag log time <-> the clock the nodes ran on (/clock if recorded, else log time)."""
-
-    def __init__(self, log_ns: np.ndarray, clock_s: np.ndarray, start_ns: int) -> None:
-        self.log_ns, self.clock_s, self.start_ns = log_ns, clock_s, start_ns
-        self.recorded = len(log_ns) > 0
-
-    def at(self, log_ns: int) -> float | None:
-        if not self.recorded:
-            return log_ns * 1e-9
-        i = int(np.searchsorted(self.log_ns, log_ns, side="right")) - 1
-        return float(self.clock_s[i]) if i >= 0 else None
-
-    def log_of(self, clock: float) -> int:
-        if not self.recorded:
-            return round(clock * 1e9)
-        return int(np.interp(clock, self.clock_s, self.log_ns.astype(np.float64)))
-
-    def rel(self, clock: float) -> float:
-        return (self.log_of(clock) - self.start_ns) * 1e-9
 
 
 # ---- reading what the live system recorded ---------------------------------------------------

@@ -155,13 +155,13 @@ def plot_joints(result, spec: EmbodimentSpec, recorded, path: Path) -> Path:
     clock = result.clock
     paths = []
     for r in result.chunks:  # each chunk over its horizon, on the bag's time axis
-        tk = np.array([clock.rel(r.stamp + k * r.dt) for k in range(len(r.actions))])
+        tk = np.array([clock.axis_of_clock(r.stamp + k * r.dt) for k in range(len(r.actions))])
         paths.append((tk, r.actions))
     tm = np.array([t for t, _ in recorded.measured]) if recorded else np.zeros(0)
     m = np.array([v for _, v in recorded.measured]) if recorded and recorded.measured else None
     tc = np.array([t for t, _ in recorded.commands]) if recorded else np.zeros(0)
     c = np.array([v for _, v in recorded.commands]) if recorded and recorded.commands else None
-    t_end = result.source.duration
+    t_end = clock.axis(result.source.start_ns + round(result.source.duration * 1e9))
     modes = recorded.modes if recorded else []
     for i, ax in enumerate(axes.flat):
         if i >= n:
@@ -182,7 +182,7 @@ def plot_joints(result, spec: EmbodimentSpec, recorded, path: Path) -> Path:
     axes.flat[0].plot([], [], color="#16a34a", lw=0.8, label="replayed chunks")
     axes.flat[0].legend(fontsize=7, loc="upper right")
     for ax in axes[-1]:
-        ax.set_xlabel("time since bag start (s)")
+        ax.set_xlabel(f"{clock.time_base} (s)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -16,7 +16,9 @@ MODE_COLORS = {"TELEOP": "#3b82f6", "POLICY": "#22c55e", "HOLD": "#9ca3af"}
 
 @dataclass
 class BagData:
-    t0: float = 0.0  # first receive time (s); every time below is relative to it
+    # Every time below is on one axis (replay/clock.py): sim seconds when the bag has /clock,
+    # else seconds since the bag's first message.
+    time_base: str = ""
     commands: list[tuple[float, np.ndarray]] = field(default_factory=list)  # 14-vectors
     command_times: list[float] = field(default_factory=list)  # first arm's group commands
     # each command stream in its own order: (robot, "arm"|"gripper") -> [(t, values)]
@@ -34,6 +36,7 @@ def read_aloha_bag(path: Path, spec: EmbodimentSpec) -> BagData:
     """Commands, measured joints, modes, diagnostics and episode results of an ALOHA bag.
     A damaged bag gives what was readable, with the reason in ``errors``."""
     from qwen_vla_ros.replay.bagio import BagReadError, open_bag
+    from qwen_vla_ros.replay.clock import Clock
 
     source = open_bag(path)
     store = source.typestore()
@@ -46,7 +49,8 @@ def read_aloha_bag(path: Path, spec: EmbodimentSpec) -> BagData:
                         None) for r in robots}
     current = np.full(spec.action_dim, np.nan)
     latest_measured = {r: None for r in robots}
-    data.t0 = source.start_ns * 1e-9
+    clock = Clock.from_source(source, store)
+    data.time_base = clock.time_base
     data.counts = dict(source.counts)
     data.chunks = source.counts.get("/policy_node/action_chunk", 0)
     # Only what the summary decodes: no images, clock or chunks (counted above).
@@ -56,7 +60,7 @@ def read_aloha_bag(path: Path, spec: EmbodimentSpec) -> BagData:
               if t not in source.unknown and typ not in skip]
     try:
         for topic, stamp, raw in source.messages(topics):
-            t = stamp * 1e-9 - data.t0
+            t = clock.axis(stamp)
             msg = store.deserialize_cdr(raw, source.topics[topic])
             robot = topic.split("/")[1]
             if topic.endswith("/commands/joint_group") and robot in robots:
@@ -116,9 +120,16 @@ def summarize(data: BagData, spec: EmbodimentSpec) -> dict[str, Any]:
     cmds = np.array([c for _, c in data.commands]) if data.commands else np.zeros((0, 14))
     out: dict[str, Any] = {"commands": len(cmds), "chunks": data.chunks,
                            "topics": dict(sorted(data.counts.items()))}
+    out["time_base"] = data.time_base
     if len(data.command_times) > 2:
-        dt = np.diff(np.array(data.command_times))
-        out["control_rate_hz"] = float(1.0 / np.median(dt))
+        ct = np.array(data.command_times)
+        dt = np.diff(ct)
+        # Commands per second while commanding: intervals up to 0.25 s (HOLD sends nothing).
+        # Counted over spans, not a median of single periods: sim-time readings are
+        # quantised to /clock's step, so one period can read 0 or two steps.
+        busy = dt[dt <= 0.25]
+        if busy.sum() > 0:
+            out["control_rate_hz"] = float(len(busy) / busy.sum())
         out["command_period_ms_p99"] = float(np.percentile(dt, 99) * 1e3)
     out["inference_ms"] = {"p50": _num(data.diagnostics.get("inference_ms_p50")),
                            "p99": _num(data.diagnostics.get("inference_ms_p99"))}
@@ -197,7 +208,7 @@ def plot(data: BagData, spec: EmbodimentSpec, path: Path) -> Path:
     handles = [plt.Rectangle((0, 0), 1, 1, color=col, alpha=0.3) for col in MODE_COLORS.values()]
     fig.legend(handles, list(MODE_COLORS), loc="upper center", ncol=3, fontsize=8)
     for ax in axes[-1]:
-        ax.set_xlabel("time (s)")
+        ax.set_xlabel(f"{data.time_base or 'time'} (s)")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=80)
     plt.close(fig)

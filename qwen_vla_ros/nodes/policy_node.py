@@ -89,6 +89,7 @@ class PolicyNode(LifecycleNode):
         self.active = False
         self.status = "unconfigured"
         self.last_error = ""
+        self._blind_since: float | None = None  # since when every observation was rejected
         self.spec = None
         self._entities: list = []
         self.latency = LatencyStats()
@@ -267,11 +268,16 @@ class PolicyNode(LifecycleNode):
     def _request_chunk(self) -> None:
         if not self.active or self.worker is None or not self.worker.idle():
             return
+        now = self.now()
         with self._lock:
-            request = self.loop.request(self.now())
+            request = self.loop.request(now)
         if isinstance(request, Rejection):
-            self._warn("obs", str(request))
+            # A camera or arm gone quiet: every tick is rejected; shown as ERROR after 0.5 s.
+            self._blind_since = now if self._blind_since is None else self._blind_since
+            self._warn("obs", f"no valid observation for {now - self._blind_since:.1f} s: "
+                              f"{request}")
             return
+        self._blind_since = None
         self.last_obs_age = request.age
         self.obs_age.add(request.age * 1e3)
         self.worker.submit(request)
@@ -317,8 +323,9 @@ class PolicyNode(LifecycleNode):
         p50, p99 = self.latency.percentile(50), self.latency.percentile(99)
         st = DiagnosticStatus(name="qwen_vla_ros: policy",
                               hardware_id=self.spec.name if self.spec else "")
+        blind = self._blind_since is not None and self.now() - self._blind_since > 0.5
         st.level = (DiagnosticStatus.OK if self.status == "ok" else
-                    DiagnosticStatus.ERROR if self.last_error and not self.active else
+                    DiagnosticStatus.ERROR if (self.last_error and not self.active) or blind else
                     DiagnosticStatus.WARN)
         st.message = self.status
         st.values = [

@@ -67,12 +67,17 @@ def test_lifecycle_deactivate_stops_chunks_and_cleanup_releases(ros, tiny_policy
     cams = {c: rig.create_publisher(Image, f"{c}/image_raw", qos.SENSOR)
             for c in ("cam_high", "cam_wrist")}
     js = rig.create_publisher(JointState, "joint_states", qos.SENSOR)
-    bad = {"encoding": False, "step": False, "names": False}
+    bad = {"encoding": False, "step": False, "names": False, "stop": False}
+    from diagnostic_msgs.msg import DiagnosticArray
+    diags = []
+    rig.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     frame = np.zeros((60, 80, 3), np.uint8)
 
     def publish():
         stamp = rig.get_clock().now().to_msg()
         for name, pub in cams.items():
+            if bad["stop"] and name == "cam_high":
+                continue  # a camera gone quiet
             msg = rgb_to_image(frame, Image, stamp=stamp)
             if bad["encoding"] and name == "cam_high":
                 msg.encoding = "16UC1"
@@ -102,6 +107,15 @@ def test_lifecycle_deactivate_stops_chunks_and_cleanup_releases(ros, tiny_policy
                 assert len(chunks) <= count + 1, f"kept inferring with bad {case}"
                 bad[case] = False
                 assert wait_for(lambda c=count: len(chunks) > c + 1), f"no recovery after {case}"
+            # A camera stops: every tick is rejected, which /diagnostics shows as ERROR.
+            bad["stop"] = True
+            assert wait_for(lambda: "no valid observation" in node.status
+                            and "cam_high" in node.status, 5), node.status
+            assert wait_for(lambda: any(st.level == b"\x02" or st.level == 2
+                                        for a in diags[-2:] for st in a.status
+                                        if "cam_high" in st.message), 5), diags[-1:]
+            bad["stop"] = False
+            assert wait_for(lambda: node.status == "ok", 5), node.status
             assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
             time.sleep(0.3)
             count = len(chunks)

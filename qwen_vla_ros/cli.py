@@ -56,24 +56,28 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.which == "vln":
-        from qwen_vla_ros.demo_vln import format_vln_summary, run_vln_demo
+    vln = args.which == "vln"
+    out = Path("out/demo_vln" if vln and args.out == "out/demo" else args.out)
 
-        out = Path(args.out if args.out != "out/demo" else "out/demo_vln")
-        summary = run_vln_demo(out=out, seconds=args.seconds, checkpoint=args.checkpoint,
-                               seed=args.seed, instruction=args.instruction or
-                               "go to the red box", rate_factor=args.rate_factor)
-        print(format_vln_summary(summary))
+    def run() -> None:
+        if vln:
+            from qwen_vla_ros.demo_vln import format_vln_summary, run_vln_demo
+
+            summary = run_vln_demo(out=out, seconds=args.seconds, checkpoint=args.checkpoint,
+                                   seed=args.seed, instruction=args.instruction or
+                                   "go to the red box", rate_factor=args.rate_factor)
+            print(format_vln_summary(summary))
+        else:
+            from qwen_vla_ros.demo import format_summary, run_sim_demo
+
+            summary = run_sim_demo(out=out, seconds=args.seconds,
+                                   teleop_seconds=args.teleop_seconds,
+                                   checkpoint=args.checkpoint, seed=args.seed,
+                                   rate_factor=args.rate_factor)
+            print(format_summary(summary))
         print(f"wrote {out / 'summary.json'}")
-        return 0
-    from qwen_vla_ros.demo import format_summary, run_sim_demo
 
-    summary = run_sim_demo(out=Path(args.out), seconds=args.seconds,
-                           teleop_seconds=args.teleop_seconds, checkpoint=args.checkpoint,
-                           seed=args.seed, rate_factor=args.rate_factor)
-    print(format_summary(summary))
-    print(f"wrote {Path(args.out) / 'summary.json'}")
-    return 0
+    return _one_line_errors("demo", run, out=out)
 
 
 def _mapping(items: list[str] | None, what: str) -> dict[str, str]:
@@ -87,59 +91,58 @@ def _mapping(items: list[str] | None, what: str) -> dict[str, str]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from qwen_vla_ros.replay.bagio import BagError
     from qwen_vla_ros.replay.offline import ReplayOptions, replay
 
-    opts = ReplayOptions(
-        bag=args.bag, checkpoint=args.checkpoint, out=args.out, embodiment=args.embodiment,
-        start=args.start, end=args.end, instruction=args.instruction, ticks=args.ticks,
-        rate_hz=args.rate, max_age=args.max_age, flow_steps=args.steps, seed=args.seed,
-        rtc_prefix_steps=args.rtc_prefix_steps, device=args.device, dtype=args.dtype,
-        policy_ns=args.policy_ns,
-        camera_topics=_mapping(args.camera_topic, "--camera-topic"),
-        joint_state_topics=_mapping(args.joint_state_topic, "--joint-state-topic"),
-        progress=not args.no_progress)
-    try:
+    incomplete = []
+
+    def run() -> None:
+        opts = ReplayOptions(
+            bag=args.bag, checkpoint=args.checkpoint, out=args.out, embodiment=args.embodiment,
+            start=args.start, end=args.end, instruction=args.instruction, ticks=args.ticks,
+            rate_hz=args.rate, max_age=args.max_age, flow_steps=args.steps, seed=args.seed,
+            rtc_prefix_steps=args.rtc_prefix_steps, device=args.device, dtype=args.dtype,
+            policy_ns=args.policy_ns,
+            camera_topics=_mapping(args.camera_topic, "--camera-topic"),
+            joint_state_topics=_mapping(args.joint_state_topic, "--joint-state-topic"),
+            progress=not args.no_progress)
         result = replay(opts, log=lambda m: print(m, file=sys.stderr))
-    except BagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    rep = result.report
-    lv = rep.get("live_vs_replay") or {}
-    print(f"replayed {rep['ticks']} ticks ({rep['tick_source']}), {rep['chunks']} chunks, "
-          f"{rep['speed_x_realtime']} x real time")
-    if lv:
-        print(f"live vs replay: {lv['compared']} chunks, max |diff| {lv['max_abs_diff']:.3g}")
-    for err in result.errors:
-        print(f"warning: {err}", file=sys.stderr)
-    print(f"wrote {result.out_bag} and {Path(args.out) / 'report.html'}")
-    if result.incomplete:
-        print("error: the bag was not fully replayed: " + "; ".join(result.incomplete),
+        rep = result.report
+        lv = rep.get("live_vs_replay") or {}
+        print(f"replayed {rep['ticks']} ticks ({rep['tick_source']}), {rep['chunks']} chunks, "
+              f"{rep['speed_x_realtime']} x real time")
+        if lv:
+            print(f"live vs replay: {lv['compared']} chunks, max |diff| "
+                  f"{lv['max_abs_diff']:.3g}")
+        for err in result.errors:
+            print(f"warning: {err}", file=sys.stderr)
+        print(f"wrote {result.out_bag} and {Path(args.out) / 'report.html'}")
+        incomplete.extend(result.incomplete)
+
+    code = _one_line_errors("replay", run, out=Path(args.out))
+    if code == 0 and incomplete:  # the report stays: it says what was replayed
+        print("qwen-vla-ros replay: the bag was not fully replayed: " + "; ".join(incomplete),
               file=sys.stderr)
         return 2
-    return 0
+    return code
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from qwen_vla_ros.replay.bagio import BagError
     from qwen_vla_ros.replay.play import play
 
-    topics = list(args.topic or [])
-    if args.inputs_of:
-        from qwen_vla_ros.bringup import load_bringup
-        from qwen_vla_ros.replay.bagio import open_bag
+    def run() -> None:
+        topics = list(args.topic or [])
+        if args.inputs_of:
+            from qwen_vla_ros.bringup import load_bringup
+            from qwen_vla_ros.replay.bagio import open_bag
 
-        present = open_bag(args.bag).topics
-        topics += [t for t in load_bringup(args.inputs_of).bag_topics if t in present]
-    try:
+            present = open_bag(args.bag).topics
+            topics += [t for t in load_bringup(args.inputs_of).bag_topics if t in present]
         stats = play(args.bag, rate=args.rate, topics=topics or None,
                      clock=args.clock, start=args.start, loop=args.loop)
-    except BagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"published {stats['messages']} messages in {stats['wall_s']:.1f} s "
-          f"({stats['skipped_topics']} topics skipped)")
-    return 0
+        print(f"published {stats['messages']} messages in {stats['wall_s']:.1f} s "
+              f"({stats['skipped_topics']} topics skipped)")
+
+    return _one_line_errors("play", run)
 
 
 def cmd_bringup(args: argparse.Namespace) -> int:
@@ -155,14 +158,20 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_line_errors(command: str, run: Callable[[], object]) -> int:
-    """Run a command; a bad argument, file or checkpoint is one line on stderr, exit 2."""
+def _one_line_errors(command: str, run: Callable[[], object], out: Path | None = None) -> int:
+    """Run a command; a bad argument, file or checkpoint is one line on stderr, exit 2, and an
+    output directory this run created is removed again (nothing half-written is left)."""
+    import shutil
+
     from qwen_vla_ros.errors import QwenVLAError
 
+    fresh = out is not None and not out.exists()
     try:
         run()
     except (QwenVLAError, ValueError, TimeoutError, OSError) as exc:
         print(f"qwen-vla-ros {command}: {exc}", file=sys.stderr)
+        if fresh and out.exists():
+            shutil.rmtree(out, ignore_errors=True)
         return 2
     return 0
 

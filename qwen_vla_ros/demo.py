@@ -23,24 +23,36 @@ from typing import Any
 from qwen_vla_ros.paths import share_dir
 
 
-def ensure_checkpoint(out: Path, checkpoint: Path | None, seed: int) -> Path:
+def ensure_checkpoint(out: Path, checkpoint: Path | None, seed: int,
+                      embodiment: str = "aloha") -> Path:
+    """The checkpoint the demo runs (a random-init tiny one if none is given). A given one is
+    loaded first, so a bad one is an error here, not a policy_node that never publishes."""
     if checkpoint is not None:
+        from qwen_vla_ros.errors import CheckpointError
+        from qwen_vla_ros.model.checkpoint import load_policy
+
+        policy = load_policy(checkpoint)
+        if embodiment not in policy.embodiments:
+            raise CheckpointError(f"{checkpoint}: no '{embodiment}' embodiment (has "
+                                  f"{sorted(policy.embodiments)})")
+        del policy
         return checkpoint
     path = out / "checkpoint"
     if not (path / "qwen_vla.json").exists():
         from qwen_vla_ros.model.presets import build_preset
 
-        build_preset("tiny", ["aloha"], seed=seed).save_pretrained(path)
+        build_preset("tiny", [embodiment], seed=seed).save_pretrained(path)
     return path
 
 
 def _call(client) -> None:
     from qwen_vla_ros.ros.services import call_trigger
 
-    # An engage call is answered once the adapters engaged (mode_manager confirm_timeout_s).
-    response = call_trigger(client, timeout=25.0, attempts=3)
+    response = call_trigger(client)
     if not response.success:
-        raise RuntimeError(f"service {client.srv_name} refused: {response.message}")
+        from qwen_vla_ros.errors import QwenVLAError
+
+        raise QwenVLAError(f"service {client.srv_name} refused: {response.message}")
 
 
 @contextmanager

@@ -48,24 +48,15 @@ def vln_topics():
     return out
 
 
-def ensure_vln_checkpoint(out: Path, checkpoint: Path | None, seed: int) -> Path:
-    if checkpoint is not None:
-        return checkpoint
-    path = out / "checkpoint"
-    if not (path / "qwen_vla.json").exists():
-        from qwen_vla_ros.model.presets import build_preset
-
-        build_preset("tiny", ["vln"], seed=seed).save_pretrained(path)
-    return path
-
-
 def run_vln_demo(out: Path, seconds: float = 20.0, checkpoint: Path | None = None,
                  seed: int = 0, instruction: str = "go to the red box",
                  rate_factor: float = 1.0, log=print) -> dict[str, Any]:
     from qwen_vla_ros.demo import running_bringup
 
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = ensure_vln_checkpoint(out, checkpoint, seed)
+    from qwen_vla_ros.demo import ensure_checkpoint
+
+    ckpt = ensure_checkpoint(out, checkpoint, seed, embodiment="vln")
     bag = out / "bag"
     values = {"checkpoint": str(ckpt), "instruction": instruction,
               "rate_factor": str(rate_factor)}

@@ -110,8 +110,15 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu",
     if not stats_path.exists():
         raise CheckpointError(f"checkpoint is missing {STATS_FILE}")
     stats = NormStats.load(stats_path)
-    backbone = VLMBackbone.from_pretrained(directory / BACKBONE_DIR, config.backbone_layers,
-                                           dtype=torch_dtype)
+    try:  # transformers' / tokenizers' own errors, named as this checkpoint's
+        backbone = VLMBackbone.from_pretrained(directory / BACKBONE_DIR, config.backbone_layers,
+                                               dtype=torch_dtype)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{directory / BACKBONE_DIR}: cannot load the backbone: "
+                              f"{first}") from exc
     decoder = ActionDecoder(config.decoder)
     load_decoder_state(decoder, directory / DECODER_FILE)
     policy = QwenVLAPolicy(backbone, decoder, config, embodiments, stats)

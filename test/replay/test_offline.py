@@ -185,6 +185,26 @@ def test_cli_exit_codes(bag, tmp_path, tiny_checkpoint):
                  "--end", "1.0"]) == 0
 
 
+def test_cli_bad_checkpoint_is_one_line_exit_2_and_no_output_left(bag, tmp_path, capsys,
+                                                                   tiny_checkpoint):
+    from qwen_vla_ros.cli import main
+
+    bad = tmp_path / "bad_ckpt"
+    shutil.copytree(tiny_checkpoint, bad)
+    cfg = bad / "backbone" / "config.json"
+    cfg.write_text(cfg.read_text()[:100])  # a truncated copy
+    capsys.readouterr()
+    for argv, out in ((["replay", str(bag), "--checkpoint", str(bad), "--no-progress"], "r"),
+                      (["demo", "--checkpoint", str(bad), "--seconds", "1"], "d")):
+        assert main([*argv, "--out", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "config.json" in err[0] and "backbone" in err[0], err
+        assert not (tmp_path / out).exists(), f"{argv[0]} left {out}/ behind"
+    assert main(["play", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0], err
+
+
 def test_truncated_mcap_keeps_what_was_readable(tmp_path, tiny_policy, tiny_checkpoint):
     whole = tmp_path / "whole"
     write_bag(whole, storage="mcap")

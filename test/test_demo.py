@@ -56,6 +56,31 @@ def test_bag_is_readable_by_rosbags_with_the_replay_topic_set(demo):
         assert len(chunk.joint_names) == 14 and len(chunk.points) == 50
 
 
+def test_bag_metadata_is_what_rosbag2_writes(demo):
+    """ros_distro, the publishers' offered QoS per topic (ros2 bag play decides reliability
+    and durability from it) and each MCAP channel's topic_type_hash, as rosbag2 records."""
+    import yaml
+
+    out, _, _ = demo
+    meta = yaml.safe_load((out / "bag" / "metadata.yaml").read_text())
+    meta = meta["rosbag2_bagfile_information"]
+    assert meta["ros_distro"] == "jazzy"
+    topics = {t["topic_metadata"]["name"]: t["topic_metadata"]
+              for t in meta["topics_with_message_count"]}
+    for name, tm in topics.items():
+        assert tm["offered_qos_profiles"], f"{name}: no offered QoS"
+        assert tm["type_description_hash"].startswith("RIHS01_"), name
+    durability = {n: tm["offered_qos_profiles"][0]["durability"] for n, tm in topics.items()}
+    assert durability["/mode_manager/mode"] == "transient_local"
+    assert durability["/follower_left/commands/joint_group"] == "volatile"
+    # aloha_sim publishes cameras with the sensor-data profile: best effort
+    assert topics["/cam_high/image_raw"]["offered_qos_profiles"][0]["reliability"] == \
+        "best_effort"
+    data = next((out / "bag").glob("*.mcap")).read_bytes()
+    assert data.count(b"topic_type_hash") >= len(topics)  # channel records (+ summary copy)
+    assert data.count(b"ros_distro: jazzy") == 1 and b"ros_distro: rosbags" not in data
+
+
 def test_teleop_waited_for_the_start_up_sequence(demo):
     """TELEOP is requested at once; the adapter first sets the sim's xs_sdk modes and moves
     to START_ARM_POSE, and only then follows the leaders (read back with rosbags)."""

@@ -462,11 +462,11 @@ class _BagWriter:
     def close(self) -> Path:
         import shutil
 
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from qwen_vla_ros.replay.bagwriter import Rosbag2Writer
 
         if self.path.exists():
             shutil.rmtree(self.path)
-        writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        writer = Rosbag2Writer(self.path)
         writer.open()
         conns = {t: writer.add_connection(t, typ, typestore=self.store)
                  for t, typ in self.TOPICS.items()}

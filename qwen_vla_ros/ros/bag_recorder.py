@@ -38,9 +38,8 @@ def ros_type_name(msg_cls) -> str:
     return f"{module}/msg/{msg_cls.__name__}"
 
 
-def _offered(profile) -> tuple:
-    """The rosbags Qos of a latched profile (so players republish it latched), else ()."""
-    from rclpy.qos import DurabilityPolicy
+def _qos(profile):
+    """rclpy QoSProfile -> rosbags Qos (the enums share rmw's values)."""
     from rosbags.interfaces import (
         Qos,
         QosDurability,
@@ -50,12 +49,22 @@ def _offered(profile) -> tuple:
         QosTime,
     )
 
-    if getattr(profile, "durability", None) != DurabilityPolicy.TRANSIENT_LOCAL:
-        return ()
-    never = QosTime(0, 0)
-    return (Qos(QosHistory.KEEP_LAST, int(profile.depth), QosReliability.RELIABLE,
-                QosDurability.TRANSIENT_LOCAL, never, never, QosLiveliness.AUTOMATIC, never,
-                False),)
+    def t(d) -> QosTime:
+        ns = int(d.nanoseconds)
+        return QosTime(ns // 1_000_000_000, ns % 1_000_000_000)
+
+    return Qos(QosHistory(int(profile.history)), int(profile.depth),
+               QosReliability(int(profile.reliability)), QosDurability(int(profile.durability)),
+               t(profile.deadline), t(profile.lifespan), QosLiveliness(int(profile.liveliness)),
+               t(profile.liveliness_lease_duration),
+               bool(profile.avoid_ros_namespace_conventions))
+
+
+def offered_qos(node, topic: str, fallback) -> tuple:
+    """What the topic's publishers offer (one entry each, as rosbag2 records them); the
+    subscription's own profile when no publisher is in the graph any more."""
+    infos = node.get_publishers_info_by_topic(topic)
+    return tuple(_qos(i.qos_profile) for i in infos) or (_qos(fallback),)
 
 
 class BagRecorder:
@@ -63,27 +72,35 @@ class BagRecorder:
 
     def __init__(self, node, path: Path, topics: Sequence[tuple[str, type, object]],
                  on_message: Callable[[str, bytes, int], None] | None = None) -> None:
+        self.node = node
         self.store = typestore()
         self.lock = threading.Lock()
         self.on_message = on_message
-        self.topics = [(name, ros_type_name(cls), profile) for name, cls, profile in topics]
+        self.topics = {name: (ros_type_name(cls), profile) for name, cls, profile in topics}
         self._open(Path(path))
         for name, cls, profile in topics:
             node.create_subscription(cls, name, self._callback(name), profile, raw=True)
 
     def _open(self, path: Path) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from qwen_vla_ros.replay.bagwriter import Rosbag2Writer
 
         self.path = path
-        self.writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer = Rosbag2Writer(self.path)
         self.writer.open()
         self.counts: dict[str, int] = {}
-        self.connections = {
-            name: self.writer.add_connection(name, typename, typestore=self.store,
-                                             serialization_format="cdr",
-                                             offered_qos_profiles=_offered(profile))
-            for name, typename, profile in self.topics}
+        # A topic joins the bag with its first message, with its publishers' offered QoS
+        # (as ros2 bag record does): the publishers are known by then.
+        self.connections: dict[str, object] = {}
         self.closed = False
+
+    def _connection(self, topic: str):
+        conn = self.connections.get(topic)
+        if conn is None:
+            typename, profile = self.topics[topic]
+            conn = self.connections[topic] = self.writer.add_connection(
+                topic, typename, typestore=self.store, serialization_format="cdr",
+                offered_qos_profiles=offered_qos(self.node, topic, profile))
+        return conn
 
     def restart(self, path: Path) -> None:
         """Close the current bag and record on into a new one at ``path`` (episodes)."""
@@ -98,7 +115,7 @@ class BagRecorder:
             with self.lock:
                 if self.closed:
                     return
-                self.writer.write(self.connections[topic], stamp, bytes(raw))
+                self.writer.write(self._connection(topic), stamp, bytes(raw))
                 self.counts[topic] = self.counts.get(topic, 0) + 1
             if self.on_message is not None:
                 self.on_message(topic, raw, stamp)

@@ -218,11 +218,8 @@ def node_class(executable: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def create_node(entry: NodeEntry, extra_overrides: Mapping[str, Any] | None = None):
-    """Instantiate one node as ros2 launch would start it (params files, -p, -r)."""
-    from rclpy.parameter import Parameter
-
-    cls = node_class(entry.executable)
+def _ros_args(entry: NodeEntry) -> list[str]:
+    """--ros-args of a node as ros2 launch starts it: its params files and remappings."""
     cli = ["--ros-args"]
     for p in entry.parameters:
         cli += ["--params-file", str(share_dir() / p)]
@@ -230,9 +227,30 @@ def create_node(entry: NodeEntry, extra_overrides: Mapping[str, Any] | None = No
         if src.startswith("~/"):  # private names: every node here is named as its executable
             src = f"/{entry.executable}/{src[2:]}"
         cli += ["-r", f"{src}:={dst}"]
+    return cli
+
+
+def create_node(entry: NodeEntry, extra_overrides: Mapping[str, Any] | None = None):
+    """Instantiate one node as ros2 launch would start it (params files, -p, -r)."""
+    from rclpy.parameter import Parameter
+
+    cls = node_class(entry.executable)
     overrides = {**entry.overrides, **(extra_overrides or {})}
     params = [Parameter(k, value=v) for k, v in overrides.items()]
-    return cls(cli_args=cli, parameter_overrides=params)
+    return cls(cli_args=_ros_args(entry), parameter_overrides=params)
+
+
+def process_command(entry: NodeEntry, overrides_file: Path,
+                    extra_overrides: Mapping[str, Any] | None = None) -> list[str]:
+    """The command line that starts one node as its own process, as ros2 launch would; the
+    overrides go to ``overrides_file`` (a params file written here)."""
+    import sys
+
+    overrides = {**entry.overrides, **(extra_overrides or {})}
+    overrides_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": overrides}}))
+    module = EXECUTABLES[entry.executable][0]
+    return [sys.executable, "-m", module, *_ros_args(entry), "--params-file",
+            str(overrides_file)]
 
 
 def run(name: str, values: Mapping[str, str] | None = None) -> None:

@@ -90,6 +90,14 @@ class ChunkAdapterNode(Node):
         self.measured_pub = self.create_publisher(JointState, "~/joint_states", qos.COMMAND)
         self._ticks = 0
         self._status_key: tuple | None = None  # the first control tick publishes the status
+        # A backward jump (a bag or sim restarting its clock) is caught when it happens, even
+        # if the clock moves on before the next control tick.
+        from rclpy.clock import JumpThreshold
+        from rclpy.duration import Duration
+
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1_000_000),
+                          on_clock_change=False), post_callback=self._clock_jumped)
         self.create_timer(self.spec.dt, self._tick)
 
     # ---- helpers for subclasses ---------------------------------------------------------
@@ -256,6 +264,16 @@ class ChunkAdapterNode(Node):
         except Exception as exc:
             self.get_logger().error(f"control tick failed, holding: {type(exc).__name__}: "
                                     f"{exc}", throttle_duration_sec=1.0)
+
+    def _clock_jumped(self, jump) -> None:
+        now = self.now()
+        reason = self.supervisor.clock_jump(now) or \
+            f"clock jumped back by {-jump.delta.nanoseconds * 1e-9:.3f} s"
+        self.chunk_executor.reset(None)
+        if self.mode is not Mode.HOLD:
+            self._on_fault(now, reason)
+        else:
+            self.get_logger().warning(reason)
 
     def _supervise(self, now: float) -> None:
         """Feed the watchdogs from this tick's inputs; a fault ends the driving mode."""

@@ -14,6 +14,10 @@
       JSON: task, seed, start time; latched), ~/episode_result (JSON: seed, success, rewards)
   srv ~/reset (std_srvs/Trigger): next seed
 
+Fault drills: topics listed in the parameter ``drop_topics`` (settable at run time, e.g.
+``ros2 param set /aloha_sim drop_topics "['/cam_high/image_raw']"``) are not published, as
+if that camera or arm's driver had stopped; the sim and /clock run on.
+
 Steps at 50 Hz of sim time, ``rate_factor`` x real time. Rendering is the cost: resolution,
 camera rate and quality are parameters (MUJOCO_GL=egl for headless).
 """
@@ -67,6 +71,8 @@ class AlohaSimNode(Node):
         gripper_mode = p("gripper_mode", "linear_position", _d(
             "follower gripper operating mode at start, as the Interbotix ALOHA bringup's "
             "follower_modes_*.yaml sets it")).value
+        p("drop_topics", [""], _d("topics not published (fault drills; settable at run "
+                                  "time)"))
         self.camera_map = dict(c.split("=", 1) for c in cams if c)
         self.sim = AlohaSim(task, image_size=(h, w), fast_render=fast)
         self.bridge = InterbotixSimBridge(self.spec, self.sim, gripper_mode)
@@ -131,7 +137,10 @@ class AlohaSimNode(Node):
         stamp = sec_to_stamp(t, self._time_cls)
         # Measurements stamped t go out before the clock reads t: a node that acts on the
         # clock then finds what was measured "at or before now" (as a dataset reads the bag).
+        drop = set(self.get_parameter("drop_topics").value)
         for robot, pub in self.js_pubs.items():
+            if pub.topic_name in drop:
+                continue
             names, pos = self.bridge.joint_state(robot)
             msg = JointState(name=list(names), position=pos)
             msg.header.stamp = stamp
@@ -140,6 +149,8 @@ class AlohaSimNode(Node):
         every = round(1.0 / (self.camera_rate * DT)) if self.camera_rate > 0 else 0
         if every and self.sim.steps % every == 0:
             for name, mj_cam in self.camera_map.items():
+                if self.cam_pubs[name].topic_name in drop:
+                    continue
                 self.cam_pubs[name].publish(rgb_to_image(self.sim.render(mj_cam), Image,
                                                          stamp=stamp, frame_id=name))
         self.clock_pub.publish(Clock(clock=stamp))

@@ -210,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from qwen_vla_ros.evaluate import evaluate
 
-    return _one_line_errors("eval", lambda: evaluate(
+    return _one_line_errors("eval", out=args.out, run=lambda: evaluate(
         args.checkpoint, args.out, task=args.task, episodes=args.episodes,
         seed_start=args.seed_start, instruction=args.instruction,
         rate_factor=args.rate_factor, allow_train_seeds=args.allow_train_seeds,

@@ -95,7 +95,9 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
                 "p99_step_over_limit": float(np.percentile(ratios, 99)) if ratios.size
                 else None,
                 "inference_ms_p50": policy.latency.percentile(50),
-                "inference_ms_p99": policy.latency.percentile(99)})
+                "inference_ms_p99": policy.latency.percentile(99),
+                # a watchdog that ended POLICY in this episode (docs/reliability.md), or None
+                "adapter_fault": adapter.fault or None})
             traces.append(trace)
             bar.update(1)
             bar.set_postfix(success=f"{sum(x['success'] for x in rows)}/{i + 1}")
@@ -105,7 +107,9 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
         "episodes": len(rows), "successes": sum(x["success"] for x in rows),
         "success_rate": sum(x["success"] for x in rows) / max(len(rows), 1),
         "seeds": seeds, "trained_seeds": trained_seeds(checkpoint), "rate_factor": rate_factor,
-        "minutes": round((time.monotonic() - started) / 60, 2), "per_episode": rows}
+        "minutes": round((time.monotonic() - started) / 60, 2),
+        "episodes_with_adapter_fault": sum(x["adapter_fault"] is not None for x in rows),
+        "per_episode": rows}
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     plot_eval(traces, rows, out / "eval.png")
     log(f"eval: {result['successes']}/{result['episodes']} successful on seeds "

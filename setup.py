@@ -1,5 +1,6 @@
 """ament_python package that also installs with pip into a plain venv."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -9,6 +10,15 @@ PACKAGE = "qwen_vla_ros"
 
 def _files(pattern: str) -> list[str]:
     return sorted(p for p in glob(pattern, recursive=True) if not p.endswith("/"))
+
+
+def _tree(top: str) -> list[tuple[str, list[str]]]:
+    """data_files entries installing every file under ``top`` with its folder structure."""
+    by_dir: dict[str, list[str]] = {}
+    for path in _files(f"{top}/**/*"):
+        if os.path.isfile(path):
+            by_dir.setdefault(os.path.dirname(path), []).append(path)
+    return [(f"share/{PACKAGE}/{d}", files) for d, files in sorted(by_dir.items())]
 
 
 setup(
@@ -24,6 +34,7 @@ setup(
         (f"share/{PACKAGE}/config/bringup", _files("config/bringup/*.yaml")),
         (f"share/{PACKAGE}/config/robots", _files("config/robots/*.yaml")),
         (f"share/{PACKAGE}/urdf", _files("urdf/*.*")),
+        *_tree("checkpoints"),  # small trained checkpoints (docs/learning.md)
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -37,3 +37,12 @@ def config_dir() -> Path:
 
 def embodiments_dir() -> Path:
     return config_dir() / "embodiments"
+
+
+SHIPPED_CHECKPOINT = "aloha_transfer_cube_tiny"  # trained in this repo: docs/learning.md
+
+
+def shipped_checkpoint(name: str = SHIPPED_CHECKPOINT) -> Path | None:
+    """A small trained checkpoint shipped with the package (checkpoints/<name>), or None."""
+    path = share_dir() / "checkpoints" / name
+    return path if (path / "qwen_vla.json").is_file() else None

@@ -33,7 +33,7 @@ def demo(tmp_path_factory, tiny_checkpoint):
 def test_bag_is_readable_by_rosbags_with_the_replay_topic_set(demo):
     from rosbags.rosbag2 import Reader
 
-    from qwen_vla_ros.ros.bag_recorder import typestore
+    from qwen_vla_ros.replay.typestore import typestore
 
     out, _, _ = demo
     store = typestore()
@@ -86,7 +86,7 @@ def test_teleop_waited_for_the_start_up_sequence(demo):
     to START_ARM_POSE, and only then follows the leaders (read back with rosbags)."""
     from rosbags.rosbag2 import Reader
 
-    from qwen_vla_ros.ros.bag_recorder import typestore
+    from qwen_vla_ros.replay.typestore import typestore
 
     out, _, _ = demo
     store = typestore()
@@ -117,7 +117,7 @@ def _sim_times(bag, topic: str) -> np.ndarray:
     read with rosbags directly."""
     from rosbags.rosbag2 import Reader
 
-    from qwen_vla_ros.ros.bag_recorder import typestore
+    from qwen_vla_ros.replay.typestore import typestore
 
     store = typestore()
     clock, out = None, []
@@ -232,7 +232,7 @@ def test_dataset_assembles_what_the_live_node_assembled(demo):
 
     from qwen_vla_ros.embodiment.spec import load_embodiment
     from qwen_vla_ros.learning.dataset import DatasetSettings, read_episode
-    from qwen_vla_ros.ros.bag_recorder import typestore
+    from qwen_vla_ros.replay.typestore import typestore
 
     out, _, _ = demo
     store = typestore()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from qwen_vla_ros.model.backbone import VLMBackbone
 from qwen_vla_ros.model.dit import ActionDecoder, DecoderConfig
 from qwen_vla_ros.model.flow import flow_matching_loss, sample_actions
 from qwen_vla_ros.model.normalize import NormStats
+from qwen_vla_ros.model.types import ActionChunk, Observation  # re-exported
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "qwen_vla.json"
@@ -72,38 +73,6 @@ class PolicyConfig:
         kwargs = dict(data)
         kwargs["decoder"] = DecoderConfig.from_dict(dict(data["decoder"]))
         return cls(**kwargs)
-
-
-@dataclass
-class Observation:
-    """One moment of the robot, as the policy needs it."""
-
-    images: Mapping[str, np.ndarray]  # camera name -> HxWx3 uint8 RGB
-    state: np.ndarray  # [state_dim], embodiment units
-    instruction: str
-    embodiment: str
-    stamp: float = 0.0  # observation time (s), carried through to the chunk
-    # Past frames, oldest first, as (label, HxWx3 uint8): given to the backbone before the
-    # live cameras, each introduced by its label (e.g. "front 2.0 s ago"). VLN looks back.
-    history: tuple[tuple[str, np.ndarray], ...] = ()
-
-    def camera_inputs(self, cameras: tuple[str, ...]) -> tuple[dict[str, np.ndarray],
-                                                                list[str]]:
-        """(images by name, order) for the backbone: history first, then ``cameras``."""
-        labels = [label for label, _ in self.history]
-        clash = sorted(set(labels) & set(cameras))
-        if clash:
-            raise ValueError(f"history labels {clash} collide with camera names")
-        return {**self.images, **dict(self.history)}, labels + list(cameras)
-
-
-@dataclass
-class ActionChunk:
-    actions: np.ndarray  # [horizon, action_dim], embodiment units
-    embodiment: str
-    stamp: float  # observation time the chunk was computed from
-    dt: float  # seconds between consecutive actions
-    timing_ms: dict[str, float] = field(default_factory=dict)
 
 
 class QwenVLAPolicy(nn.Module):

@@ -92,7 +92,7 @@ class BagSource:
         """Our typestore plus the definitions this bag carries; fills ``unknown``."""
         from rosbags.typesys import get_types_from_idl, get_types_from_msg
 
-        from qwen_vla_ros.ros.bag_recorder import typestore
+        from qwen_vla_ros.replay.typestore import typestore
 
         store = typestore()
         for topic, typ in sorted(self.topics.items()):

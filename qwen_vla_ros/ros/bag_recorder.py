@@ -2,8 +2,8 @@
 
 Subscriptions are created with ``raw=True``, so the bag holds the exact CDR bytes that were
 on the wire (see FACTS: rclpy's re-serialisation is not byte-identical). Timestamps are
-receive times (wall clock, ns), as ``ros2 bag record`` writes them. Types outside the
-rosbags Jazzy typestore (interbotix_xs_msgs) are registered from their .msg definitions.
+receive times (wall clock, ns), as ``ros2 bag record`` writes them. The typestore (with the
+types rosbags lacks) is replay/typestore.py's.
 """
 
 from __future__ import annotations
@@ -13,24 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from qwen_vla_ros.replay.typestore import typestore
 from qwen_vla_ros.ros import qos
-
-# Message definitions the rosbags typestore lacks (same field layout as the real package).
-EXTRA_MSGDEFS = {
-    "interbotix_xs_msgs/msg/JointGroupCommand": "string name\nfloat32[] cmd\n",
-    "interbotix_xs_msgs/msg/JointSingleCommand": "string name\nfloat32 cmd\n",
-}
-
-
-def typestore():
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    store = get_typestore(Stores.ROS2_JAZZY)
-    types = {}
-    for name, text in EXTRA_MSGDEFS.items():
-        types.update(get_types_from_msg(text, name))
-    store.register(types)
-    return store
 
 
 def ros_type_name(msg_cls) -> str:

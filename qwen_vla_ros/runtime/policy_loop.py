@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
-from qwen_vla_ros.model.policy import ActionChunk, Observation
+from qwen_vla_ros.model.types import ActionChunk, Observation
 from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor
 from qwen_vla_ros.runtime.limits import Limits
 from qwen_vla_ros.runtime.observation import (

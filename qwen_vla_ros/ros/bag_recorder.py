@@ -1,9 +1,9 @@
 """Record topics to a rosbag2 (MCAP) file without rosbag2: rclpy raw subscriptions + rosbags.
 
 Subscriptions are created with ``raw=True``, so the bag holds the exact CDR bytes that were
-on the wire (see FACTS: rclpy's re-serialisation is not byte-identical). Timestamps are
-receive times (wall clock, ns), as ``ros2 bag record`` writes them. The typestore (with the
-types rosbags lacks) is replay/typestore.py's.
+on the wire (rclpy's re-serialisation of a message is not byte-identical to what was
+received). Timestamps are receive times (wall clock, ns), as ``ros2 bag record`` writes them.
+The typestore (with the types rosbags lacks) is replay/typestore.py's.
 """
 
 from __future__ import annotations

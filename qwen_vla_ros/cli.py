@@ -80,31 +80,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _one_line_errors("demo", run, out=out)
 
 
-def _mapping(items: list[str] | None, what: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"{what} '{item}' is not NAME=TOPIC")
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     from qwen_vla_ros.replay.offline import ReplayOptions, replay
 
     incomplete = []
 
     def run() -> None:
-        opts = ReplayOptions(
-            bag=args.bag, checkpoint=args.checkpoint, out=args.out, embodiment=args.embodiment,
-            start=args.start, end=args.end, instruction=args.instruction, ticks=args.ticks,
-            rate_hz=args.rate, max_age=args.max_age, flow_steps=args.steps, seed=args.seed,
-            rtc_prefix_steps=args.rtc_prefix_steps, device=args.device, dtype=args.dtype,
-            policy_ns=args.policy_ns,
-            camera_topics=_mapping(args.camera_topic, "--camera-topic"),
-            joint_state_topics=_mapping(args.joint_state_topic, "--joint-state-topic"),
-            progress=not args.no_progress)
+        from qwen_vla_ros.options import from_args
+
+        opts = from_args(ReplayOptions, args)
         result = replay(opts, log=lambda m: print(m, file=sys.stderr))
         rep = result.report
         lv = rep.get("live_vs_replay") or {}
@@ -320,32 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("replay", help="offline: run a checkpoint on a recorded bag; report")
-    p.add_argument("bag", type=Path, help="rosbag2 directory (MCAP or sqlite3) or file")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--embodiment", help="default: as recorded, or the checkpoint's only one")
-    p.add_argument("--start", type=float, help="s since the bag's first message")
-    p.add_argument("--end", type=float, help="s since the bag's first message")
-    p.add_argument("--instruction", help="default: the recorded one")
-    p.add_argument("--ticks", choices=["auto", "recorded", "rate"], default="auto",
-                   help="recorded: the live node's ticks, inputs and seeds (reproduces its "
-                        "chunks); rate: every 1/--rate s")
-    p.add_argument("--rate", type=float, default=5.0, help="inference rate for --ticks rate")
-    p.add_argument("--max-age", type=float, default=0.3, help="max observation age (s)")
-    p.add_argument("--steps", type=int, default=10, help="flow steps (recorded ticks: as "
-                                                         "recorded)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (recorded ticks: as recorded)")
-    p.add_argument("--rtc-prefix-steps", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--policy-ns", default=None,
-                   help="namespace of the recorded policy topics (default: /policy_node or "
-                        "/navigation_node, whichever the bag has)")
-    p.add_argument("--camera-topic", action="append", help="CAMERA=TOPIC (default "
-                                                           "/CAMERA/image_raw)")
-    p.add_argument("--joint-state-topic", action="append",
-                   help="ROBOT=TOPIC (default /ROBOT/joint_states)")
-    p.add_argument("--no-progress", action="store_true")
+    from qwen_vla_ros.options import add_arguments
+    from qwen_vla_ros.replay.offline import ReplayOptions
+
+    add_arguments(p, ReplayOptions)
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("play", help="publish a bag's messages and /clock (no rosbag2 needed)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,28 @@ def test_not_a_bag(tmp_path):
     with pytest.raises(BagError, match="not a rosbag2"):
         open_bag(empty)
     shutil.rmtree(empty)
+
+
+def test_replay_cli_is_made_from_the_options(tmp_path):
+    """One source: every CLI default is the dataclass default, parsed values land in the
+    fields, and a malformed KEY=VALUE is a ValueError naming the flag."""
+    import dataclasses
+
+    from qwen_vla_ros.cli import build_parser
+    from qwen_vla_ros.options import from_args
+
+    args = build_parser().parse_args(["replay", "b", "--checkpoint", "c", "--out", "o",
+                                      "--rate", "7.5", "--camera-topic", "cam=/t",
+                                      "--no-progress"])
+    opts = from_args(ReplayOptions, args)
+    assert (opts.bag, opts.rate_hz, opts.camera_topics, opts.progress) == \
+        (Path("b"), 7.5, {"cam": "/t"}, False)
+    plain = from_args(ReplayOptions, build_parser().parse_args(
+        ["replay", "b", "--checkpoint", "c", "--out", "o"]))
+    for f in dataclasses.fields(ReplayOptions):
+        if f.default is not dataclasses.MISSING:
+            assert getattr(plain, f.name) == f.default, f.name
+    bad = build_parser().parse_args(["replay", "b", "--checkpoint", "c", "--out", "o",
+                                     "--camera-topic", "nonsense"])
+    with pytest.raises(ValueError, match="--camera-topic"):
+        from_args(ReplayOptions, bad)

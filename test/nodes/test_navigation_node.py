@@ -152,6 +152,7 @@ def stack(policies):
     rig = Rig(node)
     rig.nav_tf = nav_tf
     rig.tf_cmds, rig.tf_goals = [], []
+    rig.tf_instr_pub = node.create_publisher(String, "/nav_tf/instruction", qos.COMMAND)
     node.create_subscription(Twist, "/nav_tf/cmd_vel", rig.tf_cmds.append, qos.COMMAND)
     node.create_subscription(PoseStamped, "/nav_tf/goal_pose", rig.tf_goals.append,
                              qos.COMMAND)
@@ -238,6 +239,17 @@ def test_hold_and_teleop_passthrough(stack):
 def test_stop_decision_halts_until_a_new_instruction(stack, policies):
     nav, rig = stack
     rig.nav_tf.policy = policies["stop"]
+    try:
+        _stop_then_go(nav, rig, policies)
+    finally:  # the other tests expect both nodes going: the "go" policy, STOP cleared
+        nav.policy = rig.nav_tf.policy = policies["go"]
+        rig.instr_pub.publish(String(data="go to the red box"))
+        rig.tf_instr_pub.publish(String(data="go to the red box"))
+        assert wait_for(lambda: not rig.nav_tf.status.startswith("STOPPED")
+                        and not nav.status.startswith("STOPPED"), 10)
+
+
+def _stop_then_go(nav, rig, policies) -> None:
     set_mode(rig, "POLICY")
     rig.instr_pub.publish(String(data="go to the red box"))
     assert wait_for(rig.moving, 10)
@@ -259,6 +271,7 @@ def test_nav2_mode_never_drives(stack):
     """...and with follower: false it never drives by itself: the only non-zero cmd_vel it
     sent is the joystick's, passed through in TELEOP."""
     _nav, rig = stack
-    assert rig.tf_goals, "Nav2 mode published no goals"
+    set_mode(rig, "POLICY")
+    assert wait_for(lambda: rig.tf_goals, 15), "Nav2 mode published no goals"
     moving = {(c.linear.x, c.angular.z) for c in rig.tf_cmds} - {(0.0, 0.0)}
     assert moving <= {(0.2, -0.3)}, moving

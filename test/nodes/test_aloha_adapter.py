@@ -124,6 +124,9 @@ def stack():
                                  qos.LATCHED)
     with spinning(adapter, modes, rig_node):
         assert wait_for(lambda: "READY" in states, 20), states
+        # What start-up did, kept for its test (the others move the arms on).
+        rig.at_ready = ({r: rig.follower[r].copy() for r in rig.follower},
+                        dict(rig.follower_grip), len(rig.groups))
         yield rig, load_embodiment("aloha")
     for n in (adapter, modes, rig_node):
         n.destroy_node()
@@ -143,17 +146,18 @@ def vmax_step(spec):
 
 def test_startup_sets_the_xs_modes_then_reaches_start_pose_within_limits(stack):
     rig, spec = stack
+    pose, grip, n_ready = rig.at_ready
     for r in ("follower_left", "follower_right"):
         m = rig.motors[r]
         assert m.modes["gripper"] == "current_based_position"
         assert all(m.modes[j] == "position" for j in ARM)
         assert m.registers[("gripper", "current_limit")] == 300
         assert m.reboots == 1 and all(m.torque.values())
-        np.testing.assert_allclose(rig.follower[r], START, atol=1e-4)
-        assert abs(rig.follower_grip[r] - F_CLOSED) < 1e-4  # upstream closes the grippers
+        np.testing.assert_allclose(pose[r], START, atol=1e-4)
+        assert abs(grip[r] - F_CLOSED) < 1e-4  # upstream closes the grippers
     for r in ("leader_left", "leader_right"):
         assert not any(rig.motors[r].torque.values()), "leaders must be torque-off for TELEOP"
-    left = [np.array(m.cmd) for r, m in rig.groups if r == "follower_left"]
+    left = [np.array(m.cmd) for r, m in rig.groups[:n_ready] if r == "follower_left"]
     steps = np.abs(np.diff(np.vstack([[0.0, -0.5, 0.5, 0.0, 0.3, 0.0], *left]), axis=0))
     assert np.all(steps <= vmax_step(spec)), steps.max(axis=0)
     sent = np.vstack(left)
@@ -162,6 +166,8 @@ def test_startup_sets_the_xs_modes_then_reaches_start_pose_within_limits(stack):
 
 def test_hold_sends_nothing(stack):
     rig, _ = stack
+    call(rig, "hold")
+    time.sleep(0.2)  # a command already on its way
     n, k = len(rig.groups), len(rig.singles)
     time.sleep(0.5)
     assert len(rig.groups) == n and len(rig.singles) == k
@@ -189,6 +195,9 @@ def test_teleop_stops_following_when_leaders_go_stale(stack):
     """Stale leaders: HOLD (after max_state_age + teleop_timeout; test_faults times it), no
     further commands, and TELEOP again only when asked."""
     rig, _ = stack
+    call(rig, "engage_teleop")
+    n = len(rig.groups)
+    assert wait_for(lambda: len(rig.groups) > n + 5)  # following
     rig.leaders_on = False
     time.sleep(1.0)
     n = len(rig.groups)

@@ -36,7 +36,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_replay_"))
     bag, ckpt = args.bag, args.checkpoint
     if bag is None:
-        from qwen_vla_ros.demo import run_sim_demo
+        from qwen_vla_ros.demos.aloha import run_sim_demo
 
         summary = run_sim_demo(work / "demo", seconds=args.seconds,
                                teleop_seconds=args.seconds / 2, log=lambda m: None)

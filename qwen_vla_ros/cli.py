@@ -61,14 +61,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     def run() -> None:
         if vln:
-            from qwen_vla_ros.demo_vln import format_vln_summary, run_vln_demo
+            from qwen_vla_ros.demos.vln import format_vln_summary, run_vln_demo
 
             summary = run_vln_demo(out=out, seconds=args.seconds, checkpoint=args.checkpoint,
                                    seed=args.seed, instruction=args.instruction or
                                    "go to the red box", rate_factor=args.rate_factor)
             print(format_vln_summary(summary))
         else:
-            from qwen_vla_ros.demo import format_summary, run_sim_demo
+            from qwen_vla_ros.demos.aloha import format_summary, run_sim_demo
 
             summary = run_sim_demo(out=out, seconds=args.seconds,
                                    teleop_seconds=args.teleop_seconds,

@@ -47,13 +47,13 @@ class EpisodeStack:
             self.rewards.append((t, int(msg.data)))
 
     def mode(self, service: str) -> None:
-        from qwen_vla_ros.demo import _call
+        from qwen_vla_ros.demos.common import call_mode as _call
 
         _call(self._clients[service])
 
     def start(self, i: int) -> int:
         """Begin episode ``i``; returns its seed."""
-        from qwen_vla_ros.demo import _call
+        from qwen_vla_ros.demos.common import call_mode as _call
 
         if i > 0:
             self.mode("hold")

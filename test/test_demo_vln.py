@@ -28,7 +28,7 @@ def demo(tmp_path_factory, tiny_checkpoint):
 
 
 def test_vln_demo_records_plans_odometry_and_limited_commands(demo):
-    from qwen_vla_ros.demo_vln import read_vln_bag
+    from qwen_vla_ros.demos.vln import read_vln_bag
 
     out, s = demo
     assert s["plans"] >= 3 and s["goals_published"] >= 3

@@ -9,12 +9,18 @@ untrained, it wanders; the demo shows the pipeline, not navigation skill.
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qwen_vla_ros.demos.common import (
+    aligned,
+    ensure_checkpoint,
+    running_bringup,
+    wait_sim,
+    write_summary,
+)
 
 TOPICS = [  # (topic, module, class, qos name)
     ("/clock", "rosgraph_msgs.msg", "Clock", None),
@@ -51,11 +57,7 @@ def vln_topics():
 def run_vln_demo(out: Path, seconds: float = 20.0, checkpoint: Path | None = None,
                  seed: int = 0, instruction: str = "go to the red box",
                  rate_factor: float = 1.0, log=print) -> dict[str, Any]:
-    from qwen_vla_ros.demo import running_bringup
-
     out.mkdir(parents=True, exist_ok=True)
-    from qwen_vla_ros.demo import ensure_checkpoint
-
     ckpt = ensure_checkpoint(out, checkpoint, seed, embodiment="vln")
     bag = out / "bag"
     values = {"checkpoint": str(ckpt), "instruction": instruction,
@@ -65,18 +67,15 @@ def run_vln_demo(out: Path, seconds: float = 20.0, checkpoint: Path | None = Non
                          ) as (nodes, mode):
         sim = nodes["base_sim"]
         log(f"demo vln: {seconds:g} s of sim time, instruction {instruction!r} ({ckpt})")
-        while sim.now_sim() < 1.0:
-            time.sleep(0.05)
+        wait_sim(sim, 1.0)
         mode("engage_policy")
-        while sim.now_sim() < seconds:
-            time.sleep(0.05)
+        wait_sim(sim, seconds)
         mode("hold")
     data = read_vln_bag(bag)
     summary = summarize_vln(data)
     summary.update(checkpoint=str(ckpt), bag=str(bag), instruction=instruction)
     summary["plot"] = str(plot_vln(data, out / "vln.png"))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    return write_summary(out, summary)
 
 
 def read_vln_bag(bag: Path) -> dict[str, Any]:
@@ -181,15 +180,15 @@ def plot_vln(d: dict[str, Any], path: Path) -> Path:
 
 def format_vln_summary(s: dict[str, Any]) -> str:
     inf = s["inference_ms"]
-    return "\n".join([
-        f"plans              {s['plans']} ({s['goals_published']} goals published)",
-        f"distance           {s['distance_m']:.2f} m, from {s['start']} to {s['end']}",
-        f"cmd_vel            {s['cmd_vel_hz'] or float('nan'):.1f} Hz, max |v| "
-        f"{s['max_linear']:.2f} m/s, max |w| {s['max_angular']:.2f} rad/s",
-        f"inference          p50 {inf['p50']} ms, p99 {inf['p99']} ms",
-        "status             " + ", ".join(f"{x['status']}@{x['t']:.1f}s"
-                                          for x in s["status_transitions"][-4:]),
-        f"bumped steps       {s['bumped_steps']}",
-        f"bag                {s['bag']}",
-        f"plot               {s['plot']}",
+    return aligned([
+        ("plans", f"{s['plans']} ({s['goals_published']} goals published)"),
+        ("distance", f"{s['distance_m']:.2f} m, from {s['start']} to {s['end']}"),
+        ("cmd_vel", f"{s['cmd_vel_hz'] or float('nan'):.1f} Hz, max |v| "
+                    f"{s['max_linear']:.2f} m/s, max |w| {s['max_angular']:.2f} rad/s"),
+        ("inference", f"p50 {inf['p50']} ms, p99 {inf['p99']} ms"),
+        ("status", ", ".join(f"{x['status']}@{x['t']:.1f}s"
+                             for x in s["status_transitions"][-4:])),
+        ("bumped steps", str(s["bumped_steps"])),
+        ("bag", s["bag"]),
+        ("plot", s["plot"]),
     ])

@@ -1,13 +1,6 @@
-"""The main job: the simulated ALOHA stack closed-loop, recorded and summarised.
-
-Starts the ``aloha_sim`` bringup in one process (sim, scripted leader, aloha_adapter,
-policy_node, mode_manager), engages TELEOP (the scripted leader drives the followers through
-the adapter), switches to POLICY through the mode service after ``teleop_seconds`` of sim time,
-then HOLD at the end. Everything is recorded to ``OUT/bag`` (MCAP, readable by rosbags), then
-read back for ``OUT/summary.json`` and ``OUT/demo.png`` (commands vs measured joints, modes
-shaded). A tiny random-init checkpoint is made in ``OUT/checkpoint`` if none is given: it is
-not trained, so POLICY is expected to move safely, not to solve the task.
-"""
+"""What both demos share: the checkpoint they run, the bringup spinning in this process with a
+recorder, mode switches through mode_manager's services, waiting on sim time, and writing and
+printing the summary."""
 
 from __future__ import annotations
 
@@ -50,7 +43,7 @@ def ensure_checkpoint(out: Path, checkpoint: Path | None, seed: int,
     return path
 
 
-def _call(client) -> None:
+def call_mode(client) -> None:
     from qwen_vla_ros.ros.services import call_trigger
 
     response = call_trigger(client)
@@ -95,7 +88,7 @@ def running_bringup(name: str, values: dict[str, str], bag: Path,
                    for n in ("engage_teleop", "engage_policy", "hold")}
         try:
             with spinning(*nodes):
-                yield by_name, lambda service: _call(clients[service])
+                yield by_name, lambda service: call_mode(clients[service])
                 time.sleep(0.3)  # let the last messages reach the recorder
         finally:
             recorder.close()
@@ -106,59 +99,18 @@ def running_bringup(name: str, values: dict[str, str], bag: Path,
             rclpy.shutdown()
 
 
-def run_sim_demo(out: Path, seconds: float = 20.0, teleop_seconds: float = 9.5,
-                 checkpoint: Path | None = None, seed: int = 0, rate_factor: float = 1.0,
-                 log=print) -> dict[str, Any]:
-    from qwen_vla_ros.embodiment.spec import load_embodiment
-    from qwen_vla_ros.replay.summary import plot, read_aloha_bag, summarize
-    from qwen_vla_ros.ros.bag_recorder import demo_topics
+def wait_sim(sim, until: float) -> None:
+    """Block until the simulator's clock reads ``until`` (s)."""
+    while sim.now_sim() < until:
+        time.sleep(0.05)
 
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = ensure_checkpoint(out, checkpoint, seed)
-    bag = out / "bag"
-    spec = load_embodiment("aloha")
-    values = {"checkpoint": str(ckpt), "seed": str(seed), "rate_factor": str(rate_factor)}
-    with running_bringup("aloha_sim", values, bag,
-                         lambda n: demo_topics(spec, sorted(n["aloha_sim"].camera_map)),
-                         {"policy_node": {"torch_threads": 1}}) as (nodes, mode):
-        sim = nodes["aloha_sim"]
-        log(f"demo: {seconds:g} s of sim time; TELEOP (scripted leader) until "
-            f"{teleop_seconds:g} s, then POLICY ({ckpt})")
-        mode("engage_teleop")
-        while sim.now_sim() < teleop_seconds:
-            time.sleep(0.05)
-        mode("engage_policy")
-        log(f"demo: POLICY engaged at sim time {sim.now_sim():.2f} s")
-        while sim.now_sim() < seconds:
-            time.sleep(0.05)
-        mode("hold")
-    data = read_aloha_bag(bag, spec)
-    summary = summarize(data, spec)
-    summary["checkpoint"] = str(ckpt)
-    summary["bag"] = str(bag)
-    summary["plot"] = str(plot(data, spec, out / "demo.png"))
+
+def write_summary(out: Path, summary: dict[str, Any]) -> dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def format_summary(s: dict[str, Any]) -> str:
-    h = s.get("handover") or {}
-    inf = s.get("inference_ms", {})
-    lines = [
-        f"times in           {s.get('time_base', '?')}",
-        f"control rate       {s.get('control_rate_hz', float('nan')):.1f} Hz "
-        f"({s['commands']} commands; period p99 {s.get('command_period_ms_p99', 0):.1f} ms)",
-        f"inference latency  p50 {inf.get('p50')} ms, p99 {inf.get('p99')} ms "
-        f"({s['chunks']} chunks)",
-        f"observation age    p50 {s['observation_age_ms']['p50']} ms, "
-        f"p99 {s['observation_age_ms']['p99']} ms",
-        "mode transitions   " + ", ".join(f"{m['mode']}@{m['t']:.2f}s"
-                                          for m in s["mode_transitions"]),
-        f"handover jump      {h.get('max_jump', float('nan')):.4f} ({h.get('max_jump_joint')}; "
-        f"{h.get('max_jump_over_step_limit', float('nan')):.2f} x the per-step limit; "
-        "from the measured pose)",
-        f"task success       {s['task_success']} (by the mode driving at episode end)",
-        f"bag                {s['bag']}",
-        f"plot               {s['plot']}",
-    ]
-    return "\n".join(lines)
+def aligned(rows: list[tuple[str, str]]) -> str:
+    """Summary lines, values in one column."""
+    width = max(len(k) for k, _ in rows) + 2
+    return "\n".join(f"{k:<{width}}{v}" for k, v in rows)

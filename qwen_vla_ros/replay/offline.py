@@ -27,17 +27,18 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from qwen_vla_ros.options import opt
 from qwen_vla_ros.replay.bagio import BagError, BagReadError, BagSource, open_bag
+from qwen_vla_ros.replay.bagwriter import ReplayBagWriter
 from qwen_vla_ros.replay.clock import Clock
+from qwen_vla_ros.replay.recorded import Recorded, decode_live_chunks, key_of, read_recorded
 from qwen_vla_ros.ros.conversions import (
     ImageConversionError,
     msg_to_rgb,
-    sec_to_stamp,
     stamp_to_sec,
 )
 from qwen_vla_ros.runtime.observation import Rejection
@@ -103,18 +104,6 @@ class TickResult:
 
 
 @dataclass
-class Recorded:
-    """What the live system recorded about itself (small topics, read before the replay)."""
-
-    clock_log: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    clock_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    infos: list[dict[str, Any]] = field(default_factory=list)
-    live_chunks: dict[int, np.ndarray] = field(default_factory=dict)  # stamp (us) -> actions
-    diagnostics: list[tuple[float, dict[str, str]]] = field(default_factory=list)
-    instructions: list[tuple[int, str]] = field(default_factory=list)  # (log ns, text)
-
-
-@dataclass
 class ReplayResult:
     source: BagSource
     options: ReplayOptions
@@ -133,64 +122,6 @@ class ReplayResult:
     @property
     def chunks(self) -> list[TickResult]:
         return [r for r in self.ticks if r.actions is not None]
-
-
-# ---- reading what the live system recorded ---------------------------------------------------
-def read_recorded(source: BagSource, store, opts: ReplayOptions, errors: list[str]
-                  ) -> tuple[Recorded, list]:
-    """One pass over the small topics. The live chunks come back as messages: decoding them
-    needs the embodiment, which may itself be read from the observation records."""
-    rec = Recorded()
-    chunk_msgs = []
-    chunk_topic = f"{opts.policy_ns}/action_chunk"
-    info_topic = f"{opts.policy_ns}/observation_info"
-    instr_topic = f"{opts.policy_ns}/instruction"
-    topics = [t for t in ("/clock", chunk_topic, info_topic, "/diagnostics", instr_topic)
-              if t in source.topics and t not in source.unknown]
-    clock_log, clock_s = [], []
-    try:
-        for topic, log_ns, raw in source.messages(topics):
-            msg = store.deserialize_cdr(raw, source.topics[topic])
-            if topic == "/clock":
-                clock_log.append(log_ns)
-                clock_s.append(stamp_to_sec(msg.clock))
-            elif topic == info_topic:
-                try:
-                    rec.infos.append(json.loads(msg.data))
-                except json.JSONDecodeError as exc:
-                    errors.append(f"{info_topic}: unreadable record skipped ({exc})")
-            elif topic == chunk_topic:
-                chunk_msgs.append(msg)
-            elif topic == instr_topic:
-                rec.instructions.append((log_ns, msg.data))
-            elif topic == "/diagnostics":
-                for st in msg.status:  # policy_node's or navigation_node's status
-                    if any(kv.key == "inference_ms_p50" for kv in st.values):
-                        rec.diagnostics.append(((log_ns - source.start_ns) * 1e-9,
-                                                {kv.key: kv.value for kv in st.values}))
-    except BagReadError as exc:
-        if str(exc) not in errors:
-            errors.append(str(exc))
-    rec.clock_log = np.asarray(clock_log, np.int64)
-    rec.clock_s = np.asarray(clock_s, np.float64)
-    return rec, chunk_msgs
-
-
-def decode_live_chunks(rec: Recorded, msgs: list, action_names: list[str], topic: str,
-                       errors: list[str]) -> None:
-    from qwen_vla_ros.ros.conversions import trajectory_to_chunk
-
-    for msg in msgs:
-        try:
-            actions, stamp, _ = trajectory_to_chunk(msg, action_names)
-        except ValueError as exc:
-            errors.append(f"{topic}: chunk skipped ({exc})")
-            continue
-        rec.live_chunks[_key(stamp)] = actions
-
-
-def _key(stamp: float) -> int:
-    return round(stamp * 1e6)
 
 
 # ---- the replay ---------------------------------------------------------------------------
@@ -397,7 +328,7 @@ class _Replayer:
             res.rejection = reason
             return
         res.actions, res.dt = np.asarray(chunk.actions, np.float64), chunk.dt
-        live = self.rec.live_chunks.get(_key(chunk.stamp)) if res.recorded else None
+        live = self.rec.live_chunks.get(key_of(chunk.stamp)) if res.recorded else None
         if live is not None and live.shape == res.actions.shape:
             res.live_diff = float(np.max(np.abs(live - res.actions)))
 
@@ -421,71 +352,6 @@ class _Replayer:
                               self.spec.action_names,
                               self.spec.to_robot_units(np.clip(planned, lo, hi)), t)
             t += 0.1
-
-
-class _BagWriter:
-    """Output MCAP with rosbags message classes; written sorted by log time at close."""
-
-    TOPICS: ClassVar[dict[str, str]] = {
-        "/replay/action_chunk": "trajectory_msgs/msg/JointTrajectory",
-        "/replay/predicted_joint_states": "sensor_msgs/msg/JointState",
-        "/replay/observation_info": "std_msgs/msg/String",
-        "/replay/status": "std_msgs/msg/String"}
-
-    def __init__(self, path: Path, store) -> None:
-        self.path, self.store = path, store
-        self.pending: list[tuple[int, str, bytes]] = []
-        T = store.types
-        self.Header, self.Time = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"]
-        self.Duration = T["builtin_interfaces/msg/Duration"]
-
-    def _stamp(self, t: float):
-        return sec_to_stamp(t, self.Time)
-
-    def _add(self, topic: str, log: int, msg) -> None:
-        self.pending.append((log, topic, bytes(self.store.serialize_cdr(msg, self.TOPICS[topic]))))
-
-    def string(self, topic: str, log: int, text: str) -> None:
-        self._add(topic, log, self.store.types["std_msgs/msg/String"](data=text))
-
-    def trajectory(self, topic: str, log: int, actions: np.ndarray, names: list[str], dt: float,
-                   stamp: float) -> None:
-        T = self.store.types
-        Point = T["trajectory_msgs/msg/JointTrajectoryPoint"]
-        empty = np.zeros(0, np.float64)
-        points = []
-        for k, row in enumerate(actions):
-            points.append(Point(positions=np.asarray(row, np.float64), velocities=empty,
-                                accelerations=empty, effort=empty,
-                                time_from_start=sec_to_stamp(k * dt, self.Duration)))
-        msg = T["trajectory_msgs/msg/JointTrajectory"](
-            header=self.Header(stamp=self._stamp(stamp), frame_id=""), joint_names=list(names),
-            points=points)
-        self._add(topic, log, msg)
-
-    def joint_state(self, topic: str, log: int, names: list[str], positions: np.ndarray,
-                    stamp: float) -> None:
-        empty = np.zeros(0, np.float64)
-        msg = self.store.types["sensor_msgs/msg/JointState"](
-            header=self.Header(stamp=self._stamp(stamp), frame_id=""), name=list(names),
-            position=np.asarray(positions, np.float64), velocity=empty, effort=empty)
-        self._add(topic, log, msg)
-
-    def close(self) -> Path:
-        import shutil
-
-        from qwen_vla_ros.replay.bagwriter import Rosbag2Writer
-
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        writer = Rosbag2Writer(self.path)
-        writer.open()
-        conns = {t: writer.add_connection(t, typ, typestore=self.store)
-                 for t, typ in self.TOPICS.items()}
-        for log, topic, raw in sorted(self.pending, key=lambda x: x[0]):
-            writer.write(conns[topic], log, raw)
-        writer.close()
-        return self.path
 
 
 def _choose_embodiment(opts: ReplayOptions, policy, recorded: list[dict[str, Any]],
@@ -546,12 +412,12 @@ def _replay_source(source: BagSource, opts: ReplayOptions, policy, log, write_re
 
         policy = QwenVLAPolicy.from_pretrained(opts.checkpoint, device=opts.device,
                                                dtype=opts.dtype)
-    result.recorded, chunk_msgs = read_recorded(source, store, opts, result.errors)
+    result.recorded, chunk_msgs = read_recorded(source, store, opts.policy_ns, result.errors)
     result.embodiment = _choose_embodiment(opts, policy, result.recorded.infos, source)
     spec = policy.spec(result.embodiment)
     decode_live_chunks(result.recorded, chunk_msgs, spec.action_names,
                        f"{opts.policy_ns}/action_chunk", result.errors)
-    writer = _BagWriter(opts.out / "replay_bag", store)
+    writer = ReplayBagWriter(opts.out / "replay_bag", store)
     rep = _Replayer(opts, source, store, policy, spec, result.recorded, result, writer)
     result.clock, result.spec = rep.clock, spec
     if not source.indexed:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
+from qwen_vla_ros.replay.analysis import as_number
 
 MODE_COLORS = {"TELEOP": "#3b82f6", "POLICY": "#22c55e", "HOLD": "#9ca3af"}
 
@@ -131,10 +132,10 @@ def summarize(data: BagData, spec: EmbodimentSpec) -> dict[str, Any]:
         if busy.sum() > 0:
             out["control_rate_hz"] = float(len(busy) / busy.sum())
         out["command_period_ms_p99"] = float(np.percentile(dt, 99) * 1e3)
-    out["inference_ms"] = {"p50": _num(data.diagnostics.get("inference_ms_p50")),
-                           "p99": _num(data.diagnostics.get("inference_ms_p99"))}
-    out["observation_age_ms"] = {"p50": _num(data.diagnostics.get("observation_age_ms_p50")),
-                                 "p99": _num(data.diagnostics.get("observation_age_ms_p99"))}
+    out["inference_ms"] = {"p50": as_number(data.diagnostics.get("inference_ms_p50")),
+                           "p99": as_number(data.diagnostics.get("inference_ms_p99"))}
+    out["observation_age_ms"] = {"p50": as_number(data.diagnostics.get("observation_age_ms_p50")),
+                                 "p99": as_number(data.diagnostics.get("observation_age_ms_p99"))}
     out["mode_transitions"] = [{"t": round(t, 3), "mode": m} for t, m in data.modes]
     # Handover: the first POLICY command against the measured pose at the switch, then the
     # ramp's consecutive commands; both in units of the per-step velocity limit.
@@ -163,13 +164,6 @@ def summarize(data: BagData, spec: EmbodimentSpec) -> dict[str, Any]:
                               f"/{sum(1 for e in episodes if e['mode_at_end'] == m)}"
                            for m in sorted({e["mode_at_end"] for e in episodes})}
     return out
-
-
-def _num(v: str | None) -> float | None:
-    try:
-        return float(v) if v is not None else None
-    except ValueError:
-        return None
 
 
 def plot(data: BagData, spec: EmbodimentSpec, path: Path) -> Path:

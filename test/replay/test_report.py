@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
+from qwen_vla_ros.replay.analysis import discontinuities, rejection_spans, timeline
 from qwen_vla_ros.replay.offline import TickResult
-from qwen_vla_ros.replay.report import discontinuities, rejection_spans, timeline
 
 
 def test_jump_is_measured_against_the_previous_plan_at_the_same_moment():

@@ -40,6 +40,20 @@ def test_same_seed_same_chunk_different_seed_different(tiny_policy):
     assert np.abs(a - c).max() > 1e-3
 
 
+def test_images_change_the_chunk_and_each_camera_counts(tiny_policy):
+    """Same state, prompt and seed: other pixels give another chunk, also when only one of
+    the four cameras changes (each camera reaches the decoder)."""
+    obs = obs_for(tiny_policy, "aloha", seed=0)
+    a = tiny_policy.predict(obs, seed=3).actions
+    other = dataclasses.replace(obs, images=camera_images(tiny_policy.spec("aloha"), seed=1))
+    assert np.abs(tiny_policy.predict(other, seed=3).actions - a).max() > 1e-4
+    for cam in tiny_policy.spec("aloha").cameras:
+        images = dict(obs.images)
+        images[cam] = 255 - images[cam]
+        one = dataclasses.replace(obs, images=images)
+        assert np.abs(tiny_policy.predict(one, seed=3).actions - a).max() > 1e-5, cam
+
+
 def test_embodiment_prompt_changes_the_chunk(tiny_policy):
     """Two embodiments identical but for the prompt text: the prompt alone must move the chunk."""
     aloha = tiny_policy.spec("aloha")

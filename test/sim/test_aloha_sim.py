@@ -117,3 +117,25 @@ def test_bridge_speaks_interbotix_units(sim):
     assert "non-finite" in bridge.on_single("follower_left", "gripper", float("nan"))
     with pytest.raises(KeyError, match="unknown robot 'follower_middle'"):
         bridge.on_single("follower_middle", "gripper", 0.0)
+
+
+def test_insertion_task_resets_its_objects_and_idles_at_reward_0():
+    """The second task: peg and socket at the seeded poses, resting on the table under idle
+    arms (reward 0: no gripper touches either), and the cameras see them."""
+    s = AlohaSim("insertion", image_size=(60, 80))
+    try:
+        q = s.reset(5)
+        np.testing.assert_allclose(s.data.qpos[16:19], sample_object_poses("insertion", 5)[:3])
+        np.testing.assert_allclose(s.data.qpos[23:26], sample_object_poses("insertion", 5)[7:10])
+        for _ in range(50):
+            info = s.step(q)
+        assert info.reward == 0 and not info.success
+        for adr, k in ((16, 0), (23, 7)):  # settled where sampled: on the table, not knocked
+            placed = sample_object_poses("insertion", 5)[k:k + 2]
+            assert np.abs(s.data.qpos[adr:adr + 2] - placed).max() < 0.01
+            assert 0.0 < s.data.qpos[adr + 2] <= 0.05
+        contacts = s._contacts()
+        assert ("red_peg", "table") in contacts
+        assert s.render("top").std() > 5
+    finally:
+        s.close()

@@ -254,25 +254,49 @@ def process_command(entry: NodeEntry, overrides_file: Path,
 
 
 def run(name: str, values: Mapping[str, str] | None = None) -> None:
-    """`qwen-vla-ros bringup NAME arg:=value ...`: all nodes in one process."""
+    """`qwen-vla-ros bringup NAME arg:=value ...`: all nodes in one process, each spun by its
+    own single-threaded executor on its own thread: nodes do not wait for each other, and each
+    node's callbacks stay on one thread (a simulator's EGL context is bound to the thread that
+    made it current; a shared multi-threaded executor moves callbacks between threads and
+    rendering fails with EGL_BAD_ACCESS). SIGINT or SIGTERM stops it cleanly (exit 0)."""
     import os
+    import signal
+    import threading
 
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(share_dir() / FAST_DDS_PROFILE))
     entries = load_bringup(name).resolve(values)
-    rclpy.init()
-    nodes = [create_node(e) for e in entries]
-    ex = MultiThreadedExecutor(num_threads=max(2, len(nodes)))
-    for n in nodes:
-        ex.add_node(n)
+    stop = threading.Event()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    nodes, executors, threads = [], [], []
+
+    def spin(ex) -> None:
+        while not stop.is_set() and rclpy.ok():
+            ex.spin_once(timeout_sec=0.1)
+
     try:
-        ex.spin()
-    except KeyboardInterrupt:
-        pass
+        for e in entries:
+            nodes.append(create_node(e))
+            executors.append(SingleThreadedExecutor())
+            executors[-1].add_node(nodes[-1])
+            threads.append(threading.Thread(target=spin, args=(executors[-1],),
+                                            name=e.executable, daemon=True))
+            threads[-1].start()
+        while not stop.is_set() and all(t.is_alive() for t in threads):
+            stop.wait(0.2)
     finally:
-        ex.shutdown()
+        stop.set()
+        for t in threads:
+            t.join(5)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for ex in executors:
+            ex.shutdown()
         for n in nodes:
             n.destroy_node()
         if rclpy.ok():

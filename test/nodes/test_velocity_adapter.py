@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import time
+import json
 
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Duration, Time  # noqa: E402
-from conftest import spinning  # noqa: E402
+from conftest import spinning, wait_for  # noqa: E402
 from geometry_msgs.msg import Twist  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray  # noqa: E402
+from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
@@ -41,6 +41,12 @@ def stack():
     rig.create_subscription(Float64MultiArray, "commands", lambda m: got["arm"].append(m),
                             qos.COMMAND)
     rig.create_subscription(Twist, "cmd_vel", lambda m: got["base"].append(m), qos.COMMAND)
+    got["mode"] = {}
+    for name in ("velocity_adapter", "base_adapter"):
+        rig.create_subscription(
+            String, f"/{name}/effective_mode",
+            lambda m, n=name: got["mode"].__setitem__(n, json.loads(m.data)["mode"]),
+            qos.LATCHED)
     js = rig.create_publisher(JointState, "joint_states", qos.SENSOR)
     spec = load_embodiment("vx300s_single")
     names = [d.joint for d in spec.action]
@@ -76,26 +82,37 @@ def chunk(rig, spec, actions):
 
 
 def test_velocities_follow_the_chunk_within_limits_and_stop_on_hold(stack):
+    """Velocities follow one chunk within the limits; when no chunk follows, the policy
+    watchdog stops the outputs (zero velocity), and HOLD keeps them at zero."""
     rig, got, pubs, clients = stack
     arm, base = load_embodiment("vx300s_single"), load_embodiment("diff_drive_base")
-    time.sleep(0.3)
-    call(clients, "engage_policy")
+    # The chunk publishers matched (a message sent before discovery is lost), then POLICY:
+    assert wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 10)
+    call(clients, "engage_policy")  # engages once a measured pose is in (engage_timeout)
+    # A chunk that arrives before the adapter engaged is dropped (it starts from the measured
+    # pose), so: engaged first.
+    assert wait_for(lambda: set(got["mode"].values()) == {"POLICY"} and len(got["mode"]) == 2,
+                    10), got["mode"]
     slope = 0.2  # rad/s on the waist
     k = np.arange(arm.horizon)[:, None] * arm.dt
     arm_actions = np.zeros((arm.horizon, 7))
     arm_actions[:, 0:1] = slope * k
+    n_arm, n_base = len(got["arm"]), len(got["base"])
     pubs["arm"].publish(chunk(rig, arm, arm_actions))
     pubs["base"].publish(chunk(rig, base, np.tile([0.3, 0.5], (base.horizon, 1))))
-    time.sleep(0.8)
-    waist = np.array([m.data[0] for m in got["arm"]])
-    assert len(waist) > 20 and all(len(m.data) == 7 for m in got["arm"])
+    # 25 arm ticks (50 Hz) and 15 base ticks (10 Hz), inside one chunk's span of each
+    assert wait_for(lambda: len(got["arm"]) > n_arm + 25 and len(got["base"]) > n_base + 15,
+                    10), (len(got["arm"]) - n_arm, len(got["base"]) - n_base)
+    waist = np.array([m.data[0] for m in got["arm"][n_arm:]])
+    assert all(len(m.data) == 7 for m in got["arm"])
     assert np.all(np.abs(waist) <= arm.max_velocity()[0] + 1e-9)
-    assert np.median(waist[-10:]) == pytest.approx(slope, abs=0.02)
-    vx = np.array([m.linear.x for m in got["base"]])
-    wz = np.array([m.angular.z for m in got["base"]])
+    assert np.median(waist[15:25]) == pytest.approx(slope, abs=0.02)
+    vx = np.array([m.linear.x for m in got["base"][n_base:]])
+    wz = np.array([m.angular.z for m in got["base"][n_base:]])
     assert np.all(np.diff(np.concatenate([[0.0], vx])) <= 1.0 * base.dt + 1e-9)  # accel bound
-    assert vx[-1] == pytest.approx(0.3) and wz[-1] == pytest.approx(0.5)
+    assert np.isclose(vx, 0.3).any() and np.isclose(wz, 0.5).any()
+    # No next chunk: the watchdog ends POLICY with zero velocity on both outputs.
+    assert wait_for(lambda: got["base"][-1].linear.x == 0.0 and got["base"][-1].angular.z == 0.0
+                    and all(v == 0.0 for v in got["arm"][-1].data), 10)
     call(clients, "hold")
-    time.sleep(0.3)
-    assert got["base"][-1].linear.x == 0.0 and got["base"][-1].angular.z == 0.0
-    assert all(v == 0.0 for v in got["arm"][-1].data)
+    assert got["base"][-1].linear.x == 0.0 and all(v == 0.0 for v in got["arm"][-1].data)

@@ -160,8 +160,9 @@ def test_aloha_sim_launch_runs_the_stack_and_the_adapter_starts_the_arms(tmp_pat
         assert get_param(probe, "aloha_sim", "seed") == 7  # launch argument -> parameter
         assert get_param(probe, "aloha_adapter", "robot_profile") == "aloha_sim"
         assert get_param(probe, "policy_node", "use_sim_time") is True  # parameter file
-        assert "/policy_node/action_chunk" in subscribed(probe, "aloha_adapter")  # remap
-        assert "/mode_manager/mode" in subscribed(probe, "aloha_adapter")
+        # remaps (the graph may show a node before its subscriptions)
+        assert wait_for(lambda: {"/policy_node/action_chunk", "/mode_manager/mode"}
+                        <= subscribed(probe, "aloha_adapter"), 30)
         # The real start-up sequence against the sim's xs_sdk services: set-up calls, then
         # the move to START_ARM_POSE, then READY.
         node, _ = probe
@@ -179,9 +180,12 @@ def test_aloha_launch_on_a_machine_without_the_drivers(tmp_path, probe, tiny_che
     args = [*NO_GUI, "robot_state_publisher:=false", "launch_robot:=false", "device:=cpu",
             f"checkpoint:={tiny_checkpoint}", "robot:=aloha_main"]
     with running(tmp_path, probe, "aloha", args, expected):
-        # The robot profile gives the cameras and the adapter's namespaces.
-        assert "/cam_high/camera/color/image_rect_raw" in subscribed(probe, "policy_node")
-        assert "/follower_left/joint_states" in subscribed(probe, "aloha_adapter")
+        # The robot profile gives the cameras and the adapter's namespaces (policy_node
+        # subscribes once its checkpoint is loaded: waited for, not assumed).
+        assert wait_for(lambda: "/cam_high/camera/color/image_rect_raw"
+                        in subscribed(probe, "policy_node"), 60)
+        assert wait_for(lambda: "/follower_left/joint_states"
+                        in subscribed(probe, "aloha_adapter"), 30)
         assert get_param(probe, "policy_node", "dtype") == "bfloat16"
 
 

@@ -214,6 +214,8 @@ def test_replay_reproduces_the_live_chunks(demo, tmp_path, tiny_checkpoint):
                                progress=False), log=lambda m: None)
     rep = res.report
     assert rep["tick_source"] == "recorded" and not res.incomplete, res.errors
+    assert rep["time_base"] == "sim time (/clock)"  # the report's times are the sim's
+    assert all(0.0 <= r.t <= s["mode_transitions"][-1]["t"] + 1.0 for r in res.ticks)
     assert rep["ticks"] == rep["chunks"] == rep["live_chunks"] == s["chunks"]
     assert rep["inputs_found"] == rep["ticks"]
     assert rep["live_vs_replay"]["compared"] == rep["chunks"]

@@ -18,10 +18,19 @@ def spin_node(node_cls, args=None) -> None:
     from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
+    grace = [SHUTDOWN_GRACE_S]  # the node may need longer (e.g. a sleep move)
+
+    def on_signal(*_) -> None:
+        if not stop.is_set():
+            stop.set()
+            timer = threading.Timer(grace[0], _force_exit, args=(grace[0],))
+            timer.daemon = True  # a clean exit does not wait for it
+            timer.start()
+
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = node_cls()
+    grace[0] = SHUTDOWN_GRACE_S + float(getattr(node, "shutdown_budget_s", 0.0))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -37,6 +46,25 @@ def spin_node(node_cls, args=None) -> None:
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+SHUTDOWN_GRACE_S = 10.0  # after SIGINT/SIGTERM, beyond the node's own shutdown_budget_s
+
+
+def _force_exit(grace: float) -> None:
+    """The stop did not finish in time (a callback or the middleware's teardown blocked):
+    say where each thread was, then leave with 0 as asked (ros2 launch would SIGKILL)."""
+    import os
+    import sys
+    import traceback
+
+    lines = [f"shutdown still running {grace:g} s after the signal; exiting. Threads were at:"]
+    for tid, frame in sys._current_frames().items():
+        lines.append(f"  thread {tid}:")
+        lines += ["    " + ln.strip().replace("\n", " ")
+                  for ln in traceback.format_stack(frame)[-3:]]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    os._exit(0)
 
 
 @contextmanager

@@ -61,6 +61,7 @@ class AlohaAdapter(ChunkAdapterNode):
                         "drivers still running: start them apart from this launch)")).value)
         self.shutdown_timeout = float(p("shutdown_timeout_s", 15.0, d(
             description="s (wall) the sleep move on shutdown may take")).value)
+        self.shutdown_budget_s = self.shutdown_timeout if self.sleep_on_shutdown else 0.0
         self.profile = load_profile(profile)
         self.sequence = StartupSequence(self.profile, self.spec, self.limits, self.spec.dt)
         if self.sequence.sleep_clipped:

@@ -1,7 +1,8 @@
 """The replay report's numbers: figures, worst moments, discontinuities, rejection spans.
 Rendering (plots, Markdown, HTML) is replay/report.py's.
 
-Times are seconds since the bag's first message. "x step" is a jump in units of the joint's
+Times are on the bag's time axis (``time_base``: sim seconds when /clock was recorded, else
+seconds since the bag's first message). "x step" is a jump in units of the joint's
 per-control-step velocity limit (max_velocity * dt): above 1 the adapter must clamp it.
 """
 
@@ -72,6 +73,7 @@ def analyse(result, spec: EmbodimentSpec) -> dict[str, Any]:
     bag_s = result.source.duration
     rep: dict[str, Any] = {
         "bag": str(result.source.path), "storage": result.source.storage,
+        "time_base": result.clock.time_base if result.clock is not None else "",
         "bag_duration_s": round(bag_s, 3), "embodiment": result.embodiment,
         "checkpoint": str(result.options.checkpoint),
         "ticks": len(result.ticks), "chunks": len(chunks),

@@ -14,7 +14,9 @@ Ticks ("--ticks"):
   auto      recorded when the bag has observation records, else rate.
 
 Time: the bag's /clock when it has one (sim-time recordings), else the log time. Reported
-times are seconds since the bag's first message (log time), as Foxglove shows them.
+times are on the bag's time axis (replay/clock.py): sim seconds when /clock was recorded, else
+seconds since the bag's first message; ``time_base`` in the report says which. ``--start`` and
+``--end`` are seconds since the bag's first message.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class ReplayOptions:
 @dataclass
 class TickResult:
     tick: float  # clock time (s)
-    t: float  # s since the bag's first message
+    t: float  # on the bag's time axis (Clock.axis_of_clock: sim s, or s since the start)
     seed: int | None = None
     stamp: float | None = None  # observation stamp (clock)
     age_ms: float | None = None
@@ -289,7 +291,7 @@ class _Replayer:
             self.streamed[topic] = self.fed[topic] = entry_id
 
     def tick(self, tick: float, info: dict[str, Any] | None, next_tick: float | None) -> None:
-        res = TickResult(tick=tick, t=self.clock.rel(tick), recorded=info is not None)
+        res = TickResult(tick=tick, t=self.clock.axis_of_clock(tick), recorded=info is not None)
         # (live chunks are compared only on recorded ticks: elsewhere the seeds differ)
         steps = self.opts.flow_steps
         matches = []

@@ -21,7 +21,7 @@ class Recorded:
     clock_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     infos: list[dict[str, Any]] = field(default_factory=list)
     live_chunks: dict[int, np.ndarray] = field(default_factory=dict)  # stamp (us) -> actions
-    diagnostics: list[tuple[float, dict[str, str]]] = field(default_factory=list)
+    diagnostics: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # (log ns, ..)
     instructions: list[tuple[int, str]] = field(default_factory=list)  # (log ns, text)
 
 
@@ -56,7 +56,7 @@ def read_recorded(source: BagSource, store, policy_ns: str, errors: list[str]
             elif topic == "/diagnostics":
                 for st in msg.status:  # policy_node's or navigation_node's status
                     if any(kv.key == "inference_ms_p50" for kv in st.values):
-                        rec.diagnostics.append(((log_ns - source.start_ns) * 1e-9,
+                        rec.diagnostics.append((log_ns,
                                                 {kv.key: kv.value for kv in st.values}))
     except BagReadError as exc:
         if str(exc) not in errors:

@@ -83,7 +83,7 @@ def plot_timeline(result, rep: dict[str, Any], path: Path) -> Path:
                  label="replay (this machine)")
     diag = result.recorded.diagnostics
     for key, style in (("inference_ms_p50", "-"), ("inference_ms_p99", "--")):
-        pts = [(t, as_number(d.get(key))) for t, d in diag]
+        pts = [(result.clock.axis(log), as_number(d.get(key))) for log, d in diag]
         pts = [(t, v) for t, v in pts if v is not None]
         if pts:
             axes[1].plot(*zip(*pts, strict=True), style, color="#f59e0b",
@@ -94,7 +94,7 @@ def plot_timeline(result, rep: dict[str, Any], path: Path) -> Path:
     axes[2].plot([d["t"] for d in disc], [d["x_step"] for d in disc], ".-", lw=0.8)
     axes[2].axhline(1.0, color="#dc2626", lw=0.8, ls=":")
     axes[2].set_ylabel("chunk boundary jump\n(x step limit)", fontsize=8)
-    axes[2].set_xlabel("time since bag start (s)")
+    axes[2].set_xlabel(f"{result.clock.time_base} (s)")
     for ax in axes:
         ax.tick_params(labelsize=7)
     fig.tight_layout()
@@ -119,6 +119,7 @@ def _sections(rep: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
     summary = [
         ["bag", f"{rep['bag']} ({rep['storage']}, {_fmt(rep['bag_duration_s'])} s)"],
         ["embodiment / checkpoint", f"{rep['embodiment']} / {rep['checkpoint']}"],
+        ["times in", rep.get("time_base") or "n/a"],
         ["ticks", f"{rep['ticks']} ({rep['tick_source']}), {rep['chunks']} chunks, "
                   f"{rep['rejected_ticks']} without an observation"],
         ["replay speed", f"{_fmt(rep['speed_x_realtime'])} x real time "

@@ -112,3 +112,44 @@ def test_aloha_adapter_sleeps_the_arms_on_sigint(probe, tmp_path):
                     os.kill(p.pid, signal.SIGKILL)
         for s in subs:
             probe.destroy_subscription(s)
+
+
+BLOCKED_NODE = """
+import time
+import qwen_vla_ros.nodes as nodes
+from rclpy.node import Node
+
+class Stuck(Node):
+    def __init__(self):
+        super().__init__("stuck_node")
+        self.create_timer(0.05, self.tick)
+
+    def tick(self):
+        print("blocking", flush=True)
+        time.sleep(1000)  # a callback that never returns
+
+nodes.SHUTDOWN_GRACE_S = 1.0
+nodes.spin_node(Stuck)
+"""
+
+
+def test_a_node_stuck_in_a_callback_still_exits_after_the_grace_period(tmp_path):
+    """spin_node cannot interrupt a blocked callback; after SHUTDOWN_GRACE_S it says where the
+    threads were and leaves with 0 (instead of hanging until ros2 launch's SIGKILL)."""
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKED_NODE], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "blocking"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert code == 0 and 0.9 <= took <= 10, (code, took, err[-1000:])
+    assert "shutdown still running 1 s after the signal" in err and "in tick" in err

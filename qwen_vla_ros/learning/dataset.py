@@ -138,7 +138,7 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
     """Samples of one bag (no cache), or why there are none. ``at_ticks``: assemble the
     observations at these clock times instead (every one, whatever the mode)."""
     from qwen_vla_ros.replay.bagio import BagError, open_bag
-    from qwen_vla_ros.replay.clock import Clock
+    from qwen_vla_ros.replay.clock import ClockLog
     from qwen_vla_ros.ros.conversions import ImageConversionError, msg_to_rgb, stamp_to_sec
 
     try:
@@ -158,15 +158,14 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
                          "/aloha_adapter/state", EPISODE_TOPIC, "/policy_node/instruction")
              if t in source.topics and t not in source.unknown]
     events: list[tuple[float, int, str, Any]] = []  # (stamp, order, kind, payload)
-    clock_log, clock_s = [], []
+    clocks = ClockLog()
     cmds: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
     modes, states_adapter, meta, instructions = [], [], {}, []
     try:
         for topic, log_ns, raw in source.messages(small):
             msg = store.deserialize_cdr(raw, source.topics[topic])
             if topic == "/clock":
-                clock_log.append(log_ns)
-                clock_s.append(stamp_to_sec(msg.clock))
+                clocks.add(log_ns, msg)
             elif topic in joints:
                 events.append((stamp_to_sec(msg.header.stamp), len(events), "joints",
                                (joints[topic], list(msg.name), list(msg.position))))
@@ -187,7 +186,7 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
     if meta and not meta.get("success", True) and not settings.include_failed:
         return Skipped(bag, f"failed episode (seed {meta.get('seed')}, max reward "
                             f"{meta.get('max_reward')}); --include-failed keeps it")
-    clock = Clock(np.asarray(clock_log, np.int64), np.asarray(clock_s), source.start_ns)
+    clock = clocks.clock(source.start_ns)
     frames: dict[str, list[np.ndarray]] = {c: [] for c in spec.cameras}
     try:
         for topic, _, raw in source.messages(list(cams)):

@@ -20,14 +20,11 @@ class Clock:
     @classmethod
     def from_source(cls, source, store) -> Clock:
         """Read the /clock messages of a bag (rosbag2 source from replay.bagio)."""
-        from qwen_vla_ros.ros.conversions import stamp_to_sec
-
-        log, sec = [], []
+        clocks = ClockLog()
         if "/clock" in source.topics and "/clock" not in source.unknown:
             for _, log_ns, raw in source.messages(["/clock"]):
-                log.append(log_ns)
-                sec.append(stamp_to_sec(store.deserialize_cdr(raw, source.topics["/clock"]).clock))
-        return cls(np.asarray(log, np.int64), np.asarray(sec, np.float64), source.start_ns)
+                clocks.add(log_ns, store.deserialize_cdr(raw, source.topics["/clock"]))
+        return clocks.clock(source.start_ns)
 
     @property
     def time_base(self) -> str:
@@ -58,3 +55,24 @@ class Clock:
     def axis_of_clock(self, clock: float) -> float:
         """A time on the nodes' clock (e.g. a header stamp) on the summaries' axis."""
         return clock if self.recorded else self.rel(clock)
+
+
+class ClockLog:
+    """/clock messages gathered during a pass over a bag (with its other small topics), then
+    the Clock they give."""
+
+    def __init__(self) -> None:
+        self.log_ns: list[int] = []
+        self.clock_s: list[float] = []
+
+    def add(self, log_ns: int, msg) -> None:
+        from qwen_vla_ros.ros.conversions import stamp_to_sec
+
+        self.log_ns.append(log_ns)
+        self.clock_s.append(stamp_to_sec(msg.clock))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.log_ns, np.int64), np.asarray(self.clock_s, np.float64)
+
+    def clock(self, start_ns: int) -> Clock:
+        return Clock(*self.arrays(), start_ns)

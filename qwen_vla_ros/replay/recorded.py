@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from qwen_vla_ros.replay.bagio import BagReadError, BagSource
-from qwen_vla_ros.ros.conversions import stamp_to_sec
+from qwen_vla_ros.replay.clock import ClockLog
 
 
 @dataclass
@@ -37,13 +37,12 @@ def read_recorded(source: BagSource, store, policy_ns: str, errors: list[str]
     instr_topic = f"{policy_ns}/instruction"
     topics = [t for t in ("/clock", chunk_topic, info_topic, "/diagnostics", instr_topic)
               if t in source.topics and t not in source.unknown]
-    clock_log, clock_s = [], []
+    clocks = ClockLog()
     try:
         for topic, log_ns, raw in source.messages(topics):
             msg = store.deserialize_cdr(raw, source.topics[topic])
             if topic == "/clock":
-                clock_log.append(log_ns)
-                clock_s.append(stamp_to_sec(msg.clock))
+                clocks.add(log_ns, msg)
             elif topic == info_topic:
                 try:
                     rec.infos.append(json.loads(msg.data))
@@ -61,8 +60,7 @@ def read_recorded(source: BagSource, store, policy_ns: str, errors: list[str]
     except BagReadError as exc:
         if str(exc) not in errors:
             errors.append(str(exc))
-    rec.clock_log = np.asarray(clock_log, np.int64)
-    rec.clock_s = np.asarray(clock_s, np.float64)
+    rec.clock_log, rec.clock_s = clocks.arrays()
     return rec, chunk_msgs
 
 

@@ -146,7 +146,8 @@ def summarize(data: BagData, spec: EmbodimentSpec) -> dict[str, Any]:
         if m != "POLICY" or len(times) < 2 or len(mt) == 0:
             continue
         k = int(np.searchsorted(times, t_switch))
-        j = int(np.searchsorted(mt, t_switch)) - 1
+        # at or before the switch: sim-time readings are quantised, equal times included
+        j = int(np.searchsorted(mt, t_switch, side="right")) - 1
         if k >= len(cmds) or j < 0:
             continue
         ramp = np.vstack([data.measured[j][1], cmds[k: k + 25]])

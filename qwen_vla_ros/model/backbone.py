@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from qwen_vla_ros.errors import CheckpointError, ConfigError
+from qwen_vla_ros.model.preprocess import TorchImageProcessor
 
 SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -84,14 +86,18 @@ def special_token_ids(tokenizer) -> dict[str, int]:
     return ids
 
 
+MIN_PIXELS = 56 * 56  # Qwen2-VL's default min_pixels
+
+
 def make_image_processor(image_pixels: int, patch_size: int = 16, merge_size: int = 2,
                          temporal_patch_size: int = 2):
-    """The real Qwen2-VL/Qwen3-VL PIL image processor, sized to ~``image_pixels`` per image."""
+    """The real Qwen2-VL/Qwen3-VL PIL image processor: at most ``image_pixels`` per image
+    (sizes a multiple of patch x merge). Its settings are what ``TorchImageProcessor`` does."""
     from transformers import Qwen2VLImageProcessorPil
 
     return Qwen2VLImageProcessorPil(
         patch_size=patch_size, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
-        size={"shortest_edge": image_pixels, "longest_edge": image_pixels},
+        size={"shortest_edge": min(MIN_PIXELS, image_pixels), "longest_edge": image_pixels},
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
     )
 
@@ -131,6 +137,8 @@ class VLMBackbone(nn.Module):
                 raise ConfigError(
                     f"backbone config {key}={cfg_value} but the tokenizer maps it to {value}")
         self.num_layers = self._truncate(num_layers)
+        self.pixels = TorchImageProcessor(image_processor)
+        patch_embed_as_matmul(model)
         self._accepts_mm_types = "mm_token_type_ids" in inspect.signature(
             model.forward).parameters
 
@@ -205,28 +213,36 @@ class VLMBackbone(nn.Module):
     def prepare(self, images: Mapping[str, np.ndarray], camera_order: Sequence[str], prompt: str,
                 instruction: str) -> dict[str, torch.Tensor]:
         """Model inputs for one observation (batch of 1). Images are HxWx3 uint8 RGB."""
-        missing = [c for c in camera_order if c not in images]
-        if missing:
-            raise KeyError(f"missing camera image(s) {missing}; have {sorted(images)}")
-        arrays = []
-        for cam in camera_order:
-            img = images[cam]
-            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ValueError(f"camera '{cam}': expected HxWx3 uint8, got {img.shape} "
-                                 f"{img.dtype}")
-            arrays.append(img)
-        vision = self.image_processor(images=arrays, return_tensors="pt")
-        grid = vision["image_grid_thw"]
-        merge = int(self.image_processor.merge_size) ** 2
-        tokens_per_image = (grid.prod(dim=-1) // merge).tolist()
-        text = self.build_prompt(prompt, instruction, camera_order, tokens_per_image)
-        enc = self.tokenizer(text, return_tensors="pt")
+        return self.prepare_batch([(images, camera_order, prompt, instruction)])
+
+    def prepare_batch(self, items: Sequence[tuple[Mapping[str, np.ndarray], Sequence[str], str,
+                                                  str]]) -> dict[str, torch.Tensor]:
+        """Model inputs for a batch of observations, each (images, camera order, prompt,
+        instruction). Prompts of different lengths are padded on the right: every layer is
+        causal, so a padded sample's hidden states equal its unpadded ones (tested)."""
+        frames, texts = [], []
+        for images, camera_order, prompt, instruction in items:
+            missing = [c for c in camera_order if c not in images]
+            if missing:
+                raise KeyError(f"missing camera image(s) {missing}; have {sorted(images)}")
+            counts = []
+            for cam in camera_order:
+                img = images[cam]
+                if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                    raise ValueError(f"camera '{cam}': expected HxWx3 uint8, got {img.shape} "
+                                     f"{img.dtype}")
+                frames.append(img)
+                counts.append(self.pixels.tokens_per_image(img.shape[0], img.shape[1]))
+            texts.append(self.build_prompt(prompt, instruction, camera_order, counts))
+        device = next(self.model.parameters()).device
+        vision = self.pixels(frames, device=device)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="right")
         input_ids = enc["input_ids"]
         inputs = {
             "input_ids": input_ids,
             "attention_mask": enc["attention_mask"],
             "pixel_values": vision["pixel_values"],
-            "image_grid_thw": grid,
+            "image_grid_thw": vision["image_grid_thw"],
         }
         if self._accepts_mm_types:
             inputs["mm_token_type_ids"] = (input_ids == self.ids["image_token_id"]).to(torch.int32)
@@ -243,8 +259,34 @@ class VLMBackbone(nn.Module):
         return out.last_hidden_state, moved["attention_mask"].bool()
 
 
+def patch_embed_as_matmul(model: nn.Module) -> bool:
+    """Run the vision tower's patch embedding as the matrix product it is.
+
+    Qwen's patch embedding is a Conv3d whose kernel equals its stride, applied to inputs of
+    exactly one kernel each: one output per input, a linear map of the flattened patch. oneDNN's
+    Conv3d is ~8x slower than the product on CPU (forward + backward, 6144 patches of 1536 to
+    32). Same parameters and state dict; ``test_policy.py`` checks equal outputs and gradients.
+    Returns whether the embedding was found and replaced.
+    """
+    embed = getattr(getattr(model, "visual", None), "patch_embed", None)
+    conv = getattr(embed, "proj", None)
+    if not isinstance(conv, nn.Conv3d) or tuple(conv.kernel_size) != tuple(conv.stride) or any(
+            conv.padding) or conv.groups != 1:
+        return False
+    # Bound to the instance (a copy.deepcopy of the model rebinds it to the copy).
+    embed.forward = types.MethodType(_patch_embed_matmul, embed)
+    return True
+
+
+def _patch_embed_matmul(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    weight = self.proj.weight.reshape(self.proj.out_channels, -1)
+    x = hidden_states.reshape(-1, weight.shape[1]).to(dtype=weight.dtype)
+    return torch.nn.functional.linear(x, weight, self.proj.bias)
+
+
 def tiny_backbone_config(tokenizer, hidden_size: int = 64, num_layers: int = 2,
-                         vision_depth: int = 2, image_pixels: int = 224 * 224):
+                         vision_depth: int = 2, image_pixels: int = 224 * 224,
+                         vision_hidden: int = 32):
     """A small random-init Qwen3.5 config: real architecture, seconds to build."""
     from transformers import Qwen3_5Config
 
@@ -266,7 +308,8 @@ def tiny_backbone_config(tokenizer, hidden_size: int = 64, num_layers: int = 2,
         "max_position_embeddings": 4096,
     }
     vision = {
-        "depth": vision_depth, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+        "depth": vision_depth, "hidden_size": vision_hidden,
+        "intermediate_size": 2 * vision_hidden, "num_heads": max(2, vision_hidden // 16),
         "out_hidden_size": hidden_size, "patch_size": 16, "spatial_merge_size": 2,
         "temporal_patch_size": 2, "num_position_embeddings": side * side,
     }

@@ -12,8 +12,9 @@ Bags from ``qwen-vla-ros collect``, from ``qwen-vla-ros demo``, or recorded on a
 docs/replay.md topic set all read the same way; ``/collect/episode`` (seed, success, ...) is
 used where present. A bag that cannot give samples is skipped with its reason, never silently.
 
-Decoded frames (resized to ``image_size``) and the samples are cached once per bag under
-``<cache>/<key>/`` where the key hashes the bag's bytes and these settings.
+Decoded frames (resized once as the model's image processor would, ``resize``) and the
+samples are cached once per bag under ``<cache>/<key>/`` where the key hashes the bag's bytes
+and these settings.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class DatasetError(QwenVLAError):
 class DatasetSettings:
     embodiment: str = "aloha"
     target: str = "commands"  # commands | states
-    image_size: tuple[int, int] | None = None  # (h, w) frames are resized to; None: as recorded
+    # Frames are resized once, as the model's image processor would (its resize_rule: factor,
+    # min and max pixels; train() sets it from the policy), so training does not resize them
+    # again each step; None: as recorded.
+    resize: tuple[int, int, int] | None = None
     max_age: float = 0.3  # s, as policy_node's max_observation_age
     instruction: str = "transfer the red cube to the other arm"  # when the bag has none
     include_failed: bool = False  # episodes marked failed by /collect/episode
@@ -124,15 +128,6 @@ def _zoh(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     return out
 
 
-def _resize(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    if size is None or rgb.shape[:2] == tuple(size):
-        return rgb
-    from PIL import Image
-
-    h, w = size
-    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))
-
-
 def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
                  at_ticks: Sequence[float] | None = None) -> Episode | Skipped:
     """Samples of one bag (no cache), or why there are none. ``at_ticks``: assemble the
@@ -194,8 +189,7 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
             msg = store.deserialize_cdr(raw, typename)
             cam = cams[topic]
             try:
-                rgb = _resize(msg_to_rgb(msg, typename.endswith("CompressedImage")),
-                              settings.image_size)
+                rgb = msg_to_rgb(msg, typename.endswith("CompressedImage"))
             except ImageConversionError as exc:
                 events.append((stamp_to_sec(msg.header.stamp), len(events), "bad", str(exc)))
                 continue
@@ -290,11 +284,21 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
         return Skipped(bag, f"no valid sample: observation rejected {rejected or '-'}, or "
                             "no command before the first frame")
     ep = Episode(bag, loop.instruction, meta,
-                 {c: np.stack(f) if f else np.zeros((0, 1, 1, 3), np.uint8)
-                  for c, f in frames.items()},
+                 {c: _stack(f, settings.resize) for c, f in frames.items()},
                  frame_idx[valid], states[valid], actions[valid], ticks[valid], rejected)
     ep.inputs = [inputs[n] for n in np.flatnonzero(valid)]
     return ep
+
+
+def _stack(frames: list[np.ndarray], resize: tuple[int, int, int] | None) -> np.ndarray:
+    if not frames:
+        return np.zeros((0, 1, 1, 3), np.uint8)
+    if resize is None:
+        return np.stack(frames)
+    from qwen_vla_ros.model.preprocess import resize_frames
+
+    return np.concatenate([resize_frames(np.stack(frames[i:i + 64]), resize)
+                           for i in range(0, len(frames), 64)])
 
 
 def _save(ep: Episode, folder: Path) -> None:

@@ -15,7 +15,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,10 @@ class Samples:
                           embodiment=self.embodiment, stamp=float(ep.ticks[i]))
         return obs, ep.actions[i]
 
+    def batch(self, ks: Sequence[int]) -> tuple[list[Observation], np.ndarray]:
+        pairs = [self.get(int(k)) for k in ks]
+        return [o for o, _ in pairs], np.stack([a for _, a in pairs])
+
 
 def split_episodes(episodes: Sequence[Episode], fraction: float, seed: int
                    ) -> tuple[list[Episode], list[Episode]]:
@@ -112,16 +116,20 @@ def _write_checkpoint(policy: QwenVLAPolicy, folder: Path, extra: dict[str, Any]
     tmp.rename(folder)
 
 
-def evaluate_loss(policy: QwenVLAPolicy, samples: Samples, n: int, seed: int) -> float:
+def evaluate_loss(policy: QwenVLAPolicy, samples: Samples, n: int, seed: int,
+                  batch: int = 16) -> float:
     """Mean flow-matching loss over ``n`` fixed samples with fixed noise."""
     if len(samples) == 0:
         return float("nan")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=policy.device).manual_seed(seed)
     ks = np.random.default_rng(seed).choice(len(samples), min(n, len(samples)), replace=False)
     policy.eval()
+    total = 0.0
     with torch.no_grad():
-        losses = [float(policy.loss(*samples.get(int(k)), generator=gen)) for k in ks]
-    return float(np.mean(losses))
+        for i in range(0, len(ks), batch):
+            part = ks[i:i + batch]
+            total += float(policy.loss(*samples.batch(part), generator=gen)) * len(part)
+    return total / len(ks)
 
 
 def action_error(policy: QwenVLAPolicy, samples: Samples, n: int, seed: int,
@@ -164,6 +172,8 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
         policy = build_preset(preset, [embodiment], seed=cfg.seed, device=cfg.device)
     spec = policy.spec(embodiment)  # a checkpoint for another embodiment fails here
     settings = settings or DatasetSettings(embodiment=embodiment)
+    if settings.resize is None:  # frames resized once, as the model would each step
+        settings = replace(settings, resize=policy.backbone.pixels.resize_rule)
     episodes, skipped = load_episodes(data, spec, settings, cache=cache, log=log)
     if not episodes:
         raise DatasetError("no usable demonstrations: " + "; ".join(
@@ -223,7 +233,7 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         ks = rng.integers(0, len(train_set), cfg.batch)
-        loss = sum(policy.loss(*train_set.get(int(k)), generator=gen) for k in ks) / cfg.batch
+        loss = policy.loss(*train_set.batch(ks), generator=gen)
         loss.backward()
         grad = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
         opt.step()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -131,12 +131,17 @@ class QwenVLAPolicy(nn.Module):
             torch.cuda.synchronize(self.device)
 
     # ---- conditioning -------------------------------------------------------------------
-    def features(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backbone hidden states [1, L, C] and mask [1, L] for one observation."""
-        spec = self.spec(obs.embodiment)
-        images, order = obs.camera_inputs(spec.cameras)
-        inputs = self.backbone.prepare(images, order, spec.prompt, obs.instruction)
-        hidden, mask = self.backbone(inputs)
+    def features(self, obs: Observation | Sequence[Observation]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone hidden states [B, L, C] and mask [B, L] for one observation (B = 1) or a
+        batch, in one backbone pass."""
+        batch = [obs] if isinstance(obs, Observation) else list(obs)
+        items = []
+        for o in batch:
+            spec = self.spec(o.embodiment)
+            images, order = o.camera_inputs(spec.cameras)
+            items.append((images, order, spec.prompt, o.instruction))
+        hidden, mask = self.backbone(self.backbone.prepare_batch(items))
         return hidden.to(self.dtype), mask
 
     def state_tensor(self, spec: EmbodimentSpec, state: np.ndarray) -> torch.Tensor:
@@ -201,21 +206,36 @@ class QwenVLAPolicy(nn.Module):
                            timing_ms=timing)
 
     # ---- training -----------------------------------------------------------------------
-    def loss(self, obs: Observation, actions: np.ndarray, *, prefix_len: int = 0,
-             generator: torch.Generator | None = None,
+    def loss(self, obs: Observation | Sequence[Observation], actions: np.ndarray, *,
+             prefix_len: int = 0, generator: torch.Generator | None = None,
              features: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """Flow-matching loss for one observation and its target chunk (embodiment units).
+        """Flow-matching loss for one observation and its target chunk [H, A], or a batch of
+        observations of one embodiment and their chunks [B, H, A] (embodiment units): the mean
+        over the batch, one backbone and one decoder pass.
 
         ``features``: precomputed ``self.features(obs)`` (frozen-backbone training).
         """
-        spec = self.spec(obs.embodiment)
-        hidden, mask = features if features is not None else self.features(obs)
+        single = isinstance(obs, Observation)
+        batch = [obs] if single else list(obs)
+        actions = np.asarray(actions, np.float64)
+        if single:
+            actions = actions[None]
+        if not batch or actions.shape[0] != len(batch):
+            raise ValueError(f"{len(batch)} observations but {actions.shape[0]} target chunks")
+        names = {o.embodiment for o in batch}
+        if len(names) != 1:
+            raise ValueError(f"one embodiment per batch (its horizon and masks), got "
+                             f"{sorted(names)}")
+        spec = self.spec(batch[0].embodiment)
+        hidden, mask = features if features is not None else self.features(batch)
         kvs, attn_mask = self.decoder.encode_context(hidden, mask)
-        target = self.norm_stats.normalise(spec, "action", np.asarray(actions, np.float64))
-        target_t = self._to_slots(target[None], spec.action_slots, self.decoder.cfg.action_width)
+        target = self.norm_stats.normalise(spec, "action", actions)
+        target_t = self._to_slots(target, spec.action_slots, self.decoder.cfg.action_width)
         am, sm = self._masks(spec)
-        return flow_matching_loss(self.decoder, target_t, self.state_tensor(spec, obs.state),
-                                  am, sm, kvs, attn_mask, prefix_len=prefix_len,
+        states = torch.cat([self.state_tensor(spec, o.state) for o in batch])
+        b = len(batch)
+        return flow_matching_loss(self.decoder, target_t, states, am.expand(b, -1),
+                                  sm.expand(b, -1), kvs, attn_mask, prefix_len=prefix_len,
                                   generator=generator)
 
     # ---- checkpoint io ------------------------------------------------------------------

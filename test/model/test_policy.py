@@ -54,6 +54,28 @@ def test_images_change_the_chunk_and_each_camera_counts(tiny_policy):
         assert np.abs(tiny_policy.predict(one, seed=3).actions - a).max() > 1e-5, cam
 
 
+def test_a_batch_conditions_each_sample_as_alone(tiny_policy):
+    """Training runs one backbone pass per batch; prompts of different lengths are padded.
+    Every sample's hidden states and loss must be what it gets alone."""
+    obs = [obs_for(tiny_policy, "aloha", seed=0, instruction="transfer the cube"),
+           obs_for(tiny_policy, "aloha", seed=1,
+                   instruction="pick up the red cube and hand it to the other arm")]
+    hidden, mask = tiny_policy.features(obs)
+    assert mask[0].sum() < mask[1].sum()  # the first was padded
+    for i, o in enumerate(obs):
+        alone, alone_mask = tiny_policy.features(o)
+        n = int(alone_mask.sum())
+        assert int(mask[i].sum()) == n
+        torch.testing.assert_close(hidden[i, :n], alone[0], rtol=1e-4, atol=1e-4)
+    spec = tiny_policy.spec("aloha")
+    actions = np.random.default_rng(0).uniform(spec.lower(), spec.upper(), (2, spec.horizon,
+                                                                            spec.action_dim))
+    with torch.no_grad():
+        assert np.isfinite(float(tiny_policy.loss(obs, actions)))
+    with pytest.raises(ValueError, match="2 observations but 1"):
+        tiny_policy.loss(obs, actions[:1])
+
+
 def test_embodiment_prompt_changes_the_chunk(tiny_policy):
     """Two embodiments identical but for the prompt text: the prompt alone must move the chunk."""
     aloha = tiny_policy.spec("aloha")

@@ -5,6 +5,8 @@ parameter file and argument a description names exists and matches."""
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
 import re
 from pathlib import Path
 
@@ -74,7 +76,11 @@ def declared_parameters(executable: str) -> set[str]:
     src = (ROOT / (module.replace(".", "/") + ".py")).read_text()
     if "ChunkAdapterNode" in src:
         src += (ROOT / "qwen_vla_ros/nodes/adapter_base.py").read_text()
-    return {n.split("{")[0] for n in DECLARE.findall(src)} | {"use_sim_time"}
+    names = {n.split("{")[0] for n in DECLARE.findall(src)} | {"use_sim_time"}
+    for cls_name in re.findall(r"declare\(self, (\w+)\)", src):  # a parameters dataclass
+        names |= {f.name for f in dataclasses.fields(getattr(importlib.import_module(module),
+                                                             cls_name))}
+    return names
 
 
 def test_parameter_files_use_declared_parameter_names():

@@ -77,7 +77,7 @@ def declared_parameters(executable: str) -> set[str]:
     if "ChunkAdapterNode" in src:
         src += (ROOT / "qwen_vla_ros/nodes/adapter_base.py").read_text()
     names = {n.split("{")[0] for n in DECLARE.findall(src)} | {"use_sim_time"}
-    for cls_name in re.findall(r"declare\(self, (\w+)\)", src):  # a parameters dataclass
+    for cls_name in re.findall(r"declare(?:_fields)?\(self, (\w+)\)", src):  # a dataclass
         names |= {f.name for f in dataclasses.fields(getattr(importlib.import_module(module),
                                                              cls_name))}
     return names

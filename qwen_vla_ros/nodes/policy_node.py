@@ -20,7 +20,6 @@ Topics (relative, remappable):
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 
@@ -50,10 +49,11 @@ from qwen_vla_ros.ros.conversions import (
     msg_to_rgb,
     stamp_to_sec,
 )
+from qwen_vla_ros.ros.params import declare_fields, read
 from qwen_vla_ros.runtime.executor import RejectedChunk
 from qwen_vla_ros.runtime.inference import InferenceWorker, LatencyStats
 from qwen_vla_ros.runtime.observation import Rejection
-from qwen_vla_ros.runtime.policy_loop import PolicyLoop, Request, stamp_or
+from qwen_vla_ros.runtime.policy_loop import PolicyLoop, PolicyParams, Request, stamp_or
 
 
 def _desc(text: str) -> ParameterDescriptor:
@@ -68,22 +68,7 @@ class PolicyNode(LifecycleNode):
 
     def __init__(self, policy=None, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
-        p = self.declare_parameter
-        p("checkpoint", "", _desc("policy checkpoint directory (qwen-vla-ros checkpoint ...)"))
-        p("embodiment", "aloha", _desc("embodiment name (config/embodiments/NAME.yaml)"))
-        p("robot_profile", "", _desc("config/robots/NAME.yaml: default camera and joint-state "
-                                     "topics of a real rig (empty: <camera>/image_raw)"))
-        p("device", "cpu", _desc("torch device: cpu, cuda, cuda:1"))
-        p("dtype", "float32", _desc("float32 or bfloat16"))
-        p("instruction", "", _desc("language instruction; also settable on ~/instruction"))
-        p("inference_rate_hz", 5.0, _desc("how often a new chunk is requested"))
-        p("max_observation_age", 0.2, _desc("s; older camera/joint data -> no inference"))
-        p("flow_steps", 10, _desc("Euler steps per chunk"))
-        p("seed", 0, _desc("base seed; chunk i uses seed + i"))
-        p("rtc_prefix_steps", 0, _desc("committed steps passed as prefix (0 = off)"))
-        p("torch_threads", 0, _desc("CPU threads for torch (0 = torch default); on a small "
-                                    "CPU leave cores for DDS and the executor"))
-        p("autostart", True, _desc("configure and activate at start-up"))
+        declare_fields(self, PolicyParams)
         self._injected_policy = policy
         self.policy = None
         self.active = False
@@ -157,29 +142,23 @@ class PolicyNode(LifecycleNode):
             _free_accelerator_memory()
 
     def _configure(self) -> None:
-        gp = self.get_parameter
+        self.params = params = read(self, PolicyParams)
         p = self.declare_parameter
-        self.spec = load_embodiment(gp("embodiment").value)
+        self.spec = load_embodiment(params.embodiment)
         overrides = set(getattr(self, "_parameter_overrides", {}))
         cams = [k.split(".", 1)[1] for k in overrides if k.startswith("camera_topics.")]
         unknown = sorted(set(cams) - set(self.spec.cameras))
         if unknown:
             raise ValueError(f"camera_topics names {unknown} are not cameras of "
                              f"'{self.spec.name}' ({list(self.spec.cameras)})")
-        rate = float(gp("inference_rate_hz").value)
-        if not (rate > 0 and math.isfinite(rate)):
-            raise ValueError(f"inference_rate_hz must be > 0, got {rate}")
-        self.steps = int(gp("flow_steps").value)
-        if self.steps < 1:
-            raise ValueError(f"flow_steps must be >= 1, got {self.steps}")
-        self.loop = PolicyLoop(self.spec, float(gp("max_observation_age").value),
-                               seed=int(gp("seed").value),
-                               prefix_steps=int(gp("rtc_prefix_steps").value),
-                               instruction=gp("instruction").value)
+        self.steps = params.flow_steps
+        self.loop = PolicyLoop(self.spec, params.max_observation_age, seed=params.seed,
+                               prefix_steps=params.rtc_prefix_steps,
+                               instruction=params.instruction)
         ents = self._entities
         profile = None
-        if gp("robot_profile").value:
-            profile = load_profile(gp("robot_profile").value)
+        if params.robot_profile:
+            profile = load_profile(params.robot_profile)
             profile.check(self.spec)  # every camera the embodiment needs has a topic
         for cam in self.spec.cameras:
             default = profile.cameras[cam] if profile else f"{cam}/image_raw"
@@ -204,12 +183,12 @@ class PolicyNode(LifecycleNode):
         ents.append(self.chunk_pub)
         self.info_pub = self.create_publisher(String, "~/observation_info", qos.COMMAND)
         ents.append(self.info_pub)
-        set_torch_threads(int(gp("torch_threads").value))
+        set_torch_threads(params.torch_threads)
         self.policy = (self._injected_policy if self._injected_policy is not None
                        else self._load_policy())
         self.policy.spec(self.spec.name)  # the checkpoint must know this embodiment
         self.worker = InferenceWorker(self._infer, self._on_chunk, self._on_error)
-        ents.append(self.create_timer(1.0 / rate, self._tick))
+        ents.append(self.create_timer(1.0 / params.inference_rate_hz, self._tick))
 
     def _param(self, declare, name: str, default, description: str):
         if self.has_parameter(name):
@@ -218,8 +197,8 @@ class PolicyNode(LifecycleNode):
 
     # ---- setup --------------------------------------------------------------------------
     def _load_policy(self):
-        gp = self.get_parameter
-        return load_checkpoint(gp("checkpoint").value, gp("device").value, gp("dtype").value,
+        params = self.params
+        return load_checkpoint(params.checkpoint, params.device, params.dtype,
                                self.get_logger())
 
     def now(self) -> float:

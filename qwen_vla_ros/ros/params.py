@@ -1,6 +1,6 @@
 """Declare a node's ROS parameters from its parameters dataclass (``qwen_vla_ros.params``):
 each field becomes a parameter with its default and description; the values (overrides,
-YAML, command line) come back as the validated dataclass."""
+YAML, command line, ``ros2 param set``) come back as the validated dataclass."""
 
 from __future__ import annotations
 
@@ -12,11 +12,20 @@ from rcl_interfaces.msg import ParameterDescriptor
 T = TypeVar("T")
 
 
-def declare(node, cls: type[T]) -> T:
-    """Declare every field of ``cls`` on ``node``; return ``cls`` built from the values
-    (its ``__post_init__`` validates them: a bad value is a ConfigError naming it)."""
-    values = {}
+def declare_fields(node, cls: type) -> None:
+    """Declare every field of ``cls`` on ``node`` with its default and description."""
     for f in dataclasses.fields(cls):
         descriptor = ParameterDescriptor(description=f.metadata.get("description", ""))
-        values[f.name] = node.declare_parameter(f.name, f.default, descriptor).value
-    return cls(**values)
+        node.declare_parameter(f.name, f.default, descriptor)
+
+
+def read(node, cls: type[T]) -> T:
+    """``cls`` built from the node's current values; its ``__post_init__`` validates them (a
+    bad value is a ConfigError naming it). Lifecycle nodes read at configure."""
+    return cls(**{f.name: node.get_parameter(f.name).value for f in dataclasses.fields(cls)})
+
+
+def declare(node, cls: type[T]) -> T:
+    """Declare every field of ``cls`` on ``node`` and return the validated values."""
+    declare_fields(node, cls)
+    return read(node, cls)

@@ -16,6 +16,7 @@ import numpy as np
 
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
 from qwen_vla_ros.model.types import ActionChunk, Observation
+from qwen_vla_ros.params import at_least, param, positive, validate
 from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor
 from qwen_vla_ros.runtime.limits import Limits
 from qwen_vla_ros.runtime.observation import (
@@ -24,6 +25,34 @@ from qwen_vla_ros.runtime.observation import (
     JointStateMerger,
     Rejection,
 )
+
+
+@dataclass
+class PolicyParams:
+    """policy_node's parameters (declared from this list; read and validated at configure).
+    Per-camera and per-arm topics (``camera_topics.<cam>``, ``camera_compressed.<cam>``,
+    ``joint_state_topics.<robot>``) depend on the embodiment and are declared then."""
+
+    checkpoint: str = param("", "policy checkpoint directory (qwen-vla-ros checkpoint ...)")
+    embodiment: str = param("aloha", "embodiment name (config/embodiments/NAME.yaml)")
+    robot_profile: str = param("", "config/robots/NAME.yaml: default camera and joint-state "
+                                   "topics of a real rig (empty: <camera>/image_raw)")
+    device: str = param("cpu", "torch device: cpu, cuda, cuda:1")
+    dtype: str = param("float32", "float32 or bfloat16")
+    instruction: str = param("", "language instruction; also settable on ~/instruction")
+    inference_rate_hz: float = param(5.0, "how often a new chunk is requested", check=positive)
+    max_observation_age: float = param(0.2, "s; older camera/joint data -> no inference",
+                                       check=positive)
+    flow_steps: int = param(10, "Euler steps per chunk", check=at_least(1))
+    seed: int = param(0, "base seed; chunk i uses seed + i")
+    rtc_prefix_steps: int = param(0, "committed steps passed as prefix (0 = off)",
+                                  check=at_least(0))
+    torch_threads: int = param(0, "CPU threads for torch (0 = torch default); on a small CPU "
+                                  "leave cores for DDS and the executor", check=at_least(0))
+    autostart: bool = param(True, "configure and activate at start-up")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def stamp_or(stamp: float, now: float) -> float:

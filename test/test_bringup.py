@@ -71,15 +71,19 @@ DECLARE = re.compile(r'(?:\bp|declare_parameter|_param)\((?:p,\s*)?f?"([\w.{}]+)
 
 
 def declared_parameters(executable: str) -> set[str]:
-    """Names a node declares; f-string names like camera_topics.{cam} become prefixes."""
-    module = EXECUTABLES[executable][0]
-    src = (ROOT / (module.replace(".", "/") + ".py")).read_text()
+    """Names a node declares: its parameters dataclasses' fields (qwen_vla_ros.params) and
+    any declared one by one; f-string names like camera_topics.{cam} become prefixes."""
+    modules = [EXECUTABLES[executable][0]]
+    src = (ROOT / (modules[0].replace(".", "/") + ".py")).read_text()
     if "ChunkAdapterNode" in src:
+        modules.append("qwen_vla_ros.nodes.adapter_base")
         src += (ROOT / "qwen_vla_ros/nodes/adapter_base.py").read_text()
     names = {n.split("{")[0] for n in DECLARE.findall(src)} | {"use_sim_time"}
-    for cls_name in re.findall(r"declare(?:_fields)?\(self, (\w+)\)", src):  # a dataclass
-        names |= {f.name for f in dataclasses.fields(getattr(importlib.import_module(module),
-                                                             cls_name))}
+    for module in modules:
+        for value in vars(importlib.import_module(module)).values():
+            if isinstance(value, type) and dataclasses.is_dataclass(value) \
+                    and value.__name__.endswith("Params"):
+                names |= {f.name for f in dataclasses.fields(value)}
     return names
 
 

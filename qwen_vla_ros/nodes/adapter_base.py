@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -34,45 +33,27 @@ from trajectory_msgs.msg import JointTrajectory
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import stamp_to_sec, trajectory_to_chunk
+from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor, RejectedChunk
 from qwen_vla_ros.runtime.limits import Limits
 from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.runtime.observation import JointStateMerger, Rejection
-from qwen_vla_ros.runtime.supervision import AdapterStatus, Supervisor, SupervisorConfig
+from qwen_vla_ros.runtime.supervision import AdapterParams, AdapterStatus, Supervisor
 
 
 class ChunkAdapterNode(Node):
-    def __init__(self, name: str, default_embodiment: str, **kwargs) -> None:
+    def __init__(self, name: str, params: type[AdapterParams] = AdapterParams,
+                 **kwargs) -> None:
         super().__init__(name, **kwargs)
-        d = ParameterDescriptor
-        p = self.declare_parameter
-        p("embodiment", default_embodiment, d(description="embodiment name"))
-        p("blend", "ensemble", d(description="ensemble (ACT temporal ensembling) or rtc"))
-        p("max_state_age", 0.2, d(description="s; older measured/leader pose -> no command"))
-        p("ghost_lookahead_s", 0.5, d(description="s ahead of now shown on "
-                                                   "~/predicted_joint_states"))
-        sup0 = SupervisorConfig()  # the defaults, in one place
-        for name, text in (
-                ("policy_timeout", "s without a valid chunk in POLICY -> HOLD; 0: 2.5 x the "
-                                   "recent chunk period (p90), >= 0.5 s, <= one chunk's span"),
-                ("teleop_timeout", "s without a valid leader pose in TELEOP -> HOLD"),
-                ("state_timeout", "s without a valid measured pose while driving -> HOLD"),
-                ("engage_timeout", "s a driving mode waits for a valid measured pose before "
-                                   "it is refused")):
-            p(name, getattr(sup0, name), d(description=text))
-        self.spec = load_embodiment(self.get_parameter("embodiment").value)
+        self.params = declare(self, params)
+        self.spec = load_embodiment(self.params.embodiment)
         self.limits = Limits.from_spec(self.spec)
         self.measured = JointStateMerger(self.spec)
-        self.chunk_executor = ChunkExecutor(self.limits, self.spec.dt,
-                                            mode=self.get_parameter("blend").value)
-        self.max_state_age = float(self.get_parameter("max_state_age").value)
-        self.lookahead = float(self.get_parameter("ghost_lookahead_s").value)
-        self.supervisor = Supervisor(SupervisorConfig(
-            policy_timeout=float(self.get_parameter("policy_timeout").value),
-            teleop_timeout=float(self.get_parameter("teleop_timeout").value),
-            state_timeout=float(self.get_parameter("state_timeout").value),
-            engage_timeout=float(self.get_parameter("engage_timeout").value)),
-            chunk_span=self.spec.horizon * self.spec.dt)
+        self.chunk_executor = ChunkExecutor(self.limits, self.spec.dt, mode=self.params.blend)
+        self.max_state_age = self.params.max_state_age
+        self.lookahead = self.params.ghost_lookahead_s
+        self.supervisor = Supervisor(self.params.supervisor_config(),
+                                     chunk_span=self.spec.horizon * self.spec.dt)
         self.needs_measured_pose = True  # False where nothing is measured (velocity bodies)
         self.mode = Mode.HOLD
         self.requested = Mode.HOLD

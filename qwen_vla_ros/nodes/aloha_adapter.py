@@ -28,7 +28,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -38,7 +37,12 @@ from qwen_vla_ros.ros import qos
 from qwen_vla_ros.runtime.interbotix import split_command
 from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.runtime.observation import JointStateMerger, Rejection
-from qwen_vla_ros.runtime.startup import Phase, ServiceCall, StartupSequence
+from qwen_vla_ros.runtime.startup import (
+    AlohaAdapterParams,
+    Phase,
+    ServiceCall,
+    StartupSequence,
+)
 
 
 class AlohaAdapter(ChunkAdapterNode):
@@ -46,21 +50,12 @@ class AlohaAdapter(ChunkAdapterNode):
         from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
         from interbotix_xs_msgs.srv import OperatingModes, Reboot, RegisterValues, TorqueEnable
 
-        super().__init__("aloha_adapter", "aloha", **kwargs)
-        d = ParameterDescriptor
-        p = self.declare_parameter
-        profile = p("robot_profile", "aloha_stationary", d(
-            description="config/robots/NAME.yaml: arm namespaces, poses, xs_sdk set-up")).value
-        startup = p("startup", True, d(
-            description="set the xs_sdk modes and move to START_ARM_POSE before TELEOP/POLICY "
-                        "(false only for drivers already set up by hand)")).value
-        self.sleep_torque_off = bool(p("sleep_torque_off", False, d(
-            description="torque the followers off once at the sleep pose")).value)
-        self.sleep_on_shutdown = bool(p("sleep_on_shutdown", False, d(
-            description="on SIGINT/SIGTERM move to the sleep pose before exiting (needs the "
-                        "drivers still running: start them apart from this launch)")).value)
-        self.shutdown_timeout = float(p("shutdown_timeout_s", 15.0, d(
-            description="s (wall) the sleep move on shutdown may take")).value)
+        super().__init__("aloha_adapter", AlohaAdapterParams, **kwargs)
+        params: AlohaAdapterParams = self.params  # type: ignore[assignment]
+        profile, startup = params.robot_profile, params.startup
+        self.sleep_torque_off = params.sleep_torque_off
+        self.sleep_on_shutdown = params.sleep_on_shutdown
+        self.shutdown_timeout = params.shutdown_timeout_s
         self.shutdown_budget_s = self.shutdown_timeout if self.sleep_on_shutdown else 0.0
         self.profile = load_profile(profile)
         self.sequence = StartupSequence(self.profile, self.spec, self.limits, self.spec.dt)

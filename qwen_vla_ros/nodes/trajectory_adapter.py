@@ -19,7 +19,7 @@ from qwen_vla_ros.ros import qos
 
 class TrajectoryAdapter(ChunkAdapterNode):
     def __init__(self, **kwargs) -> None:
-        super().__init__("trajectory_adapter", "vx300s_single", **kwargs)
+        super().__init__("trajectory_adapter", **kwargs)
         names = [dim.joint or dim.name for dim in self.spec.action]
         self.hw_names = names if len(set(names)) == len(names) else self.spec.action_names
         self.subscribe_joint_states("joint_states", self.measured, self.measured.robots())

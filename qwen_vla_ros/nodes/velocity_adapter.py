@@ -13,27 +13,23 @@ from __future__ import annotations
 
 import numpy as np
 from geometry_msgs.msg import Twist
-from rcl_interfaces.msg import ParameterDescriptor
 from std_msgs.msg import Float64MultiArray
 
 from qwen_vla_ros.nodes.adapter_base import ChunkAdapterNode
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.runtime.observation import Rejection
-from qwen_vla_ros.runtime.velocity import position_to_velocity, twist_axes
-
-OUTPUTS = ("float64_array", "twist")
+from qwen_vla_ros.runtime.velocity import (
+    VelocityAdapterParams,
+    position_to_velocity,
+    twist_axes,
+)
 
 
 class VelocityAdapter(ChunkAdapterNode):
     def __init__(self, **kwargs) -> None:
-        super().__init__("velocity_adapter", "vx300s_single", **kwargs)
-        output = self.declare_parameter(
-            "output", "float64_array",
-            ParameterDescriptor(description=f"one of {OUTPUTS}")).value
-        if output not in OUTPUTS:
-            raise ValueError(f"output '{output}' not one of {OUTPUTS}")
-        self.output = output
+        super().__init__("velocity_adapter", VelocityAdapterParams, **kwargs)
+        self.output = output = self.params.output  # type: ignore[attr-defined]
         self.is_velocity = self.spec.kind == "joint_velocity"
         if output == "twist":
             self.axes = twist_axes(self.spec)

@@ -23,7 +23,26 @@ import numpy as np
 
 from qwen_vla_ros.embodiment.robot_profile import RobotProfile
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
+from qwen_vla_ros.params import param, positive
 from qwen_vla_ros.runtime.limits import Limits
+from qwen_vla_ros.runtime.supervision import AdapterParams
+
+
+@dataclass
+class AlohaAdapterParams(AdapterParams):
+    """aloha_adapter's parameters: every adapter's, and its start-up and sleep."""
+
+    embodiment: str = param("aloha", "embodiment name")
+    robot_profile: str = param("aloha_stationary", "config/robots/NAME.yaml: arm namespaces, "
+                                                   "poses, xs_sdk set-up")
+    startup: bool = param(True, "set the xs_sdk modes and move to START_ARM_POSE before "
+                                "TELEOP/POLICY (false only for drivers already set up by hand)")
+    sleep_torque_off: bool = param(False, "torque the followers off once at the sleep pose")
+    sleep_on_shutdown: bool = param(False, "on SIGINT/SIGTERM move to the sleep pose before "
+                                           "exiting (needs the drivers still running: start "
+                                           "them apart from this launch)")
+    shutdown_timeout_s: float = param(15.0, "s (wall) the sleep move on shutdown may take",
+                                      check=positive)
 
 
 class Phase(str, Enum):

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from qwen_vla_ros.params import at_least, one_of, param, positive, validate
+from qwen_vla_ros.runtime.executor import BLEND_MODES
 from qwen_vla_ros.runtime.modes import Mode
 
 
@@ -110,6 +112,41 @@ class SupervisorConfig:
             v = getattr(self, name)
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0 s, not {v}")
+
+
+@dataclass
+class AdapterParams:
+    """Every chunk adapter's parameters (adapter_base declares them from this list; adapters
+    with more subclass it)."""
+
+    embodiment: str = param("vx300s_single", "embodiment name")
+    blend: str = param("ensemble", "ensemble (ACT temporal ensembling) or rtc",
+                       check=one_of(*BLEND_MODES))
+    max_state_age: float = param(0.2, "s; older measured/leader pose -> no command",
+                                 check=positive)
+    ghost_lookahead_s: float = param(0.5, "s ahead of now shown on ~/predicted_joint_states",
+                                     check=at_least(0.0))
+    policy_timeout: float = param(
+        SupervisorConfig.policy_timeout, "s without a valid chunk in POLICY -> HOLD; 0: 2.5 x "
+        "the recent chunk period (p90), >= 0.5 s, <= one chunk's span", check=at_least(0.0))
+    teleop_timeout: float = param(SupervisorConfig.teleop_timeout,
+                                  "s without a valid leader pose in TELEOP -> HOLD",
+                                  check=at_least(0.0))
+    state_timeout: float = param(SupervisorConfig.state_timeout,
+                                 "s without a valid measured pose while driving -> HOLD",
+                                 check=at_least(0.0))
+    engage_timeout: float = param(SupervisorConfig.engage_timeout,
+                                  "s a driving mode waits for a valid measured pose before it "
+                                  "is refused", check=at_least(0.0))
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def supervisor_config(self) -> SupervisorConfig:
+        return SupervisorConfig(policy_timeout=self.policy_timeout,
+                                teleop_timeout=self.teleop_timeout,
+                                state_timeout=self.state_timeout,
+                                engage_timeout=self.engage_timeout)
 
 
 class Supervisor:

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
+from qwen_vla_ros.params import one_of, param
+from qwen_vla_ros.runtime.supervision import AdapterParams
+
+OUTPUTS = ("float64_array", "twist")
 
 # Dimension names a base embodiment uses for its velocity axes.
 TWIST_AXES = {"vx": ("linear", "x"), "vy": ("linear", "y"), "vz": ("linear", "z"),
               "wx": ("angular", "x"), "wy": ("angular", "y"), "wz": ("angular", "z")}
+
+
+@dataclass
+class VelocityAdapterParams(AdapterParams):
+    """velocity_adapter's parameters: every adapter's, and what it publishes."""
+
+    output: str = param("float64_array", f"one of {OUTPUTS}", check=one_of(*OUTPUTS))
 
 
 def position_to_velocity(command: np.ndarray, previous: np.ndarray, dt: float) -> np.ndarray:

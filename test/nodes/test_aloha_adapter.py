@@ -3,11 +3,14 @@
 The rig plays both interbotix_xs_sdk followers (they track the last command, read as their
 operating mode says, and serve the xs_sdk set-up services from sim/xs_sdk.py's state, as
 aloha_sim does) and the leader arms. Assertions are on the JointGroupCommand /
-JointSingleCommand messages the adapter publishes and on the motors' modes."""
+JointSingleCommand messages the adapter publishes and on the motors' modes.
+
+The adapter runs on the rig's clock (/clock). It runs freely (20 ms per 20 ms of wall time)
+for what is waited on by event; "nothing happens for 0.5 s" is checked by stepping it: the rig
+pauses it and advances it one control period at a time, each time until the adapter's tick
+counter says it ran that tick (in HOLD it publishes nothing per tick to wait on)."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +20,8 @@ ix = pytest.importorskip("interbotix_xs_msgs.msg",
                          reason="build the fixture first: make fixtures (make test does)")
 from builtin_interfaces.msg import Duration, Time  # noqa: E402
 from conftest import spinning, wait_for  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -109,16 +114,51 @@ class XsRig:
         return np.append(self.follower[robot], grip)
 
 
+class SteppedRig(XsRig):
+    """The rig with the clock: measurements stamped t go out, then /clock reads t (as
+    aloha_sim does); free-running on the rig's 20 ms wall timer unless paused."""
+
+    def __init__(self, node) -> None:
+        self.sim_t = 100.0
+        self.running = True
+        self.clock_pub = node.create_publisher(Clock, "/clock", 10)
+        super().__init__(node)
+
+    def now(self) -> float:
+        return self.sim_t
+
+    def publish_states(self) -> None:
+        if self.running:
+            self.tick()
+
+    def tick(self) -> None:
+        self.sim_t = round(self.sim_t + 0.02, 6)
+        super().publish_states()
+        self.clock_pub.publish(Clock(clock=sec_to_stamp(self.sim_t, Time)))
+
+    def advance(self, seconds: float) -> None:
+        """Pause the free run and advance ``seconds`` tick by tick, each once the adapter ran
+        it; the clock stays paused (``running = True`` resumes it)."""
+        self.running = False
+        for _ in range(round(seconds / 0.02)):
+            n = self.adapter._ticks
+            self.tick()
+            assert wait_for(lambda n=n: self.adapter._ticks > n, 10), self.sim_t
+
+
 @pytest.fixture(scope="module")
 def stack():
     from qwen_vla_ros.nodes.aloha_adapter import AlohaAdapter
     from qwen_vla_ros.nodes.mode_manager import ModeManager
 
     rclpy.init()
-    adapter = AlohaAdapter(cli_args=["--ros-args", "-r", "mode:=/mode_manager/mode"])
-    modes = ModeManager()
+    sim = [Parameter("use_sim_time", value=True)]
+    adapter = AlohaAdapter(cli_args=["--ros-args", "-r", "mode:=/mode_manager/mode"],
+                           parameter_overrides=sim)
+    modes = ModeManager(parameter_overrides=sim)
     rig_node = rclpy.create_node("xs_rig")
-    rig = XsRig(rig_node)
+    rig = SteppedRig(rig_node)
+    rig.adapter = adapter
     states: list[str] = []
     rig_node.create_subscription(String, "/aloha_adapter/state", lambda m: states.append(m.data),
                                  qos.LATCHED)
@@ -167,10 +207,11 @@ def test_startup_sets_the_xs_modes_then_reaches_start_pose_within_limits(stack):
 def test_hold_sends_nothing(stack):
     rig, _ = stack
     call(rig, "hold")
-    time.sleep(0.2)  # a command already on its way
+    rig.advance(0.2)  # a command already on its way
     n, k = len(rig.groups), len(rig.singles)
-    time.sleep(0.5)
+    rig.advance(0.5)
     assert len(rig.groups) == n and len(rig.singles) == k
+    rig.running = True
 
 
 def test_teleop_ramps_followers_to_leaders_within_velocity_limit(stack):
@@ -199,11 +240,12 @@ def test_teleop_stops_following_when_leaders_go_stale(stack):
     n = len(rig.groups)
     assert wait_for(lambda: len(rig.groups) > n + 5)  # following
     rig.leaders_on = False
-    time.sleep(1.0)
+    rig.advance(1.0)
     n = len(rig.groups)
-    time.sleep(0.5)
+    rig.advance(0.5)
     assert len(rig.groups) == n, "forwarded stale leader states"
     rig.leaders_on = True
+    rig.running = True
     call(rig, "engage_teleop")
     assert wait_for(lambda: len(rig.groups) > n)
 
@@ -239,14 +281,16 @@ def test_policy_handover_ramps_and_clamps_out_of_range_output(stack):
 
 def test_nan_chunk_rejected_and_robot_holds(stack):
     rig, spec = stack
-    time.sleep(1.2)  # let the previous chunk run out: now holding
+    rig.advance(1.2)  # let the previous chunk run out: now holding
     held = rig.follower["follower_left"].copy()
     bad = np.full((50, 14), np.nan)
     rig.chunk_pub.publish(_chunk(spec, bad, rig.now()))
-    time.sleep(0.5)
+    rig.advance(0.5)
     np.testing.assert_allclose(rig.follower["follower_left"], held, atol=1e-6)
+    rig.running = True
     call(rig, "hold")
-    time.sleep(0.2)
+    rig.advance(0.2)
     n = len(rig.groups)
-    time.sleep(0.4)
+    rig.advance(0.4)
     assert len(rig.groups) == n
+    rig.running = True

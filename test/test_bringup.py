@@ -70,21 +70,42 @@ def test_unknown_argument_is_rejected_by_name():
 DECLARE = re.compile(r'(?:\bp|declare_parameter|_param)\((?:p,\s*)?f?"([\w.{}]+)"')
 
 
-def declared_parameters(executable: str) -> set[str]:
-    """Names a node declares: its parameters dataclasses' fields (qwen_vla_ros.params) and
-    any declared one by one; f-string names like camera_topics.{cam} become prefixes."""
+def node_modules(executable: str) -> tuple[list[str], str]:
+    """The modules a node's code lives in, and their source."""
     modules = [EXECUTABLES[executable][0]]
     src = (ROOT / (modules[0].replace(".", "/") + ".py")).read_text()
     if "ChunkAdapterNode" in src:
         modules.append("qwen_vla_ros.nodes.adapter_base")
         src += (ROOT / "qwen_vla_ros/nodes/adapter_base.py").read_text()
+    return modules, src
+
+
+def params_classes(executable: str) -> list[type]:
+    """The parameters dataclasses (qwen_vla_ros.params) a node module holds."""
+    return [value for module in node_modules(executable)[0]
+            for value in vars(importlib.import_module(module)).values()
+            if isinstance(value, type) and dataclasses.is_dataclass(value)
+            and value.__name__.endswith("Params")]
+
+
+def declared_parameters(executable: str) -> set[str]:
+    """Names a node declares: its parameters dataclasses' fields and any declared one by
+    one; f-string names like camera_topics.{cam} become prefixes."""
+    _, src = node_modules(executable)
     names = {n.split("{")[0] for n in DECLARE.findall(src)} | {"use_sim_time"}
-    for module in modules:
-        for value in vars(importlib.import_module(module)).values():
-            if isinstance(value, type) and dataclasses.is_dataclass(value) \
-                    and value.__name__.endswith("Params"):
-                names |= {f.name for f in dataclasses.fields(value)}
+    for cls in params_classes(executable):
+        names |= {f.name for f in dataclasses.fields(cls)}
     return names
+
+
+def test_every_node_declares_its_parameters_from_one_described_list():
+    for executable in EXECUTABLES:
+        classes = params_classes(executable)
+        assert classes, f"{executable}: no parameters dataclass"
+        for cls in classes:
+            cls()  # the defaults are valid
+            for f in dataclasses.fields(cls):
+                assert f.metadata.get("description"), f"{cls.__name__}.{f.name}: no description"
 
 
 def test_parameter_files_use_declared_parameter_names():

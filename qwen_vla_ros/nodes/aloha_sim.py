@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -38,12 +37,9 @@ from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.nodes.xs_services import serve_xs_services
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
-from qwen_vla_ros.sim.aloha import DEFAULT_CAMERA_MAP, DT, AlohaSim
+from qwen_vla_ros.ros.params import declare
+from qwen_vla_ros.sim.aloha import DT, AlohaSim, AlohaSimParams
 from qwen_vla_ros.sim.bridge import InterbotixSimBridge
-
-
-def _d(text: str) -> ParameterDescriptor:
-    return ParameterDescriptor(description=text)
 
 
 class AlohaSimNode(Node):
@@ -53,26 +49,16 @@ class AlohaSimNode(Node):
         from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 
         super().__init__("aloha_sim", **kwargs)
-        p = self.declare_parameter
-        task = p("task", "transfer_cube", _d("transfer_cube or insertion")).value
-        self.seed = int(p("seed", 0, _d("seed of the first episode; each reset adds 1")).value)
-        rate = float(p("rate_factor", 1.0, _d("sim seconds per wall second")).value)
-        self.camera_rate = float(p("camera_rate_hz", 10.0, _d("image rate (0: off)")).value)
-        h = int(p("image_height", 480, _d("rendered image height")).value)
-        w = int(p("image_width", 640, _d("rendered image width")).value)
-        fast = bool(p("fast_render", True, _d("no shadows/MSAA: ~4x cheaper")).value)
-        cams = p("cameras", [f"{k}={v}" for k, v in DEFAULT_CAMERA_MAP.items()],
-                 _d("rig camera name=MJCF camera")).value
-        self.episode_steps = int(p("episode_steps", 450, _d("steps per episode")).value)
-        self.auto_reset = bool(p("auto_reset", True, _d("start the next episode at the end; "
-                                                        "false: report once, wait for ~/reset")
-                                 ).value)
-        self.spec = load_embodiment(p("embodiment", "aloha", _d("embodiment")).value)
-        gripper_mode = p("gripper_mode", "linear_position", _d(
-            "follower gripper operating mode at start, as the Interbotix ALOHA bringup's "
-            "follower_modes_*.yaml sets it")).value
-        p("drop_topics", [""], _d("topics not published (fault drills; settable at run "
-                                  "time)"))
+        params = declare(self, AlohaSimParams)
+        self.seed = params.seed
+        rate = params.rate_factor
+        self.camera_rate = params.camera_rate_hz
+        h, w, fast, cams = params.image_height, params.image_width, params.fast_render, \
+            params.cameras
+        self.episode_steps = params.episode_steps
+        self.auto_reset = params.auto_reset
+        self.spec = load_embodiment(params.embodiment)
+        gripper_mode, task = params.gripper_mode, params.task
         self.camera_map = dict(c.split("=", 1) for c in cams if c)
         self.sim = AlohaSim(task, image_size=(h, w), fast_render=fast)
         self.bridge = InterbotixSimBridge(self.spec, self.sim, gripper_mode)

@@ -19,7 +19,6 @@ import os
 
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
@@ -28,13 +27,11 @@ from std_srvs.srv import Trigger
 
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
+from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.navigation import Pose2D, quaternion_from_yaw
+from qwen_vla_ros.sim.base import BaseSimParams
 
 DT = 0.02
-
-
-def _d(text: str) -> ParameterDescriptor:
-    return ParameterDescriptor(description=text)
 
 
 class BaseSimNode(Node):
@@ -45,15 +42,12 @@ class BaseSimNode(Node):
         from qwen_vla_ros.sim.base import BaseSim
 
         super().__init__("base_sim", **kwargs)
-        p = self.declare_parameter
-        rate = float(p("rate_factor", 1.0, _d("sim seconds per wall second")).value)
-        self.camera_rate = float(p("camera_rate_hz", 5.0, _d("image rate (0: off)")).value)
-        h = int(p("image_height", 240, _d("rendered image height")).value)
-        w = int(p("image_width", 320, _d("rendered image width")).value)
-        self.cmd_timeout = float(p("cmd_timeout", 0.5, _d("s without cmd_vel -> stop")).value)
-        self.start = Pose2D(float(p("start_x", 0.0, _d("start x (m)")).value),
-                            float(p("start_y", 0.0, _d("start y (m)")).value),
-                            float(p("start_yaw", 0.0, _d("start yaw (rad)")).value))
+        params = declare(self, BaseSimParams)
+        rate = params.rate_factor
+        self.camera_rate = params.camera_rate_hz
+        h, w = params.image_height, params.image_width
+        self.cmd_timeout = params.cmd_timeout
+        self.start = Pose2D(params.start_x, params.start_y, params.start_yaw)
         self.sim = BaseSim(image_size=(h, w), start=self.start)
         self._time_cls = Time
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)

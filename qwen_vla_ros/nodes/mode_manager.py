@@ -16,7 +16,6 @@ mode to HOLD, shown with the reason on the marker; nothing re-engages until some
 
 from __future__ import annotations
 
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -25,21 +24,17 @@ from visualization_msgs.srv import GetInteractiveMarkers
 
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.markers import menu_entry_mode, mode_menu_marker, mode_text_marker
-from qwen_vla_ros.runtime.modes import Mode, ModeMachine
+from qwen_vla_ros.ros.params import declare
+from qwen_vla_ros.runtime.modes import Mode, ModeMachine, ModeManagerParams
 from qwen_vla_ros.runtime.supervision import AdapterStatus, Agreement
 
 
 class ModeManager(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("mode_manager", **kwargs)
-        self.frame_id = self.declare_parameter(
-            "marker_frame", "world",
-            ParameterDescriptor(description="frame the RViz mode markers are drawn in")).value
-        self.agreement = Agreement(list(self.declare_parameter(
-            "adapters", [""],
-            ParameterDescriptor(description="adapter node names whose ~/effective_mode must "
-                                            "agree with a switch ([] or ['']: none)")).value))
-        self.agreement.adapters = [a for a in self.agreement.adapters if a]
+        params = declare(self, ModeManagerParams)
+        self.frame_id = params.marker_frame
+        self.agreement = Agreement([a for a in params.adapters if a])
         self.machine = ModeMachine()
         self.note = ""  # why the mode is what it is, when an adapter decided (marker text)
         for name in self.agreement.adapters:

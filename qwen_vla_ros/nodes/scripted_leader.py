@@ -11,22 +11,21 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.ros import qos
+from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.sim.aloha import ARM_JOINTS
-from qwen_vla_ros.sim.scripted import scripted_transfer_cube
+from qwen_vla_ros.sim.scripted import ScriptedLeaderParams, scripted_transfer_cube
 
 
 class ScriptedLeader(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("scripted_leader", **kwargs)
-        name = self.declare_parameter(
-            "embodiment", "aloha", ParameterDescriptor(description="embodiment")).value
+        name = declare(self, ScriptedLeaderParams).embodiment
         self.spec = load_embodiment(name)
         self.leaders = [self.spec.leader_of(r) for r in self.spec.robots]
         if any(leader is None for leader in self.leaders):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from qwen_vla_ros.params import param
+
 
 class Mode(str, Enum):
     TELEOP = "TELEOP"
@@ -43,3 +45,12 @@ class ModeMachine:
         self.history.append(Transition(stamp, self.mode, mode, reason))
         self.mode = mode
         return True
+
+
+@dataclass
+class ModeManagerParams:
+    """mode_manager's parameters (the node declares them from this list)."""
+
+    marker_frame: str = param("world", "frame the RViz mode markers are drawn in")
+    adapters: tuple[str, ...] = param(("",), "adapter node names whose ~/effective_mode must "
+                                             "agree with a switch ([] or ['']: none)")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qwen_vla_ros.params import at_least, one_of, param, positive, validate
+
 DT = 0.02
 START_ARM = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])  # gym-aloha START_ARM_POSE, per arm
 FINGER_OPEN, FINGER_CLOSED = 0.05800, 0.01844  # puppet finger slide (m)
@@ -28,6 +30,34 @@ CAMERAS = ("top", "angle", "front_close", "left_pillar", "right_pillar", "left_w
 # Rig camera names (as on the real ALOHA) -> MJCF cameras.
 DEFAULT_CAMERA_MAP = {"cam_high": "top", "cam_low": "angle", "cam_left_wrist": "left_wrist",
                       "cam_right_wrist": "right_wrist"}
+
+
+@dataclass
+class AlohaSimParams:
+    """aloha_sim's parameters (the node declares them from this list)."""
+
+    task: str = param("transfer_cube", "transfer_cube or insertion",
+                      check=one_of("transfer_cube", "insertion"))
+    seed: int = param(0, "seed of the first episode; each reset adds 1")
+    rate_factor: float = param(1.0, "sim seconds per wall second", check=positive)
+    camera_rate_hz: float = param(10.0, "image rate (0: off)", check=at_least(0.0))
+    image_height: int = param(480, "rendered image height", check=at_least(16))
+    image_width: int = param(640, "rendered image width", check=at_least(16))
+    fast_render: bool = param(True, "no shadows/MSAA: ~4x cheaper")
+    cameras: tuple[str, ...] = param(tuple(f"{k}={v}" for k, v in DEFAULT_CAMERA_MAP.items()),
+                                     "rig camera name=MJCF camera")
+    episode_steps: int = param(450, "steps per episode", check=at_least(1))
+    auto_reset: bool = param(True, "start the next episode at the end; false: report once, "
+                                   "wait for ~/reset")
+    embodiment: str = param("aloha", "embodiment")
+    gripper_mode: str = param("linear_position", "follower gripper operating mode at start, "
+                                                 "as the Interbotix ALOHA bringup's "
+                                                 "follower_modes_*.yaml sets it")
+    drop_topics: tuple[str, ...] = param(("",), "topics not published (fault drills; settable "
+                                               "at run time)")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def assets_dir() -> Path:

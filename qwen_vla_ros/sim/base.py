@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qwen_vla_ros.params import at_least, param, positive, validate
 from qwen_vla_ros.runtime.navigation import Pose2D, wrap
 
 ROOM = 3.0  # half size (m): the room spans [-3, 3] x [-3, 3]
@@ -152,3 +153,20 @@ class BaseSim:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+
+@dataclass
+class BaseSimParams:
+    """base_sim's parameters (the node declares them from this list)."""
+
+    rate_factor: float = param(1.0, "sim seconds per wall second", check=positive)
+    camera_rate_hz: float = param(5.0, "image rate (0: off)", check=at_least(0.0))
+    image_height: int = param(240, "rendered image height", check=at_least(16))
+    image_width: int = param(320, "rendered image width", check=at_least(16))
+    cmd_timeout: float = param(0.5, "s without cmd_vel -> stop", check=positive)
+    start_x: float = param(0.0, "start x (m)")
+    start_y: float = param(0.0, "start y (m)")
+    start_yaw: float = param(0.0, "start yaw (rad)")
+
+    def __post_init__(self) -> None:
+        validate(self)

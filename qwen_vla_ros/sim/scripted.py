@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qwen_vla_ros.params import param
 from qwen_vla_ros.sim.aloha import (
     DT,
     START_ARM,
@@ -26,6 +27,13 @@ from qwen_vla_ros.sim.aloha import (
 )
 
 EPISODE_STEPS = 450
+
+
+@dataclass
+class ScriptedLeaderParams:
+    """scripted_leader's parameters (the node declares them from this list)."""
+
+    embodiment: str = param("aloha", "embodiment (its teleop section names the leader arms)")
 CUBE_REF_FREEZE = 270  # the left plans against the cube as seen before its final approach
 MEET = np.array([0.0, 0.5, 0.25])
 INIT_LINK = {"left": np.array([-0.31718881, 0.5, 0.29525084]),  # mocap at the start pose

@@ -198,7 +198,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.checkpoint, args.out, task=args.task, episodes=args.episodes,
         seed_start=args.seed_start, instruction=args.instruction,
         rate_factor=args.rate_factor, allow_train_seeds=args.allow_train_seeds,
-        progress=not args.no_progress))
+        blend=args.blend, progress=not args.no_progress))
 
 
 def cmd_embodiments(args: argparse.Namespace) -> int:
@@ -212,6 +212,8 @@ def cmd_embodiments(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from qwen_vla_ros.runtime.executor import BLEND_MODES
+
     parser = argparse.ArgumentParser(prog="qwen-vla-ros", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -300,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-factor", type=float, default=1.0,
                    help="sim speed vs wall clock (< 1 when inference is slower than real time)")
     p.add_argument("--allow-train-seeds", action="store_true")
+    p.add_argument("--blend", choices=BLEND_MODES,
+                   help="aloha_adapter's chunk blending (default: its config's)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 

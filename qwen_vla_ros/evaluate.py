@@ -36,7 +36,7 @@ def trained_seeds(checkpoint: Path) -> list[int]:
 def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes: int = 20,
              seed_start: int = 10_000, instruction: str = DEFAULT_INSTRUCTION,
              rate_factor: float = 1.0, timeout_s: float = 300.0, allow_train_seeds: bool = False,
-             progress: bool = True, log=print) -> dict[str, Any]:
+             blend: str | None = None, progress: bool = True, log=print) -> dict[str, Any]:
     from tqdm import tqdm
 
     from qwen_vla_ros.episodes import episode_stack
@@ -52,7 +52,9 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     rows: list[dict[str, Any]] = []
     traces: list[list[tuple[float, int]]] = []
     started = time.monotonic()
-    extra = {"policy_node": {"torch_threads": 1}}
+    extra: dict[str, dict[str, Any]] = {"policy_node": {"torch_threads": 1}}
+    if blend is not None:
+        extra["aloha_adapter"] = {"blend": blend}
     values = {"checkpoint": str(checkpoint), "instruction": instruction}
     with episode_stack(seed_start, task, rate_factor, drop=("scripted_leader",),
                        values=values, extra=extra) as stack:
@@ -60,6 +62,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
         if policy.policy is None:
             raise ConfigError(f"policy_node did not load {checkpoint}: {policy.last_error}")
         spec = adapter.spec
+        adapter_blend = adapter.get_parameter("blend").value
         arm_limit = {r: spec.max_velocity()[[i for i in spec.dims_of(r)
                                               if spec.action[i].gripper is None]] * spec.dt
                      for r in spec.robots}
@@ -107,6 +110,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
         "episodes": len(rows), "successes": sum(x["success"] for x in rows),
         "success_rate": sum(x["success"] for x in rows) / max(len(rows), 1),
         "seeds": seeds, "trained_seeds": trained_seeds(checkpoint), "rate_factor": rate_factor,
+        "blend": adapter_blend,
         "minutes": round((time.monotonic() - started) / 60, 2),
         "episodes_with_adapter_fault": sum(x["adapter_fault"] is not None for x in rows),
         "per_episode": rows}

@@ -80,6 +80,7 @@ class PolicyNode(LifecycleNode):
         self.latency = LatencyStats()
         self.obs_age = LatencyStats()
         self.chunks_published = 0
+        self.ticks = 0
         self.last_obs_age: float | None = None
         self._chunk_times: list[float] = []
         self._lock = threading.Lock()
@@ -239,6 +240,7 @@ class PolicyNode(LifecycleNode):
 
     # ---- inference ----------------------------------------------------------------------
     def _tick(self) -> None:
+        self.ticks += 1  # inference ticks run (tests step a clock against it)
         try:
             self._request_chunk()
         except Exception as exc:

@@ -1,21 +1,25 @@
-"""policy_node lifecycle, parameter validation, and bad inputs at the node level."""
+"""policy_node lifecycle, parameter validation, and bad inputs at the node level.
+
+The lifecycle test runs the node on a clock the rig drives (/clock): free-running (50 ms per
+50 ms of wall time) while the test waits for an event, stepped tick by tick (each inference
+tick waited for) where it checks that nothing is published for a while."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+from builtin_interfaces.msg import Time  # noqa: E402
 from conftest import spinning, wait_for  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from qwen_vla_ros.ros import qos  # noqa: E402
-from qwen_vla_ros.ros.conversions import rgb_to_image  # noqa: E402
+from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp  # noqa: E402
 
 pytestmark = pytest.mark.ros
 EMB = "vx300s_single"
@@ -58,9 +62,12 @@ def test_missing_checkpoint_fails_configure_with_a_clear_error(ros):
 def test_lifecycle_deactivate_stops_chunks_and_cleanup_releases(ros, tiny_policy):
     from qwen_vla_ros.nodes.policy_node import PolicyNode
 
-    node = PolicyNode(policy=tiny_policy, parameter_overrides=params(autostart=False))
+    node = PolicyNode(policy=tiny_policy, parameter_overrides=[
+        *params(autostart=False), Parameter("use_sim_time", value=True)])
     assert not node.active and node.policy is None
     rig = rclpy.create_node("rig")
+    clock = {"t": 100.0, "running": True}
+    clock_pub = rig.create_publisher(Clock, "/clock", 10)
     chunks = []
     rig.create_subscription(JointTrajectory, "/policy_node/action_chunk", chunks.append,
                             qos.COMMAND)
@@ -73,8 +80,10 @@ def test_lifecycle_deactivate_stops_chunks_and_cleanup_releases(ros, tiny_policy
     rig.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     frame = np.zeros((60, 80, 3), np.uint8)
 
-    def publish():
-        stamp = rig.get_clock().now().to_msg()
+    def step():
+        """Inputs stamped t, then /clock reads t (as the simulators do)."""
+        clock["t"] = round(clock["t"] + 0.05, 6)
+        stamp = sec_to_stamp(clock["t"], Time)
         for name, pub in cams.items():
             if bad["stop"] and name == "cam_high":
                 continue  # a camera gone quiet
@@ -88,11 +97,26 @@ def test_lifecycle_deactivate_stops_chunks_and_cleanup_releases(ros, tiny_policy
         m = JointState(name=names, position=[0.0] * 7)
         m.header.stamp = stamp
         js.publish(m)
-    rig.create_timer(0.05, publish)
+        clock_pub.publish(Clock(clock=stamp))
+
+    def free_run():
+        if clock["running"]:
+            step()
+
+    def advance(seconds: float) -> None:
+        """Pause the free run; advance ``seconds``, each inference tick (0.1 s) waited for."""
+        clock["running"] = False
+        for _ in range(round(seconds / 0.1)):
+            n = node.ticks
+            step()
+            step()
+            assert wait_for(lambda n=n: node.ticks > n, 10), clock["t"]
+        clock["running"] = True
+    rig.create_timer(0.05, free_run)
     try:
         with spinning(node, rig):
-            time.sleep(0.5)
-            assert chunks == [], "published before activation"
+            assert wait_for(lambda: clock["t"] > 100.5, 10)  # 0.5 s of inputs and clock
+            assert chunks == [] and node.ticks == 0, "inferred before configure/activate"
             assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
             assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
             assert wait_for(lambda: len(chunks) >= 2)
@@ -101,9 +125,9 @@ def test_lifecycle_deactivate_stops_chunks_and_cleanup_releases(ros, tiny_policy
                                  ("names", "none of the expected joints")):
                 bad[case] = True
                 assert wait_for(lambda n=needle: n in node.status, 5), (case, node.status)
-                time.sleep(0.5)  # the last good data ages out
+                advance(0.5)  # the last good data ages out (max_observation_age 0.3 s)
                 count = len(chunks)
-                time.sleep(0.6)
+                advance(0.6)
                 assert len(chunks) <= count + 1, f"kept inferring with bad {case}"
                 bad[case] = False
                 assert wait_for(lambda c=count: len(chunks) > c + 1), f"no recovery after {case}"
@@ -117,9 +141,9 @@ def test_lifecycle_deactivate_stops_chunks_and_cleanup_releases(ros, tiny_policy
             bad["stop"] = False
             assert wait_for(lambda: node.status == "ok", 5), node.status
             assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-            time.sleep(0.3)
+            advance(0.3)  # a chunk already being inferred is not published either
             count = len(chunks)
-            time.sleep(0.6)
+            advance(0.6)
             assert len(chunks) == count, "published while inactive"
             assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
             assert node.policy is None and node.worker is None

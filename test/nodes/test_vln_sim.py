@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
@@ -56,7 +55,8 @@ def test_closed_loop_in_sim_moves_toward_the_waypoint_then_stops(policies):
             assert p.x > 0.2 and p.y > 0.05, p
             nav.policy = policies["stop"]
             assert wait_for(lambda: nav.status.startswith("STOPPED"), 15), nav.status
-            time.sleep(0.3)
+            t_stop = sim.now_sim()  # the zero command takes a few ticks to reach the sim
+            assert wait_for(lambda: sim.now_sim() > t_stop + 0.3, 10)
             before = sim.sim.pose
             t1 = sim.now_sim()
             assert wait_for(lambda: sim.now_sim() > t1 + 1.0, 10)

@@ -70,16 +70,31 @@ def _force_exit(grace: float) -> None:
 @contextmanager
 def spinning(*nodes) -> Iterator[object]:
     """Spin ``nodes`` in one SingleThreadedExecutor on a background thread, as one process
-    would; on exit shut it down and join the thread. Yields the executor."""
-    from rclpy.executors import SingleThreadedExecutor
+    would; on exit stop the spinning, join the thread, then shut the executor down. Yields the
+    executor.
+
+    The thread spins in short turns and checks a stop flag between them: shutting an executor
+    down from another thread while it waits races in rclpy (its guard condition is destroyed
+    under the waiting thread: "'NoneType' object has no attribute 'handle'")."""
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     ex = SingleThreadedExecutor()
     for n in nodes:
         ex.add_node(n)
-    th = threading.Thread(target=ex.spin, daemon=True)
+    stop = threading.Event()
+
+    def spin() -> None:
+        try:
+            while not stop.is_set() and ex.context.ok():
+                ex.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:
+            pass
+
+    th = threading.Thread(target=spin, daemon=True)
     th.start()
     try:
         yield ex
     finally:
-        ex.shutdown()
+        stop.set()
         th.join(5)
+        ex.shutdown()

@@ -49,7 +49,7 @@ class AlohaSimNode(Node):
         from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 
         super().__init__("aloha_sim", **kwargs)
-        params = declare(self, AlohaSimParams)
+        params = declare(self, AlohaSimParams, live=("drop_topics",))
         self.seed = params.seed
         rate = params.rate_factor
         self.camera_rate = params.camera_rate_hz

@@ -49,7 +49,7 @@ from qwen_vla_ros.ros.conversions import (
     msg_to_rgb,
     stamp_to_sec,
 )
-from qwen_vla_ros.ros.params import declare_fields, read
+from qwen_vla_ros.ros.params import declare_fields, guard, read
 from qwen_vla_ros.runtime.executor import RejectedChunk
 from qwen_vla_ros.runtime.inference import InferenceWorker, LatencyStats
 from qwen_vla_ros.runtime.observation import Rejection
@@ -69,6 +69,7 @@ class PolicyNode(LifecycleNode):
     def __init__(self, policy=None, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
         declare_fields(self, PolicyParams)
+        guard(self, PolicyParams, reread_at="configure")
         self._injected_policy = policy
         self.policy = None
         self.active = False

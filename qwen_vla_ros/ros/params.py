@@ -5,9 +5,10 @@ YAML, command line, ``ros2 param set``) come back as the validated dataclass."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import TypeVar
 
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 
 T = TypeVar("T")
 
@@ -25,7 +26,37 @@ def read(node, cls: type[T]) -> T:
     return cls(**{f.name: node.get_parameter(f.name).value for f in dataclasses.fields(cls)})
 
 
-def declare(node, cls: type[T]) -> T:
-    """Declare every field of ``cls`` on ``node`` and return the validated values."""
+def declare(node, cls: type[T], live: Iterable[str] = ()) -> T:
+    """Declare every field of ``cls`` on ``node``, guard later changes (``guard``) and return
+    the validated values."""
     declare_fields(node, cls)
-    return read(node, cls)
+    values = read(node, cls)
+    guard(node, cls, live=live)
+    return values
+
+
+def guard(node, cls: type, live: Iterable[str] = (), reread_at: str = "") -> None:
+    """Check every later change (``ros2 param set``) of ``cls``'s parameters: a value that
+    fails its check is refused with the reason. The node reads most parameters once; changing
+    one of those is refused too, saying when it is read, unless ``reread_at`` names the moment
+    it is read again (a lifecycle node's configure): then it is accepted for that moment.
+    ``live``: parameters the node reads while running."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    live = set(live)
+
+    def on_set(params) -> SetParametersResult:
+        values = {n: node.get_parameter(n).value for n in names}
+        for p in params:
+            if p.name not in names:
+                continue
+            if p.name not in live and not reread_at:
+                return SetParametersResult(successful=False, reason=(
+                    f"{p.name} is read at start-up: restart {node.get_name()} to change it"))
+            values[p.name] = p.value
+        try:
+            cls(**values)
+        except (ValueError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)

@@ -33,6 +33,18 @@ EXECUTABLES: dict[str, tuple[str, str]] = {
     "navigation_node": ("qwen_vla_ros.nodes.navigation_node", "NavigationNode"),
     "base_sim": ("qwen_vla_ros.nodes.base_sim", "BaseSimNode"),
 }
+# Each node's parameters dataclass (qwen_vla_ros.params), ROS-free: `qwen-vla-ros params NODE`.
+NODE_PARAMS: dict[str, tuple[str, str]] = {
+    "policy_node": ("qwen_vla_ros.runtime.policy_loop", "PolicyParams"),
+    "aloha_adapter": ("qwen_vla_ros.runtime.startup", "AlohaAdapterParams"),
+    "trajectory_adapter": ("qwen_vla_ros.runtime.supervision", "AdapterParams"),
+    "velocity_adapter": ("qwen_vla_ros.runtime.velocity", "VelocityAdapterParams"),
+    "mode_manager": ("qwen_vla_ros.runtime.modes", "ModeManagerParams"),
+    "aloha_sim": ("qwen_vla_ros.sim.aloha", "AlohaSimParams"),
+    "scripted_leader": ("qwen_vla_ros.sim.scripted", "ScriptedLeaderParams"),
+    "navigation_node": ("qwen_vla_ros.runtime.nav_control", "NavigationParams"),
+    "base_sim": ("qwen_vla_ros.sim.base", "BaseSimParams"),
+}
 ARG_RE = re.compile(r"^\$\((\w+)\)$")
 FAST_DDS_PROFILE = "config/fastdds_shm.xml"
 
@@ -301,3 +313,13 @@ def run(name: str, values: Mapping[str, str] | None = None) -> None:
             n.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+def node_params(executable: str) -> type:
+    """The parameters dataclass of ``executable``."""
+    import importlib
+
+    if executable not in NODE_PARAMS:
+        raise ConfigError(f"unknown node '{executable}'; known: {sorted(NODE_PARAMS)}")
+    module, name = NODE_PARAMS[executable]
+    return getattr(importlib.import_module(module), name)

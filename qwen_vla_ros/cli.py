@@ -129,6 +129,20 @@ def cmd_play(args: argparse.Namespace) -> int:
     return _one_line_errors("play", run)
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    from qwen_vla_ros.bringup import NODE_PARAMS, node_params
+    from qwen_vla_ros.params import described
+
+    for name in args.nodes or sorted(NODE_PARAMS):
+        cls = node_params(name)
+        print(f"{name} ({cls.__module__}.{cls.__name__})\n\n| parameter | default | meaning |"
+              "\n|---|---|---|")
+        for field, default, text in described(cls):
+            print(f"| `{field}` | {default!r} | {text} |")
+        print()
+    return 0
+
+
 def cmd_bringup(args: argparse.Namespace) -> int:
     from qwen_vla_ros.bringup import run
 
@@ -331,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="config/bringup/NAME.yaml: aloha, aloha_sim")
     p.add_argument("args", nargs="*", help="launch arguments as NAME:=VALUE")
     p.set_defaults(func=cmd_bringup)
+
+    p = sub.add_parser("params", help="every parameter of a node, its default and meaning "
+                                      "(the node's parameters dataclass), as a table")
+    p.add_argument("nodes", nargs="*", help="node executables (default: all)")
+    p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("embodiments", help="list configured embodiments")
     p.set_defaults(func=cmd_embodiments)

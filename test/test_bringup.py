@@ -99,9 +99,12 @@ def declared_parameters(executable: str) -> set[str]:
 
 
 def test_every_node_declares_its_parameters_from_one_described_list():
+    from qwen_vla_ros.bringup import node_params
+
     for executable in EXECUTABLES:
         classes = params_classes(executable)
         assert classes, f"{executable}: no parameters dataclass"
+        assert node_params(executable) in classes, executable  # what `params NODE` prints
         for cls in classes:
             cls()  # the defaults are valid
             for f in dataclasses.fields(cls):

@@ -1,9 +1,11 @@
 """Real rclpy nodes in one process: sensors -> policy_node -> trajectory_adapter, with
-mode_manager switching. Assertions are on the messages the nodes publish."""
+mode_manager switching. Assertions are on the messages the nodes publish.
+
+The rig is the simulator: each 20 ms of its (wall) timer it publishes what it measured at t,
+then /clock t, and every node runs on that clock. A loaded machine slows the rig and with it
+the nodes' time, so sensors never look stale only because the test process was starved."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from conftest import spinning, wait_for  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -44,7 +47,7 @@ class Rig:
         node.create_subscription(JointTrajectory, "/policy_node/action_chunk",
                                  self.chunks.append, qos.COMMAND)
         node.create_subscription(JointTrajectory, "joint_trajectory",
-                                 lambda m: self.commands.append((time.monotonic(), m)),
+                                 lambda m: self.commands.append((self.sim_t, m)),
                                  qos.COMMAND)
         node.create_subscription(String, "/mode_manager/mode",
                                  lambda m: self.modes.append(m.data), qos.LATCHED)
@@ -55,11 +58,21 @@ class Rig:
         self.nan_joints = False
         rng = np.random.default_rng(0)
         self.frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
-        node.create_timer(0.05, self.publish_cameras)
-        node.create_timer(0.02, self.publish_joints)
+        self.sim_t, self.steps = 100.0, 0
+        self.clock_pub = node.create_publisher(Clock, "/clock", 10)
+        node.create_timer(0.02, self.tick)
+
+    def tick(self):
+        """20 ms: joint states (50 Hz) and cameras (every 3rd tick) stamped t, then /clock."""
+        self.steps += 1
+        self.sim_t = round(self.sim_t + 0.02, 6)
+        self.publish_joints()
+        if self.steps % 3 == 0:
+            self.publish_cameras()
+        self.clock_pub.publish(Clock(clock=self.stamp()))
 
     def stamp(self):
-        return sec_to_stamp(self.node.get_clock().now().nanoseconds * 1e-9, Time)
+        return sec_to_stamp(self.sim_t, Time)
 
     def publish_cameras(self):
         if self.cameras_on:
@@ -82,17 +95,19 @@ def stack(tiny_policy):
 
     rclpy.init()
     spec = load_embodiment(EMB)
+    sim = Parameter("use_sim_time", value=True)
     policy = PolicyNode(policy=tiny_policy, parameter_overrides=[
-        Parameter("embodiment", value=EMB), Parameter("inference_rate_hz", value=10.0),
+        sim, Parameter("embodiment", value=EMB), Parameter("inference_rate_hz", value=10.0),
         Parameter("instruction", value="pick up the cube"),
         Parameter("max_observation_age", value=0.3), Parameter("torch_threads", value=1)])
     adapter = TrajectoryAdapter(
         cli_args=["--ros-args", "-r", "/trajectory_adapter/action_chunk:=/policy_node/"
                   "action_chunk", "-r", "mode:=/mode_manager/mode"],
-        parameter_overrides=[Parameter("embodiment", value=EMB)])
-    modes = ModeManager()
+        parameter_overrides=[sim, Parameter("embodiment", value=EMB)])
+    modes = ModeManager(parameter_overrides=[sim])
     rig_node = rclpy.create_node("rig")
     rig = Rig(rig_node, spec)
+    rig.adapter = adapter
     with spinning(policy, adapter, modes, rig_node) as ex:
         yield ex, rig, spec, policy
     for n in (policy, adapter, modes, rig_node):
@@ -103,6 +118,13 @@ def stack(tiny_policy):
 def spin_until(_ex, cond, timeout=20.0):
     """Poll ``cond`` while the executor spins in its own thread."""
     return wait_for(cond, timeout)
+
+
+def ticks_pass(node, n: int, attr: str = "ticks", timeout: float = 30.0) -> None:
+    """Wait until ``node`` ran ``n`` more of its control or inference ticks: a window counted
+    in the node's own work, which a loaded machine stretches but cannot shorten."""
+    start = getattr(node, attr)
+    assert wait_for(lambda: getattr(node, attr) >= start + n, timeout), (attr, n)
 
 
 def call(ex, rig, name):
@@ -126,7 +148,7 @@ def test_policy_publishes_stamped_chunks_in_embodiment_order(stack):
 def test_hold_publishes_nothing_then_policy_ramps_from_measured_pose(stack):
     ex, rig, spec, _ = stack
     assert spin_until(ex, lambda: rig.modes and rig.modes[-1] == "HOLD")
-    spin_until(ex, lambda: False, 0.5)
+    ticks_pass(rig.adapter, 25, "_ticks")  # 0.5 s of the adapter's 50 Hz control loop
     assert rig.commands == [], "commands published in HOLD"
     assert call(ex, rig, "engage_policy").success
     assert spin_until(ex, lambda: len(rig.commands) >= 30), "no commands in POLICY"
@@ -155,13 +177,13 @@ def last_diag(rig):
 
 
 def test_stale_camera_stops_inference_and_diagnostics_say_why(stack):
-    ex, rig, _, _ = stack
+    ex, rig, _, policy = stack
     assert spin_until(ex, lambda: len(rig.chunks) >= 1), "never inferred"  # cameras were live
     rig.cameras_on = False
     assert spin_until(ex, lambda: "stale" in last_diag(rig)[0], 10), \
         "diagnostics never reported the stale camera"
     count = len(rig.chunks)
-    spin_until(ex, lambda: False, 1.0)
+    ticks_pass(policy, 10)  # 1 s of 10 Hz inference ticks
     assert len(rig.chunks) <= count + 1, "kept inferring on stale camera data"
     message, values = last_diag(rig)
     assert "camera 'cam_high' is stale" in message or "camera 'cam_wrist' is stale" in message
@@ -172,14 +194,17 @@ def test_stale_camera_stops_inference_and_diagnostics_say_why(stack):
 
 def test_nan_joints_and_empty_instruction_rejected(stack):
     ex, rig, _, policy = stack
+    assert wait_for(lambda: rig.instr_pub.get_subscription_count() > 0, 10)
     rig.instr_pub.publish(String(data="   "))
+    assert spin_until(ex, lambda: "empty instruction ignored" in policy.status, 10), \
+        policy.status
+    assert policy.loop.instruction == "pick up the cube"
     rig.nan_joints = True
     assert spin_until(ex, lambda: "non-finite" in last_diag(rig)[0]
                       or "stale" in last_diag(rig)[0], 10)
     count = len(rig.chunks)
-    spin_until(ex, lambda: False, 1.0)
+    ticks_pass(policy, 10)
     assert len(rig.chunks) <= count + 1, "kept inferring with NaN joints"
-    assert policy.loop.instruction == "pick up the cube"
     rig.nan_joints = False
     assert spin_until(ex, lambda: len(rig.chunks) > count)
 
@@ -188,7 +213,7 @@ def test_switching_out_of_policy_is_immediate(stack):
     ex, rig, _, _ = stack
     assert call(ex, rig, "hold").success
     assert spin_until(ex, lambda: rig.modes[-1] == "HOLD")
-    spin_until(ex, lambda: False, 0.2)
+    ticks_pass(rig.adapter, 10, "_ticks")  # a command already on its way lands
     n = len(rig.commands)
-    spin_until(ex, lambda: False, 0.5)
+    ticks_pass(rig.adapter, 25, "_ticks")
     assert len(rig.commands) == n, "commands after HOLD"

@@ -121,11 +121,16 @@ class Rig:
                                     or abs(self.cmds[-1].angular.z) > 1e-3)
 
     def still(self, seconds: float = 0.5) -> bool:
-        """Only zero commands for ``seconds``."""
-        n = len(self.cmds)
-        time.sleep(seconds)
-        new = self.cmds[n:]
-        return bool(new) and all(c.linear.x == 0.0 and c.angular.z == 0.0 for c in new)
+        """The node's next ``seconds`` worth of control ticks (20 Hz, one cmd_vel each) all
+        command zero: counted in the node's commands, not in wall time. Counted from its first
+        zero command: commands sent before the change that stopped it may still be arriving."""
+        if not wait_for(lambda: bool(self.cmds) and self.cmds[-1].linear.x == 0.0
+                        and self.cmds[-1].angular.z == 0.0, 10):
+            return False
+        n, k = len(self.cmds), max(1, round(seconds * 20))
+        if not wait_for(lambda: len(self.cmds) >= n + k, 10 + 4 * seconds):
+            return False
+        return all(c.linear.x == 0.0 and c.angular.z == 0.0 for c in self.cmds[n:n + k])
 
 
 @pytest.fixture(scope="module")

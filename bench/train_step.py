@@ -80,10 +80,10 @@ def main() -> None:
         embed(patches).sum().backward()
 
     results["patch_embed_matmul_ms"] = median_ms(embed_step, args.repeats)
-    matmul_forward = embed.forward
-    del embed.forward  # transformers' own Conv3d forward
+    matmul_class = type(embed)
+    embed.__class__ = matmul_class.__mro__[1]  # transformers' own class: its Conv3d forward
     results["patch_embed_conv3d_ms"] = median_ms(embed_step, args.repeats)
-    embed.forward = matmul_forward
+    embed.__class__ = matmul_class
 
     policy.train()
     small = [{c: resize_frames(r[c][None], pixels.resize_rule)[0] for c in spec.cameras}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -273,9 +272,18 @@ def patch_embed_as_matmul(model: nn.Module) -> bool:
     if not isinstance(conv, nn.Conv3d) or tuple(conv.kernel_size) != tuple(conv.stride) or any(
             conv.padding) or conv.groups != 1:
         return False
-    # Bound to the instance (a copy.deepcopy of the model rebinds it to the copy).
-    embed.forward = types.MethodType(_patch_embed_matmul, embed)
+    # The instance becomes a subclass whose forward is the product: no per-instance method
+    # (which would make a reference cycle), copies keep it, the state dict is unchanged.
+    base = type(embed)
+    if not getattr(base, "_matmul_patch_embed", False):
+        if base not in _MATMUL_EMBEDS:
+            _MATMUL_EMBEDS[base] = type(f"{base.__name__}AsMatmul", (base,), {
+                "forward": _patch_embed_matmul, "_matmul_patch_embed": True})
+        embed.__class__ = _MATMUL_EMBEDS[base]
     return True
+
+
+_MATMUL_EMBEDS: dict[type, type] = {}
 
 
 def _patch_embed_matmul(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:

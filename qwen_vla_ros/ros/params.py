@@ -5,6 +5,7 @@ YAML, command line, ``ros2 param set``) come back as the validated dataclass."""
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -43,15 +44,21 @@ def guard(node, cls: type, live: Iterable[str] = (), reread_at: str = "") -> Non
     ``live``: parameters the node reads while running."""
     names = {f.name for f in dataclasses.fields(cls)}
     live = set(live)
+    # A weak reference: the node holds this callback, and a cycle would keep a destroyed node
+    # (and what it owns, e.g. a MuJoCo renderer) alive until interpreter exit.
+    ref = weakref.ref(node)
 
     def on_set(params) -> SetParametersResult:
-        values = {n: node.get_parameter(n).value for n in names}
+        owner = ref()
+        if owner is None:
+            return SetParametersResult(successful=True)
+        values = {n: owner.get_parameter(n).value for n in names}
         for p in params:
             if p.name not in names:
                 continue
             if p.name not in live and not reread_at:
                 return SetParametersResult(successful=False, reason=(
-                    f"{p.name} is read at start-up: restart {node.get_name()} to change it"))
+                    f"{p.name} is read at start-up: restart {owner.get_name()} to change it"))
             values[p.name] = p.value
         try:
             cls(**values)

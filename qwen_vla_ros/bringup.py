@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -21,29 +21,34 @@ from qwen_vla_ros.embodiment.spec import check_keys
 from qwen_vla_ros.errors import ConfigError
 from qwen_vla_ros.paths import share_dir
 
-# executable -> (module, node class). Every console script that is a node is listed here.
-EXECUTABLES: dict[str, tuple[str, str]] = {
-    "policy_node": ("qwen_vla_ros.nodes.policy_node", "PolicyNode"),
-    "aloha_adapter": ("qwen_vla_ros.nodes.aloha_adapter", "AlohaAdapter"),
-    "trajectory_adapter": ("qwen_vla_ros.nodes.trajectory_adapter", "TrajectoryAdapter"),
-    "velocity_adapter": ("qwen_vla_ros.nodes.velocity_adapter", "VelocityAdapter"),
-    "mode_manager": ("qwen_vla_ros.nodes.mode_manager", "ModeManager"),
-    "aloha_sim": ("qwen_vla_ros.nodes.aloha_sim", "AlohaSimNode"),
-    "scripted_leader": ("qwen_vla_ros.nodes.scripted_leader", "ScriptedLeader"),
-    "navigation_node": ("qwen_vla_ros.nodes.navigation_node", "NavigationNode"),
-    "base_sim": ("qwen_vla_ros.nodes.base_sim", "BaseSimNode"),
-}
-# Each node's parameters dataclass (qwen_vla_ros.params), ROS-free: `qwen-vla-ros params NODE`.
-NODE_PARAMS: dict[str, tuple[str, str]] = {
-    "policy_node": ("qwen_vla_ros.runtime.policy_loop", "PolicyParams"),
-    "aloha_adapter": ("qwen_vla_ros.runtime.startup", "AlohaAdapterParams"),
-    "trajectory_adapter": ("qwen_vla_ros.runtime.supervision", "AdapterParams"),
-    "velocity_adapter": ("qwen_vla_ros.runtime.velocity", "VelocityAdapterParams"),
-    "mode_manager": ("qwen_vla_ros.runtime.modes", "ModeManagerParams"),
-    "aloha_sim": ("qwen_vla_ros.sim.aloha", "AlohaSimParams"),
-    "scripted_leader": ("qwen_vla_ros.sim.scripted", "ScriptedLeaderParams"),
-    "navigation_node": ("qwen_vla_ros.runtime.nav_control", "NavigationParams"),
-    "base_sim": ("qwen_vla_ros.sim.base", "BaseSimParams"),
+
+class Executable(NamedTuple):
+    module: str  # the node's module
+    node: str  # its node class
+    params: str  # "module:Class" of its parameters dataclass (ROS-free: `qwen-vla-ros params`)
+
+
+# Every console script that is a node is listed here.
+EXECUTABLES: dict[str, Executable] = {
+    "policy_node": Executable("qwen_vla_ros.nodes.policy_node", "PolicyNode",
+                              "qwen_vla_ros.runtime.policy_loop:PolicyParams"),
+    "aloha_adapter": Executable("qwen_vla_ros.nodes.aloha_adapter", "AlohaAdapter",
+                                "qwen_vla_ros.runtime.startup:AlohaAdapterParams"),
+    "trajectory_adapter": Executable("qwen_vla_ros.nodes.trajectory_adapter",
+                                     "TrajectoryAdapter",
+                                     "qwen_vla_ros.runtime.supervision:AdapterParams"),
+    "velocity_adapter": Executable("qwen_vla_ros.nodes.velocity_adapter", "VelocityAdapter",
+                                   "qwen_vla_ros.runtime.velocity:VelocityAdapterParams"),
+    "mode_manager": Executable("qwen_vla_ros.nodes.mode_manager", "ModeManager",
+                               "qwen_vla_ros.runtime.modes:ModeManagerParams"),
+    "aloha_sim": Executable("qwen_vla_ros.nodes.aloha_sim", "AlohaSimNode",
+                            "qwen_vla_ros.sim.aloha:AlohaSimParams"),
+    "scripted_leader": Executable("qwen_vla_ros.nodes.scripted_leader", "ScriptedLeader",
+                                  "qwen_vla_ros.sim.scripted:ScriptedLeaderParams"),
+    "navigation_node": Executable("qwen_vla_ros.nodes.navigation_node", "NavigationNode",
+                                  "qwen_vla_ros.runtime.nav_control:NavigationParams"),
+    "base_sim": Executable("qwen_vla_ros.nodes.base_sim", "BaseSimNode",
+                           "qwen_vla_ros.sim.base:BaseSimParams"),
 }
 ARG_RE = re.compile(r"^\$\((\w+)\)$")
 FAST_DDS_PROFILE = "config/fastdds_shm.xml"
@@ -226,8 +231,8 @@ def available_bringups() -> list[str]:
 
 
 def node_class(executable: str):
-    module, cls = EXECUTABLES[executable]
-    return getattr(importlib.import_module(module), cls)
+    entry = EXECUTABLES[executable]
+    return getattr(importlib.import_module(entry.module), entry.node)
 
 
 def _ros_args(entry: NodeEntry) -> list[str]:
@@ -260,7 +265,7 @@ def process_command(entry: NodeEntry, overrides_file: Path,
 
     overrides = {**entry.overrides, **(extra_overrides or {})}
     overrides_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": overrides}}))
-    module = EXECUTABLES[entry.executable][0]
+    module = EXECUTABLES[entry.executable].module
     return [sys.executable, "-m", module, *_ros_args(entry), "--params-file",
             str(overrides_file)]
 
@@ -317,9 +322,7 @@ def run(name: str, values: Mapping[str, str] | None = None) -> None:
 
 def node_params(executable: str) -> type:
     """The parameters dataclass of ``executable``."""
-    import importlib
-
-    if executable not in NODE_PARAMS:
-        raise ConfigError(f"unknown node '{executable}'; known: {sorted(NODE_PARAMS)}")
-    module, name = NODE_PARAMS[executable]
+    if executable not in EXECUTABLES:
+        raise ConfigError(f"unknown node '{executable}'; known: {sorted(EXECUTABLES)}")
+    module, name = EXECUTABLES[executable].params.split(":")
     return getattr(importlib.import_module(module), name)

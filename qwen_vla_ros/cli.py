@@ -130,10 +130,10 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from qwen_vla_ros.bringup import NODE_PARAMS, node_params
+    from qwen_vla_ros.bringup import EXECUTABLES, node_params
     from qwen_vla_ros.params import described
 
-    for name in args.nodes or sorted(NODE_PARAMS):
+    for name in args.nodes or sorted(EXECUTABLES):
         cls = node_params(name)
         print(f"{name} ({cls.__module__}.{cls.__name__})\n\n| parameter | default | meaning |"
               "\n|---|---|---|")

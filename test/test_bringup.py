@@ -72,7 +72,7 @@ DECLARE = re.compile(r'(?:\bp|declare_parameter|_param)\((?:p,\s*)?f?"([\w.{}]+)
 
 def node_modules(executable: str) -> tuple[list[str], str]:
     """The modules a node's code lives in, and their source."""
-    modules = [EXECUTABLES[executable][0]]
+    modules = [EXECUTABLES[executable].module]
     src = (ROOT / (modules[0].replace(".", "/") + ".py")).read_text()
     if "ChunkAdapterNode" in src:
         modules.append("qwen_vla_ros.nodes.adapter_base")

@@ -11,30 +11,25 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("interbotix_xs_msgs.msg", reason="make fixtures (make test does)")
-from builtin_interfaces.msg import Time  # noqa: E402
 from conftest import spinning, wait_for  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rosgraph_msgs.msg import Clock  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
-from test_aloha_adapter import XsRig, _chunk  # noqa: E402
+from test_aloha_adapter import SteppedRig, _chunk  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
 from qwen_vla_ros.embodiment.spec import load_embodiment  # noqa: E402
 from qwen_vla_ros.ros import qos  # noqa: E402
-from qwen_vla_ros.ros.conversions import sec_to_stamp  # noqa: E402
 from qwen_vla_ros.ros.services import call_trigger  # noqa: E402
 
 pytestmark = pytest.mark.ros
 SIM = [Parameter("use_sim_time", value=True)]
 
 
-class ClockedRig(XsRig):
-    """The xs rig on a simulated clock: every 20 ms of wall time, measurements stamped t go
-    out, then /clock reads t (as aloha_sim does). ``sim_t`` may be set (a jump)."""
+class ClockedRig(SteppedRig):
+    """The xs rig on its free-running clock (test_aloha_adapter's SteppedRig), with the
+    adapter's and mode_manager's reports recorded. ``sim_t`` may be set (a jump)."""
 
     def __init__(self, node) -> None:
-        self.sim_t = 100.0
-        self.clock_pub = node.create_publisher(Clock, "/clock", 10)
         super().__init__(node)
         self.statuses: list[tuple[float, dict]] = []  # (rig time at arrival, status)
         self.modes: list[str] = []
@@ -48,14 +43,6 @@ class ClockedRig(XsRig):
 
     def _status(self, msg) -> None:
         self.statuses.append((self.sim_t, json.loads(msg.data)))
-
-    def now(self) -> float:
-        return self.sim_t
-
-    def publish_states(self) -> None:
-        self.sim_t += 0.02
-        super().publish_states()
-        self.clock_pub.publish(Clock(clock=sec_to_stamp(self.sim_t, Time)))
 
     def fault(self, text: str) -> dict | None:
         return next((s for _, s in self.statuses if text in s["fault"]), None)

@@ -31,33 +31,27 @@ Topics (relative, remappable):
 
 from __future__ import annotations
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, Twist
 from nav_msgs.msg import Odometry, Path
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
-from trajectory_msgs.msg import JointTrajectory
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.errors import QwenVLAError
 from qwen_vla_ros.nodes.policy_io import (
-    ThrottledWarning,
+    PolicyHost,
     clock_now,
     load_checkpoint,
-    publish_chunk,
+    publish_diagnostics,
     set_torch_threads,
 )
 from qwen_vla_ros.ros import qos
-from qwen_vla_ros.ros.conversions import (
-    ImageConversionError,
-    msg_to_rgb,
-    stamp_to_sec,
-)
+from qwen_vla_ros.ros.conversions import stamp_to_sec
 from qwen_vla_ros.ros.markers import waypoint_markers
 from qwen_vla_ros.ros.params import declare
-from qwen_vla_ros.runtime.inference import InferenceWorker, LatencyStats
 from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.runtime.nav_control import NavigationController, NavigationParams, Outcome
 from qwen_vla_ros.runtime.navigation import Pose2D, quaternion_from_yaw, yaw_from_quaternion
@@ -85,23 +79,18 @@ class NavigationNode(Node):
             policy, self.policy_error = None, f"no policy: {exc}"
             self.get_logger().error(f"{self.policy_error}; navigation holds (zero velocity "
                                     "in POLICY) until restarted with a valid checkpoint")
-        self.policy = policy
         self.status = ""
-        self.latency = LatencyStats()
-        self.chunks = 0
-        self._warn = ThrottledWarning(self.get_logger())
-
+        self.host = PolicyHost(self, self.spec.action_names, params.flow_steps, self._on_chunk)
+        self.host.policy = policy
+        self._warn = self.host.warn
         self.cmd_pub = self.create_publisher(Twist, "cmd_vel", qos.COMMAND)
         self.path_pub = self.create_publisher(Path, "~/waypoints", qos.COMMAND)
         self.goal_pub = self.create_publisher(PoseStamped, "goal_pose", qos.COMMAND)
         self.marker_pub = self.create_publisher(MarkerArray, "~/markers", qos.COMMAND)
         self.status_pub = self.create_publisher(String, "~/status", qos.LATCHED)
-        self.chunk_pub = self.create_publisher(JointTrajectory, "~/action_chunk", qos.COMMAND)
-        self.info_pub = self.create_publisher(String, "~/observation_info", qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.COMMAND)
-        compressed = params.camera_compressed
-        self.create_subscription(CompressedImage if compressed else Image, params.camera_topic,
-                                 self._image_cb(compressed), qos.SENSOR)
+        self.host.subscribe_camera(params.camera_topic, params.camera_compressed, "front",
+                                   self.nav.add_image)
         if params.depth_topic:
             self.create_subscription(Image, params.depth_topic, self._depth_cb, qos.SENSOR)
         if params.pose_source == "odom":
@@ -113,7 +102,6 @@ class NavigationNode(Node):
         self.create_subscription(String, "~/instruction", self._instruction_cb, qos.COMMAND)
         self.create_subscription(String, "mode", self._mode_cb, qos.LATCHED)
         self.create_subscription(Twist, "teleop_cmd_vel", self._teleop_cb, qos.COMMAND)
-        self.worker = InferenceWorker(self._infer, self._on_chunk, self._on_error)
         self.create_timer(1.0 / params.inference_rate_hz, self._guard(self._inference_tick))
         self.create_timer(self.nav.control_dt, self._guard(self._control_tick))
         self.create_timer(1.0, self._publish_diagnostics)
@@ -127,6 +115,14 @@ class NavigationNode(Node):
     @property
     def mode(self) -> Mode:
         return self.nav.mode
+
+    @property
+    def policy(self):
+        return self.host.policy
+
+    @policy.setter
+    def policy(self, policy) -> None:
+        self.host.policy = policy
 
     # ---- helpers ------------------------------------------------------------------------
     def now(self) -> float:
@@ -148,9 +144,7 @@ class NavigationNode(Node):
             self.status_pub.publish(String(data=text))
             self.get_logger().info(f"status: {text}")
 
-    def _header(self):
-        from std_msgs.msg import Header
-
+    def _header(self) -> Header:
         return Header(frame_id=self.odom_frame, stamp=self.get_clock().now().to_msg())
 
     @staticmethod
@@ -184,16 +178,6 @@ class NavigationNode(Node):
             self._set_status(out.status)
 
     # ---- inputs -------------------------------------------------------------------------
-    def _image_cb(self, compressed: bool):
-        def cb(msg) -> None:
-            try:
-                rgb = msg_to_rgb(msg, compressed)
-            except ImageConversionError as exc:
-                self._warn("img", f"camera frame rejected: {exc}")
-                return
-            self.nav.add_image(rgb, stamp_or(stamp_to_sec(msg.header.stamp), self.now()))
-        return cb
-
     def _depth_cb(self, msg: Image) -> None:
         self.nav.add_depth(stamp_or(stamp_to_sec(msg.header.stamp), self.now()))
 
@@ -241,31 +225,21 @@ class NavigationNode(Node):
 
     # ---- inference ----------------------------------------------------------------------
     def _inference_tick(self) -> None:
-        if not self.nav.wants_plan() or not self.worker.idle() or self.policy is None:
+        if not self.nav.wants_plan() or not self.host.worker.idle() or self.policy is None:
             return
         request = self.nav.request(self.now())
         if isinstance(request, str):
             self._warn("infer", request)
             return
-        self.worker.submit(request)
-
-    def _infer(self, request: Request):
-        return self.policy.predict(request.observation, seed=request.seed,
-                                   steps=self.params.flow_steps)
+        self.host.worker.submit(request)
 
     def _on_chunk(self, request: Request, chunk) -> None:
         out = self.nav.on_chunk(request, chunk)
         if out.error:
             self.get_logger().error(out.error)
             return
-        self.latency.add(chunk.timing_ms.get("total", 0.0))
-        publish_chunk(self.chunk_pub, self.info_pub, self.spec.action_names, chunk, request,
-                      self.params.flow_steps)
-        self.chunks += 1
+        self.host.publish(request, chunk)
         self._apply(out)
-
-    def _on_error(self, request, exc: BaseException) -> None:
-        self._warn("infer", f"inference failed: {type(exc).__name__}: {exc}")
 
     def _publish_plan(self, plan, robot) -> None:
         header = self._header()
@@ -286,28 +260,20 @@ class NavigationNode(Node):
     # ---- diagnostics --------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         now = self.now()
-        st = DiagnosticStatus(name="qwen_vla_ros: navigation", hardware_id=self.spec.name)
         stale = self.nav.stale(now)
-        st.level = (DiagnosticStatus.ERROR if self.policy is None else
-                    DiagnosticStatus.WARN if stale else DiagnosticStatus.OK)
-        st.message = f"{self.status}" + (f" ({stale})" if stale else "")
         latest = self.nav.poses.latest()
-        p50, p99 = self.latency.percentile(50), self.latency.percentile(99)
-        st.values = [
-            KeyValue(key="mode", value=self.nav.mode.value),
-            KeyValue(key="state", value=self.nav.navigator.state.value),
-            KeyValue(key="odom_age_ms",
-                     value="n/a" if latest is None else f"{(now - latest[0]) * 1e3:.0f}"),
-            KeyValue(key="inference_ms_p50", value="n/a" if p50 is None else f"{p50:.1f}"),
-            KeyValue(key="inference_ms_p99", value="n/a" if p99 is None else f"{p99:.1f}"),
-            KeyValue(key="chunks", value=str(self.chunks)),
-        ]
-        arr = DiagnosticArray(status=[st])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(arr)
+        lat = self.host.latency
+        publish_diagnostics(
+            self, self.diag_pub, "qwen_vla_ros: navigation", self.spec.name,
+            "ERROR" if self.policy is None else "WARN" if stale else "OK",
+            self.status + (f" ({stale})" if stale else ""), {
+                "mode": self.nav.mode.value, "state": self.nav.navigator.state.value,
+                "odom_age_ms": None if latest is None else (now - latest[0]) * 1e3,
+                "inference_ms_p50": lat.percentile(50), "inference_ms_p99": lat.percentile(99),
+                "chunks": self.host.published})
 
     def destroy_node(self) -> None:
-        self.worker.stop()
+        self.host.release()
         super().destroy_node()
 
 

@@ -1,13 +1,27 @@
 """What every node that hosts the policy does the same way (policy_node, navigation_node):
-load the checkpoint, size torch's thread pool, publish a chunk with its observation record,
-tell the clock's time, and warn without flooding the log."""
+load the checkpoint, size torch's thread pool, run inference off the executor, publish a chunk
+with its observation record, decode camera frames, publish diagnostics, tell the clock's time,
+and warn without flooding the log."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
 
-from qwen_vla_ros.ros.conversions import chunk_to_trajectory, sec_to_stamp
+from qwen_vla_ros.errors import QwenVLAError
+from qwen_vla_ros.ros import qos
+from qwen_vla_ros.ros.conversions import (
+    ImageConversionError,
+    chunk_to_trajectory,
+    msg_to_rgb,
+    sec_to_stamp,
+    stamp_to_sec,
+)
+from qwen_vla_ros.runtime.inference import InferenceWorker, LatencyStats
+from qwen_vla_ros.runtime.policy_loop import Request, stamp_or
 
 
 def load_checkpoint(path: str, device: str, dtype: str, logger):
@@ -76,3 +90,123 @@ class ThrottledWarning:
         if t - self._last.get(key, -1e9) >= period:
             self._last[key] = t
             self.logger.warning(text)
+
+
+def free_accelerator_memory() -> None:
+    """Return a released model's memory to the device (CUDA keeps it cached otherwise)."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def publish_diagnostics(node, pub, name: str, hardware_id: str, level: str, message: str,
+                        values: dict[str, Any]) -> None:
+    """One diagnostic_msgs/DiagnosticStatus; ``level`` is OK, WARN or ERROR; a value of None
+    reads "n/a" and a float has one decimal."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    def text(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
+
+    st = DiagnosticStatus(name=name, hardware_id=hardware_id, message=message,
+                          level=getattr(DiagnosticStatus, level),
+                          values=[KeyValue(key=k, value=text(v)) for k, v in values.items()])
+    arr = DiagnosticArray(status=[st])
+    arr.header.stamp = node.get_clock().now().to_msg()
+    pub.publish(arr)
+
+
+class PolicyHost:
+    """The policy inside a node: its chunk and observation-record publishers, the inference
+    worker (the model runs off the executor; ``on_chunk(request, chunk)`` is called on the
+    worker's thread), latency and chunk counts, and camera subscriptions that decode frames.
+    A rejected frame or failed inference is logged (throttled) and passed to ``report`` (the
+    node's status line).
+    ``release()`` stops the worker and destroys what it created (a lifecycle cleanup)."""
+
+    def __init__(self, node, names: list[str], steps: int,
+                 on_chunk: Callable[[Request, Any], None],
+                 report: Callable[[str], None] | None = None) -> None:
+        from std_msgs.msg import String
+        from trajectory_msgs.msg import JointTrajectory
+
+        self.node, self.names, self.steps = node, names, steps
+        self.policy = None
+        self.warn = ThrottledWarning(node.get_logger())
+        self.latency = LatencyStats()
+        self.published = 0
+        self._times: deque[float] = deque()
+        self.entities: list = [
+            node.create_publisher(JointTrajectory, "~/action_chunk", qos.COMMAND),
+            node.create_publisher(String, "~/observation_info", qos.COMMAND)]
+        self.worker = InferenceWorker(self._infer, on_chunk, self._on_error)
+        self._report = report
+
+    def _infer(self, request: Request):
+        return self.policy.predict(request.observation, seed=request.seed, steps=self.steps,
+                                   prefix=request.prefix)
+
+    def _on_error(self, request, exc: BaseException) -> None:
+        expected = isinstance(exc, (QwenVLAError, ValueError, KeyError))
+        text = f"inference failed: {type(exc).__name__}: {exc}"
+        log = self.node.get_logger()
+        (log.warning if expected else log.error)(text)
+        if self._report is not None:
+            self._report(text)
+
+    def publish(self, request: Request, chunk) -> None:
+        """The chunk (stamped with its observation time) and then its observation record."""
+        self.latency.add(chunk.timing_ms.get("total", 0.0))
+        publish_chunk(self.entities[0], self.entities[1], self.names, chunk, request,
+                      self.steps)
+        self.published += 1
+        self._times.append(time.monotonic())
+
+    def chunk_rate(self, window: float = 5.0) -> float:
+        """Chunks per second over the last ``window`` seconds (monotonic)."""
+        t = time.monotonic()
+        while self._times and t - self._times[0] > window:
+            self._times.popleft()
+        return len(self._times) / window
+
+    def subscribe_camera(self, topic: str, compressed: bool, label: str,
+                         sink: Callable[[Any, float], None]) -> None:
+        """Decode each frame to RGB and hand it with its stamp (the clock's time when the
+        header has none) to ``sink``; a frame that cannot be decoded is logged and dropped."""
+        from sensor_msgs.msg import CompressedImage, Image
+
+        def cb(msg) -> None:
+            try:
+                rgb = msg_to_rgb(msg, compressed)
+            except ImageConversionError as exc:
+                text = f"camera '{label}': frame rejected: {exc}"
+                self.warn(f"img:{label}", text)
+                if self._report is not None:
+                    self._report(text)
+                return
+            sink(rgb, stamp_or(stamp_to_sec(msg.header.stamp), clock_now(self.node)))
+
+        self.entities.append(self.node.create_subscription(
+            CompressedImage if compressed else Image, topic, cb, qos.SENSOR))
+
+    def release(self) -> None:
+        from rclpy.publisher import Publisher
+        from rclpy.subscription import Subscription
+        from rclpy.timer import Timer
+
+        self.worker.stop()
+        for entity in self.entities:
+            if isinstance(entity, Subscription):
+                self.node.destroy_subscription(entity)
+            elif isinstance(entity, Timer):
+                self.node.destroy_timer(entity)
+            elif isinstance(entity, Publisher):
+                self.node.destroy_publisher(entity)
+        self.entities = []

@@ -146,7 +146,7 @@ def test_lifecycle_deactivate_stops_chunks_and_cleanup_releases(ros, tiny_policy
             advance(0.6)
             assert len(chunks) == count, "published while inactive"
             assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-            assert node.policy is None and node.worker is None
+            assert node.policy is None and node.host is None
     finally:
         node.destroy_node()
         rig.destroy_node()

@@ -170,6 +170,21 @@ class RobotProfile:
         return out
 
 
+def input_topics(spec: EmbodimentSpec, robots: list[str], profile: RobotProfile | None
+                 ) -> tuple[dict[str, str], dict[str, str]]:
+    """Default camera topics (by camera) and JointState topics (by robot of ``robots``, the
+    state's; "robot" for an unnamed one) of a policy: the profile's, else ``CAM/image_raw``
+    and ``/ROBOT/joint_states`` (``joint_states`` for an unnamed robot)."""
+    if profile is not None:
+        profile.check(spec)  # every camera the embodiment needs has a topic
+    cams = {c: profile.cameras[c] if profile else f"{c}/image_raw" for c in spec.cameras}
+    joints = {}
+    for robot in robots:
+        ns = profile.followers.get(robot, robot) if profile else robot
+        joints[robot or "robot"] = f"/{ns}/joint_states" if robot else "joint_states"
+    return cams, joints
+
+
 def robots_dir() -> Path:
     from qwen_vla_ros.paths import config_dir
 

@@ -44,17 +44,16 @@ from qwen_vla_ros.errors import QwenVLAError
 from qwen_vla_ros.nodes.policy_io import (
     PolicyHost,
     clock_now,
-    load_checkpoint,
+    open_policy,
     publish_diagnostics,
-    set_torch_threads,
 )
 from qwen_vla_ros.ros import qos
-from qwen_vla_ros.ros.conversions import stamp_to_sec
+from qwen_vla_ros.ros.conversions import pose_stamped, stamp_to_sec
 from qwen_vla_ros.ros.markers import waypoint_markers
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.runtime.nav_control import NavigationController, NavigationParams, Outcome
-from qwen_vla_ros.runtime.navigation import Pose2D, quaternion_from_yaw, yaw_from_quaternion
+from qwen_vla_ros.runtime.navigation import Pose2D, yaw_from_quaternion
 from qwen_vla_ros.runtime.policy_loop import Request, stamp_or
 
 
@@ -67,13 +66,10 @@ class NavigationNode(Node):
         self.spec = load_embodiment(params.embodiment)
         self.nav = NavigationController(self.spec, params)
         self.odom_frame = params.odom_frame
-        set_torch_threads(params.torch_threads)
         self.policy_error = ""
+        self._given_policy = policy
         try:
-            if policy is None:
-                policy = load_checkpoint(params.checkpoint, params.device, params.dtype,
-                                         self.get_logger())
-            policy.spec(self.spec.name)  # the checkpoint must know this embodiment
+            policy = open_policy(policy, params, self.spec.name, self.get_logger())
         except (ValueError, QwenVLAError, OSError) as exc:
             # As policy_node's failed configure: say why, stay up, never drive by itself.
             policy, self.policy_error = None, f"no policy: {exc}"
@@ -147,14 +143,6 @@ class NavigationNode(Node):
     def _header(self) -> Header:
         return Header(frame_id=self.odom_frame, stamp=self.get_clock().now().to_msg())
 
-    @staticmethod
-    def _pose_msg(x: float, y: float, yaw: float, header) -> PoseStamped:
-        ps = PoseStamped(header=header)
-        ps.pose.position.x, ps.pose.position.y = float(x), float(y)
-        o = ps.pose.orientation
-        o.x, o.y, o.z, o.w = quaternion_from_yaw(float(yaw))
-        return ps
-
     def _send(self, velocity) -> None:
         if velocity is None:
             return  # Nav2 drives
@@ -172,8 +160,8 @@ class NavigationNode(Node):
         if out.plan is not None:
             self._publish_plan(out.plan, out.robot)
         if out.goal_here is not None:
-            pose = out.goal_here
-            self.goal_pub.publish(self._pose_msg(pose.x, pose.y, pose.yaw, self._header()))
+            g = out.goal_here
+            self.goal_pub.publish(pose_stamped(PoseStamped, g.x, g.y, g.yaw, self._header()))
         if out.status:
             self._set_status(out.status)
 
@@ -244,7 +232,7 @@ class NavigationNode(Node):
     def _publish_plan(self, plan, robot) -> None:
         header = self._header()
         wps = [] if plan.stop_now else plan.waypoints
-        path = Path(header=header, poses=[self._pose_msg(w[0], w[1], w[2], header)
+        path = Path(header=header, poses=[pose_stamped(PoseStamped, w[0], w[1], w[2], header)
                                           for w in wps])
         self.path_pub.publish(path)
         if path.poses and self.params.publish_goal and self.nav.mode is Mode.POLICY:
@@ -273,7 +261,7 @@ class NavigationNode(Node):
                 "chunks": self.host.published})
 
     def destroy_node(self) -> None:
-        self.host.release()
+        self.host.release(keep=self._given_policy)
         super().destroy_node()
 
 

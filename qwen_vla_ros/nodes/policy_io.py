@@ -36,6 +36,16 @@ def load_checkpoint(path: str, device: str, dtype: str, logger):
     return QwenVLAPolicy.from_pretrained(path, device=device, dtype=dtype)
 
 
+def open_policy(policy, params, embodiment: str, logger):
+    """``policy`` (a test's, already built) or the checkpoint ``params`` name, with torch's
+    threads sized from ``params.torch_threads``; an error when it lacks ``embodiment``."""
+    set_torch_threads(params.torch_threads)
+    if policy is None:
+        policy = load_checkpoint(params.checkpoint, params.device, params.dtype, logger)
+    policy.spec(embodiment)  # the checkpoint must know this embodiment
+    return policy
+
+
 def check_device(device: str) -> None:
     """A clear error, naming the parameter, for a torch device this machine does not have."""
     import torch
@@ -196,7 +206,9 @@ class PolicyHost:
         self.entities.append(self.node.create_subscription(
             CompressedImage if compressed else Image, topic, cb, qos.SENSOR))
 
-    def release(self) -> None:
+    def release(self, keep=None) -> None:
+        """Stop inferring, destroy the host's entities and drop the policy, freeing its
+        accelerator memory, unless it is ``keep`` (one the node was handed, a test's)."""
         from rclpy.publisher import Publisher
         from rclpy.subscription import Subscription
         from rclpy.timer import Timer
@@ -210,3 +222,7 @@ class PolicyHost:
             elif isinstance(entity, Publisher):
                 self.node.destroy_publisher(entity)
         self.entities = []
+        policy, self.policy = self.policy, None
+        if policy is not None and policy is not keep:
+            del policy
+            free_accelerator_memory()

@@ -23,25 +23,22 @@ from __future__ import annotations
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from qwen_vla_ros.embodiment.robot_profile import load_profile
+from qwen_vla_ros.embodiment.robot_profile import input_topics, load_profile
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.nodes.policy_io import (
     PolicyHost,
     ThrottledWarning,
     clock_now,
-    free_accelerator_memory,
-    load_checkpoint,
+    open_policy,
     publish_diagnostics,
-    set_torch_threads,
 )
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import stamp_to_sec
-from qwen_vla_ros.ros.params import declare_fields, guard, read
+from qwen_vla_ros.ros.params import declare_fields, guard, keyed, read
 from qwen_vla_ros.runtime.executor import RejectedChunk
 from qwen_vla_ros.runtime.inference import LatencyStats
 from qwen_vla_ros.runtime.observation import Rejection
@@ -64,10 +61,8 @@ class PolicyNode(LifecycleNode):
         self.active = False
         self.status = "unconfigured"
         self.last_error = ""
-        self._blind_since: float | None = None  # since when every observation was rejected
         self.spec = None
         self.host: PolicyHost | None = None
-        self.obs_age = LatencyStats()
         self.ticks = 0  # inference ticks run (tests step a clock against it)
         self._lock = threading.Lock()
         self._warn_once = ThrottledWarning(self.get_logger())
@@ -121,56 +116,36 @@ class PolicyNode(LifecycleNode):
         self.active = False
         host, self.host = self.host, None
         if host is not None:
-            host.release()
-            if host.policy is not None and host.policy is not self._injected_policy:
-                host.policy = None
-                free_accelerator_memory()
+            host.release(keep=self._injected_policy)
 
     def _configure(self) -> None:
         self.params = params = read(self, PolicyParams)
         self.spec = spec = load_embodiment(params.embodiment)
-        overrides = set(getattr(self, "_parameter_overrides", {}))
-        unknown = sorted({k.split(".", 1)[1] for k in overrides
-                          if k.startswith("camera_topics.")} - set(spec.cameras))
-        if unknown:
-            raise ValueError(f"camera_topics names {unknown} are not cameras of "
-                             f"'{spec.name}' ({list(spec.cameras)})")
-        self.loop = PolicyLoop(spec, params.max_observation_age, seed=params.seed,
-                               prefix_steps=params.rtc_prefix_steps,
-                               instruction=params.instruction)
+        self.loop = loop = PolicyLoop(spec, params.max_observation_age, seed=params.seed,
+                                      prefix_steps=params.rtc_prefix_steps,
+                                      instruction=params.instruction)
         profile = load_profile(params.robot_profile) if params.robot_profile else None
-        if profile:
-            profile.check(spec)  # every camera the embodiment needs has a topic
+        cams, joints = input_topics(spec, loop.merger.robots(), profile)
         self.host = host = PolicyHost(self, spec.action_names, params.flow_steps,
                                       self._on_chunk, self._set_status)
-        for cam in spec.cameras:
-            topic = self._param(f"camera_topics.{cam}", profile.cameras[cam] if profile
-                                else f"{cam}/image_raw", f"topic of camera slot '{cam}'")
-            compressed = self._param(f"camera_compressed.{cam}", False,
-                                     f"'{cam}' is sensor_msgs/CompressedImage")
+        what = f"cameras of '{spec.name}'"
+        for cam, default in cams.items():
+            topic = keyed(self, "camera_topics", cam, default, f"topic of camera slot '{cam}'",
+                          cams, what)
+            compressed = keyed(self, "camera_compressed", cam, False,
+                               f"'{cam}' is sensor_msgs/CompressedImage", cams, what)
             host.subscribe_camera(topic, compressed, cam,
-                                  lambda rgb, t, cam=cam: self.loop.add_image(cam, rgb, t))
-        for robot in self.loop.merger.robots():
-            ns = profile.followers.get(robot, robot) if profile else robot
-            topic = self._param(f"joint_state_topics.{robot or 'robot'}",
-                                f"/{ns}/joint_states" if robot else "joint_states",
-                                f"JointState topic of '{robot or 'robot'}'")
+                                  lambda rgb, t, cam=cam: loop.add_image(cam, rgb, t))
+        for robot in loop.merger.robots():
+            key = robot or "robot"
+            topic = keyed(self, "joint_state_topics", key, joints[key],
+                          f"JointState topic of '{key}'", joints, f"robots of '{spec.name}'")
             host.entities.append(self.create_subscription(JointState, topic,
                                                           self._joint_cb(robot), qos.SENSOR))
         host.entities.append(self.create_subscription(String, "~/instruction",
                                                       self._instruction_cb, qos.COMMAND))
-        set_torch_threads(params.torch_threads)
-        host.policy = (self._injected_policy if self._injected_policy is not None else
-                       load_checkpoint(params.checkpoint, params.device, params.dtype,
-                                       self.get_logger()))
-        host.policy.spec(spec.name)  # the checkpoint must know this embodiment
+        host.policy = open_policy(self._injected_policy, params, spec.name, self.get_logger())
         host.entities.append(self.create_timer(1.0 / params.inference_rate_hz, self._tick))
-
-    def _param(self, name: str, default, description: str):
-        if self.has_parameter(name):
-            return self.get_parameter(name).value
-        return self.declare_parameter(name, default,
-                                      ParameterDescriptor(description=description)).value
 
     def now(self) -> float:
         return clock_now(self)
@@ -216,12 +191,9 @@ class PolicyNode(LifecycleNode):
             request = self.loop.request(now)
         if isinstance(request, Rejection):
             # A camera or arm gone quiet: every tick is rejected; shown as ERROR after 0.5 s.
-            self._blind_since = now if self._blind_since is None else self._blind_since
-            self._warn("obs", f"no valid observation for {now - self._blind_since:.1f} s: "
-                              f"{request}")
+            self._warn("obs", f"no valid observation for "
+                              f"{now - self.loop.blind_since:.1f} s: {request}")
             return
-        self._blind_since = None
-        self.obs_age.add(request.age * 1e3)
         host.worker.submit(request)
 
     def _on_chunk(self, request: Request, chunk) -> None:
@@ -243,16 +215,17 @@ class PolicyNode(LifecycleNode):
     # ---- diagnostics --------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         host = self.host
-        blind = self._blind_since is not None and self.now() - self._blind_since > 0.5
+        loop = self.loop if self.host else None
+        blind = loop is not None and loop.blind(self.now())
         level = ("OK" if self.status == "ok" else
                  "ERROR" if (self.last_error and not self.active) or blind else "WARN")
-        lat = self.latency
+        lat, age = self.latency, loop.obs_age if loop else LatencyStats()
         publish_diagnostics(self, self.diag_pub, "qwen_vla_ros: policy",
                             self.spec.name if self.spec else "", level, self.status, {
                                 "inference_ms_p50": lat.percentile(50),
                                 "inference_ms_p99": lat.percentile(99),
-                                "observation_age_ms_p50": self.obs_age.percentile(50),
-                                "observation_age_ms_p99": self.obs_age.percentile(99),
+                                "observation_age_ms_p50": age.percentile(50),
+                                "observation_age_ms_p99": age.percentile(99),
                                 "chunk_rate_hz": host.chunk_rate() if host else 0.0,
                                 "chunks_published": self.chunks_published,
                                 "requests_dropped": host.worker.dropped if host else 0})

@@ -92,6 +92,17 @@ def rgb_to_image(rgb: np.ndarray, msg_cls, stamp=None, frame_id: str = ""):
     return msg
 
 
+def pose_stamped(msg_cls, x: float, y: float, yaw: float, header):
+    """A geometry_msgs/PoseStamped (``msg_cls``) at (x, y) turned ``yaw`` about z."""
+    from qwen_vla_ros.runtime.navigation import quaternion_from_yaw
+
+    ps = msg_cls(header=header)
+    ps.pose.position.x, ps.pose.position.y = float(x), float(y)
+    o = ps.pose.orientation
+    o.x, o.y, o.z, o.w = quaternion_from_yaw(float(yaw))
+    return ps
+
+
 def chunk_to_trajectory(actions: np.ndarray, joint_names: Sequence[str], dt: float, msg_cls,
                         point_cls, duration_cls, stamp=None, frame_id: str = ""):
     """[H, D] -> trajectory_msgs/JointTrajectory with time_from_start = k * dt."""

@@ -36,6 +36,24 @@ def declare(node, cls: type[T], live: Iterable[str] = ()) -> T:
     return values
 
 
+def keyed(node, prefix: str, key: str, default, description: str, keys: Iterable[str],
+          what: str = "known names"):
+    """The parameter ``prefix.key``: one per camera or robot, so the names depend on the
+    configuration and are declared when it is known (read again if already declared). An
+    override ``prefix.X`` for an X not in ``keys`` is a ValueError naming ``what`` the known
+    ones are."""
+    overrides = getattr(node, "_parameter_overrides", {})
+    unknown = sorted({k.split(".", 1)[1] for k in overrides if k.startswith(prefix + ".")}
+                     - set(keys))
+    if unknown:
+        raise ValueError(f"{prefix} names {unknown}, which are not {what} ({sorted(keys)})")
+    name = f"{prefix}.{key}"
+    if node.has_parameter(name):
+        return node.get_parameter(name).value
+    return node.declare_parameter(name, default,
+                                  ParameterDescriptor(description=description)).value
+
+
 def guard(node, cls: type, live: Iterable[str] = (), reread_at: str = "") -> None:
     """Check every later change (``ros2 param set``) of ``cls``'s parameters: a value that
     fails its check is refused with the reason. The node reads most parameters once; changing

@@ -18,6 +18,7 @@ from qwen_vla_ros.embodiment.spec import EmbodimentSpec
 from qwen_vla_ros.model.types import ActionChunk, Observation
 from qwen_vla_ros.params import at_least, param, positive, validate
 from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor
+from qwen_vla_ros.runtime.inference import LatencyStats
 from qwen_vla_ros.runtime.limits import Limits
 from qwen_vla_ros.runtime.observation import (
     FrameHistory,
@@ -104,6 +105,8 @@ class PolicyLoop:
         self.images = ImageBuffer(spec.cameras)
         self.schedule = ChunkExecutor(Limits.from_spec(spec), spec.dt, mode="rtc")
         self.accepted = 0  # chunks accepted so far; chunk i is sampled with seed + i
+        self.blind_since: float | None = None  # since when every request was rejected
+        self.obs_age = LatencyStats()  # ms between an observation and its request
         # Past frames of the first camera (VLN looks back), sampled by time.
         self.history = (FrameHistory(spec.cameras[0], history_frames, history_period)
                         if history_frames > 0 and spec.cameras else None)
@@ -126,7 +129,21 @@ class PolicyLoop:
 
     # ---- ticks --------------------------------------------------------------------------
     def request(self, now: float) -> Request | Rejection:
-        """The observation at clock time ``now``, or why there is none."""
+        """The observation at clock time ``now``, or why there is none (then ``blind_since``
+        says since when no request has been possible)."""
+        request = self._request(now)
+        if isinstance(request, Rejection):
+            self.blind_since = now if self.blind_since is None else self.blind_since
+            return request
+        self.blind_since = None
+        self.obs_age.add(request.age * 1e3)
+        return request
+
+    def blind(self, now: float, grace: float = 0.5) -> bool:
+        """Every request rejected for longer than ``grace`` seconds."""
+        return self.blind_since is not None and now - self.blind_since > grace
+
+    def _request(self, now: float) -> Request | Rejection:
         if not self.instruction:
             return Rejection("no instruction yet: not inferring")
         images = self.images.images(now, self.max_age)

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qwen_vla_ros.embodiment.gripper import GripperMap, leader_to_follower
-from qwen_vla_ros.embodiment.robot_profile import available_profiles, load_profile
+from qwen_vla_ros.embodiment.robot_profile import available_profiles, input_topics, load_profile
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.errors import ConfigError
 
@@ -66,6 +66,22 @@ def test_camera_topics_per_branch():
         "/camera_high/camera/color/image_rect_raw"  # 2.0: camera_high
     assert load_profile("aloha_main").cameras["cam_high"] == \
         "/cam_high/camera/color/image_rect_raw"  # main / 1.0: cam_high
+
+
+def test_policy_input_topics_from_profile_or_convention():
+    spec = load_embodiment("aloha")
+    robots = ["follower_left", "follower_right"]
+    cams, joints = input_topics(spec, robots, load_profile("aloha_stationary"))
+    assert cams["cam_high"] == "/camera_high/camera/color/image_rect_raw"
+    assert set(cams) == set(spec.cameras)
+    assert joints == {r: f"/{load_profile('aloha_stationary').followers[r]}/joint_states"
+                      for r in robots}
+    cams, joints = input_topics(spec, robots, None)
+    assert cams == {c: f"{c}/image_raw" for c in spec.cameras}
+    assert joints == {"follower_left": "/follower_left/joint_states",
+                      "follower_right": "/follower_right/joint_states"}
+    _, joints = input_topics(load_embodiment("vx300s_single"), [""], None)
+    assert joints == {"robot": "joint_states"}
 
 
 def test_setup_is_upstreams_opening_ceremony():

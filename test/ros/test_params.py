@@ -12,7 +12,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from qwen_vla_ros.errors import ConfigError  # noqa: E402
 from qwen_vla_ros.params import one_of, param, positive, validate  # noqa: E402
-from qwen_vla_ros.ros.params import declare, declare_fields, guard  # noqa: E402
+from qwen_vla_ros.ros.params import declare, declare_fields, guard, keyed  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -72,4 +72,23 @@ def test_a_lifecycle_node_takes_valid_changes_for_its_next_configure(ros):
                                      Parameter("output", value="video")])
     assert good.successful and not bad.successful and "output must be one of" in bad.reason
     assert node.get_parameter("output").value == "array"
+    node.destroy_node()
+
+
+def test_keyed_parameters_per_camera_and_unknown_keys_named(ros):
+    node = rclpy.create_node("keyed", parameter_overrides=[
+        Parameter("camera_topics.cam_high", value="/top/image")])
+    cams = ["cam_high", "cam_low"]
+    assert keyed(node, "camera_topics", "cam_high", "cam_high/image_raw", "d", cams) == \
+        "/top/image"
+    assert keyed(node, "camera_topics", "cam_low", "cam_low/image_raw", "d", cams) == \
+        "cam_low/image_raw"
+    assert node.describe_parameter("camera_topics.cam_low").description == "d"
+    # asked again (a second configure): read, not declared twice
+    assert keyed(node, "camera_topics", "cam_low", "other", "d", cams) == "cam_low/image_raw"
+    node.destroy_node()
+    node = rclpy.create_node("keyed", parameter_overrides=[
+        Parameter("camera_topics.cam_side", value="/side")])
+    with pytest.raises(ValueError, match=r"\['cam_side'\], which are not cameras of 'x'"):
+        keyed(node, "camera_topics", "cam_high", "a", "d", cams, "cameras of 'x'")
     node.destroy_node()

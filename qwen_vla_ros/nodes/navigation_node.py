@@ -32,15 +32,15 @@ Topics (relative, remappable):
 from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped, Twist
-from nav_msgs.msg import Odometry, Path
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header, String
-from visualization_msgs.msg import MarkerArray
+from std_msgs.msg import String
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.errors import QwenVLAError
+from qwen_vla_ros.nodes.nav_outputs import NavigationOutputs
 from qwen_vla_ros.nodes.policy_io import (
     PolicyHost,
     clock_now,
@@ -48,11 +48,10 @@ from qwen_vla_ros.nodes.policy_io import (
     publish_diagnostics,
 )
 from qwen_vla_ros.ros import qos
-from qwen_vla_ros.ros.conversions import pose_stamped, stamp_to_sec
-from qwen_vla_ros.ros.markers import waypoint_markers
+from qwen_vla_ros.ros.conversions import stamp_to_sec
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.modes import Mode
-from qwen_vla_ros.runtime.nav_control import NavigationController, NavigationParams, Outcome
+from qwen_vla_ros.runtime.nav_control import NavigationController, NavigationParams
 from qwen_vla_ros.runtime.navigation import Pose2D, yaw_from_quaternion
 from qwen_vla_ros.runtime.policy_loop import Request, stamp_or
 
@@ -65,7 +64,6 @@ class NavigationNode(Node):
         self.params = params = declare(self, NavigationParams)
         self.spec = load_embodiment(params.embodiment)
         self.nav = NavigationController(self.spec, params)
-        self.odom_frame = params.odom_frame
         self.policy_error = ""
         self._given_policy = policy
         try:
@@ -75,15 +73,10 @@ class NavigationNode(Node):
             policy, self.policy_error = None, f"no policy: {exc}"
             self.get_logger().error(f"{self.policy_error}; navigation holds (zero velocity "
                                     "in POLICY) until restarted with a valid checkpoint")
-        self.status = ""
         self.host = PolicyHost(self, self.spec.action_names, params.flow_steps, self._on_chunk)
         self.host.policy = policy
         self._warn = self.host.warn
-        self.cmd_pub = self.create_publisher(Twist, "cmd_vel", qos.COMMAND)
-        self.path_pub = self.create_publisher(Path, "~/waypoints", qos.COMMAND)
-        self.goal_pub = self.create_publisher(PoseStamped, "goal_pose", qos.COMMAND)
-        self.marker_pub = self.create_publisher(MarkerArray, "~/markers", qos.COMMAND)
-        self.status_pub = self.create_publisher(String, "~/status", qos.LATCHED)
+        self.out = NavigationOutputs(self, params.odom_frame, params.publish_goal, self._warn)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.COMMAND)
         self.host.subscribe_camera(params.camera_topic, params.camera_compressed, "front",
                                    self.nav.add_image)
@@ -131,39 +124,15 @@ class NavigationNode(Node):
             except Exception as exc:  # a timer exception would stop the executor
                 self._warn(f"tick:{fn.__name__}", f"{fn.__name__} failed, zero velocity: "
                            f"{type(exc).__name__}: {exc}")
-                self._send(self.nav.stop_velocity())
+                self.out.send(self.nav.stop_velocity())
         return tick
 
+    @property
+    def status(self) -> str:
+        return self.out.status
+
     def _set_status(self, text: str) -> None:
-        if text != self.status:
-            self.status = text
-            self.status_pub.publish(String(data=text))
-            self.get_logger().info(f"status: {text}")
-
-    def _header(self) -> Header:
-        return Header(frame_id=self.odom_frame, stamp=self.get_clock().now().to_msg())
-
-    def _send(self, velocity) -> None:
-        if velocity is None:
-            return  # Nav2 drives
-        msg = Twist()
-        msg.linear.x, msg.angular.z = velocity.v, velocity.w
-        self.cmd_pub.publish(msg)
-
-    def _apply(self, out: Outcome) -> None:
-        """Publish what the controller decided, in the order a reader expects: velocity,
-        plan, goal, status."""
-        self._send(out.velocity)
-        if out.warning:
-            key, _, text = out.warning.partition(":")
-            self._warn(key, text)
-        if out.plan is not None:
-            self._publish_plan(out.plan, out.robot)
-        if out.goal_here is not None:
-            g = out.goal_here
-            self.goal_pub.publish(pose_stamped(PoseStamped, g.x, g.y, g.yaw, self._header()))
-        if out.status:
-            self._set_status(out.status)
+        self.out.set_status(text)
 
     # ---- inputs -------------------------------------------------------------------------
     def _depth_cb(self, msg: Image) -> None:
@@ -171,12 +140,12 @@ class NavigationNode(Node):
 
     def _odom_cb(self, msg: Odometry) -> None:
         if msg.header.frame_id:
-            self.odom_frame = msg.header.frame_id
+            self.out.frame = msg.header.frame_id
         self._add_pose(msg.header.stamp, msg.pose.pose.position, msg.pose.pose.orientation)
 
     def _tf_cb(self, msg) -> None:
         for tf in msg.transforms:
-            if (tf.header.frame_id.lstrip("/") == self.odom_frame
+            if (tf.header.frame_id.lstrip("/") == self.out.frame
                     and tf.child_frame_id.lstrip("/") == self.params.base_frame):
                 self._add_pose(tf.header.stamp, tf.transform.translation, tf.transform.rotation)
 
@@ -227,23 +196,11 @@ class NavigationNode(Node):
             self.get_logger().error(out.error)
             return
         self.host.publish(request, chunk)
-        self._apply(out)
-
-    def _publish_plan(self, plan, robot) -> None:
-        header = self._header()
-        wps = [] if plan.stop_now else plan.waypoints
-        path = Path(header=header, poses=[pose_stamped(PoseStamped, w[0], w[1], w[2], header)
-                                          for w in wps])
-        self.path_pub.publish(path)
-        if path.poses and self.params.publish_goal and self.nav.mode is Mode.POLICY:
-            self.goal_pub.publish(path.poses[-1])
-        xy = (robot.x, robot.y) if robot is not None else (0.0, 0.0)
-        self.marker_pub.publish(waypoint_markers(wps, self.odom_frame, header.stamp,
-                                                 self.status or "", xy))
+        self.out.apply(out, self.nav.mode)
 
     # ---- control ------------------------------------------------------------------------
     def _control_tick(self) -> None:
-        self._apply(self.nav.control(self.now()))
+        self.out.apply(self.nav.control(self.now()), self.nav.mode)
 
     # ---- diagnostics --------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -317,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sim speed vs wall clock (< 1 when inference is slower than real time)")
     p.add_argument("--allow-train-seeds", action="store_true")
     p.add_argument("--blend", choices=BLEND_MODES,
-                   help="aloha_adapter's chunk blending (default: its config's)")
+                   help="aloha_adapter's chunk execution (default: its config's); rtc also "
+                        "has policy_node sample with the measured-delay prefix")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -55,6 +55,8 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     extra: dict[str, dict[str, Any]] = {"policy_node": {"torch_threads": 1}}
     if blend is not None:
         extra["aloha_adapter"] = {"blend": blend}
+    if blend == "rtc":  # the policy samples continuing the measured-delay prefix
+        extra["policy_node"]["rtc_prefix_steps"] = -1
     values = {"checkpoint": str(checkpoint), "instruction": instruction}
     with episode_stack(seed_start, task, rate_factor, drop=("scripted_leader",),
                        values=values, extra=extra) as stack:

@@ -34,7 +34,14 @@ from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import stamp_to_sec, trajectory_to_chunk
 from qwen_vla_ros.ros.params import declare
-from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor, RejectedChunk
+from qwen_vla_ros.runtime.executor import (
+    Chunk,
+    ChunkExecutor,
+    ChunkTag,
+    PrefixMismatch,
+    RejectedChunk,
+    StaleChunk,
+)
 from qwen_vla_ros.runtime.limits import Limits
 from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.runtime.observation import JointStateMerger, Rejection
@@ -49,7 +56,10 @@ class ChunkAdapterNode(Node):
         self.spec = load_embodiment(self.params.embodiment)
         self.limits = Limits.from_spec(self.spec)
         self.measured = JointStateMerger(self.spec)
-        self.chunk_executor = ChunkExecutor(self.limits, self.spec.dt, mode=self.params.blend)
+        self.chunk_executor = ChunkExecutor(self.limits, self.spec.dt, mode=self.params.blend,
+                                            ensemble_decay=self.params.ensemble_decay)
+        # chunks accepted / stale on arrival / prefix not this schedule's / otherwise invalid
+        self.chunk_counts = {"accepted": 0, "stale": 0, "diverged": 0, "rejected": 0}
         self.max_state_age = self.params.max_state_age
         self.lookahead = self.params.ghost_lookahead_s
         self.supervisor = Supervisor(self.params.supervisor_config(),
@@ -127,11 +137,23 @@ class ChunkAdapterNode(Node):
 
     # ---- callbacks ----------------------------------------------------------------------
     def _chunk_cb(self, msg: JointTrajectory) -> None:
+        now = self.now()
         try:
+            tag = ChunkTag.parse(msg.header.frame_id)
             actions, stamp, dt = trajectory_to_chunk(msg, self.spec.action_names)
-            self.chunk_executor.add_chunk(Chunk(actions, stamp, dt))
-            self.supervisor.on_chunk(self.now())
+            self.chunk_executor.add_chunk(
+                Chunk(actions, stamp, dt, tag.prefix if tag else 0, tag.id if tag else None),
+                now=now)
+            self.supervisor.on_chunk(now)
+            self.chunk_counts["accepted"] += 1
+        except StaleChunk as exc:
+            self.chunk_counts["stale"] += 1
+            self.get_logger().warning(f"chunk dropped: {exc}", throttle_duration_sec=1.0)
+        except PrefixMismatch as exc:
+            self.chunk_counts["diverged"] += 1
+            self.get_logger().error(f"chunk rejected: {exc}", throttle_duration_sec=1.0)
         except (ValueError, RejectedChunk) as exc:
+            self.chunk_counts["rejected"] += 1
             self.get_logger().error(f"chunk rejected: {exc}")
 
     def _mode_cb(self, msg: String) -> None:
@@ -234,7 +256,10 @@ class ChunkAdapterNode(Node):
         st.values = [KeyValue(key="mode", value=self.mode.value),
                      KeyValue(key="requested", value=self.requested.value),
                      KeyValue(key="policy_timeout_s",
-                              value=f"{self.supervisor.policy_timeout():.2f}")]
+                              value=f"{self.supervisor.policy_timeout():.2f}"),
+                     KeyValue(key="blend", value=self.chunk_executor.mode),
+                     *[KeyValue(key=f"chunks_{k}", value=str(v))
+                       for k, v in self.chunk_counts.items()]]
         arr = DiagnosticArray(status=[st])
         arr.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(arr)

@@ -70,16 +70,18 @@ def set_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def publish_chunk(chunk_pub, info_pub, names, chunk, request, steps: int) -> None:
-    """``chunk`` as a JointTrajectory stamped with its observation time, then the
-    request's record (std_msgs/String, JSON) on ``info_pub``."""
+def publish_chunk(chunk_pub, info_pub, names, chunk, request, steps: int,
+                  tag: str = "") -> None:
+    """``chunk`` as a JointTrajectory stamped with its observation time (``tag``, a
+    ``ChunkTag``'s text, in header.frame_id), then the request's record (std_msgs/String,
+    JSON) on ``info_pub``."""
     from builtin_interfaces.msg import Duration, Time
     from std_msgs.msg import String
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
     chunk_pub.publish(chunk_to_trajectory(chunk.actions, names, chunk.dt, JointTrajectory,
                                           JointTrajectoryPoint, Duration,
-                                          stamp=sec_to_stamp(chunk.stamp, Time)))
+                                          stamp=sec_to_stamp(chunk.stamp, Time), frame_id=tag))
     info_pub.publish(String(data=json.dumps(request.info(steps))))
 
 
@@ -171,11 +173,12 @@ class PolicyHost:
         if self._report is not None:
             self._report(text)
 
-    def publish(self, request: Request, chunk) -> None:
-        """The chunk (stamped with its observation time) and then its observation record."""
+    def publish(self, request: Request, chunk, tag: str = "") -> None:
+        """The chunk (stamped with its observation time, ``tag`` in its frame_id) and then
+        its observation record."""
         self.latency.add(chunk.timing_ms.get("total", 0.0))
         publish_chunk(self.entities[0], self.entities[1], self.names, chunk, request,
-                      self.steps)
+                      self.steps, tag)
         self.published += 1
         self._times.append(time.monotonic())
 

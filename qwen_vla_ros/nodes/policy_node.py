@@ -202,14 +202,19 @@ class PolicyNode(LifecycleNode):
             return  # deactivated while the model ran: publish nothing
         try:
             with self._lock:
-                reason = self.loop.accept(request, chunk)
+                delay = self.loop.delay.steps
+                reason = self.loop.accept(request, chunk, now=self.now())
+                tag = self.loop.last_tag
         except RejectedChunk as exc:
             reason = f"chunk rejected: {exc}"
         if reason:
             self.get_logger().error(reason)
             self.status = reason
             return
-        host.publish(request, chunk)
+        host.publish(request, chunk, tag.text() if tag else "")
+        if self.loop.prefix_steps < 0 and self.loop.delay.steps != delay:
+            self.get_logger().info(f"measured delay {delay} -> {self.loop.delay.steps} "
+                                   "control steps (the RTC prefix)")
         self.status = "ok"
 
     # ---- diagnostics --------------------------------------------------------------------

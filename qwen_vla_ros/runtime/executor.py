@@ -5,13 +5,27 @@ was computed from). At each control tick the executor:
 
 1. finds the action(s) meant for now: steps whose time has passed are skipped (latency
    compensation); a chunk that no longer covers now is dropped;
-2. blends them: ``ensemble`` = ACT temporal ensembling over every chunk covering now, older
-   chunks weighted exp(-m * i); ``rtc`` = the newest chunk (it was sampled with the committed
-   prefix, so it continues the old one), cross-faded over ``blend_steps`` if it was not;
+2. blends them (``mode``):
+   - ``naive``: the newest chunk, switched to as soon as it arrives, no smoothing (what a
+     client does that just executes the latest answer; the jump at a switch is only limited
+     by the velocity clamp). A baseline, and for policies that change their plan on purpose;
+   - ``ensemble``: ACT temporal ensembling over every chunk covering now, older chunks
+     weighted exp(-m * i) (i = 0 the oldest). Smooth without any help from the model; it lags
+     a new plan and averages plans that disagree;
+   - ``rtc``: real-time chunking: the newest chunk, which the policy sampled continuing the
+     committed prefix (the actions this schedule executes while the model thinks), so it
+     joins the old plan without a jump and needs no fading. A chunk sampled without a prefix
+     (the first one, or the policy's ``rtc_prefix_steps`` 0) is cross-faded in over
+     ``blend_steps``. A chunk whose prefix is not what this schedule plans for those steps
+     (the policy planned against chunks this executor never ran) is refused
+     (``PrefixMismatch``) and the current plan continues;
 3. clamps to joint position limits and to max_velocity * dt from the last command;
 4. if no chunk covers now, HOLDS the last command (never extrapolates).
 
 It returns the command actually sent and why.
+
+A chunk older than its horizon on arrival (its last action already due) is refused
+(``StaleChunk``) and counted by the caller.
 """
 
 from __future__ import annotations
@@ -23,7 +37,8 @@ import numpy as np
 
 from qwen_vla_ros.runtime.limits import Limits
 
-BLEND_MODES = ("ensemble", "rtc")
+BLEND_MODES = ("naive", "ensemble", "rtc")
+PREFIX_TOLERANCE = 1e-6  # a continued prefix equals the planned actions (float64 on the wire)
 
 
 @dataclass
@@ -32,6 +47,7 @@ class Chunk:
     stamp: float  # time of actions[0]
     dt: float
     prefix_len: int = 0  # how many leading actions were committed before sampling
+    id: int | None = None  # the policy's chunk number (ChunkTag), None when untagged
 
     def index_at(self, now: float) -> int:
         """Index of the action meant for ``now`` (rounded to the nearest step)."""
@@ -58,6 +74,47 @@ class RejectedChunk(ValueError):
     """A chunk the executor refuses (non-finite, wrong width, ...)."""
 
 
+class StaleChunk(RejectedChunk):
+    """A chunk whose every action is already due: it arrived later than its horizon."""
+
+
+class PrefixMismatch(RejectedChunk):
+    """An RTC chunk whose committed prefix differs from this schedule's plan."""
+
+
+@dataclass(frozen=True)
+class ChunkTag:
+    """What a chunk says about itself on the wire (JointTrajectory ``header.frame_id``, a
+    field trajectories leave empty): ``qvr_chunk id=12 prefix=4 delay=4``: its number in
+    the policy's sequence, how many leading actions continue the committed schedule, and the
+    delay in control steps the policy assumed when it chose that prefix."""
+
+    id: int
+    prefix: int
+    delay: int
+
+    KEY = "qvr_chunk"
+
+    def text(self) -> str:
+        return f"{self.KEY} id={self.id} prefix={self.prefix} delay={self.delay}"
+
+    @classmethod
+    def parse(cls, text: str) -> ChunkTag | None:
+        """The tag in ``text``, None for an untagged chunk (any other frame_id); a malformed
+        tag is a ValueError."""
+        words = text.split()
+        if not words or words[0] != cls.KEY:
+            return None
+        try:
+            fields = dict(w.split("=", 1) for w in words[1:])
+            tag = cls(int(fields["id"]), int(fields["prefix"]), int(fields["delay"]))
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"malformed chunk tag {text!r}: {exc}") from None
+        if tag.prefix < 0 or tag.delay < 0:
+            raise ValueError(f"malformed chunk tag {text!r}: negative field")
+        return tag
+
+
 class ChunkExecutor:
     def __init__(self, limits: Limits, dt: float, mode: str = "ensemble",
                  ensemble_decay: float = 0.01, blend_steps: int = 5, max_chunks: int = 8) -> None:
@@ -77,7 +134,8 @@ class ChunkExecutor:
         self.dim = len(limits.lower)
 
     # ---- inputs -------------------------------------------------------------------------
-    def add_chunk(self, chunk: Chunk) -> None:
+    def add_chunk(self, chunk: Chunk, now: float | None = None) -> None:
+        """Schedule ``chunk``; ``now`` (the clock at arrival) refuses one already over."""
         a = np.asarray(chunk.actions, dtype=np.float64)
         if a.ndim != 2 or a.shape[1] != self.dim:
             raise RejectedChunk(f"chunk shape {a.shape}, expected [H, {self.dim}]")
@@ -90,10 +148,27 @@ class ChunkExecutor:
         if self.chunks and chunk.stamp < self.chunks[-1].stamp:
             raise RejectedChunk(f"chunk stamp {chunk.stamp:.3f} older than the newest "
                                 f"({self.chunks[-1].stamp:.3f})")
-        if self.mode == "rtc" and chunk.prefix_len == 0 and self.last_command is not None:
+        new = Chunk(a, float(chunk.stamp), float(chunk.dt), int(chunk.prefix_len), chunk.id)
+        if now is not None and new.index_at(now) >= len(a):
+            raise StaleChunk(f"chunk {chunk.id} from {chunk.stamp:.3f} arrived at {now:.3f}, "
+                             f"after its last action ({new.end:.3f})")
+        continues = False
+        if self.mode == "rtc" and new.prefix_len > 0:
+            # Compared where this schedule has a plan (none at all: the first chunk after a
+            # reset, which is faded in).
+            plan = [(self._newest_at(new.stamp + k * self.dt), a[k])
+                    for k in range(min(new.prefix_len, len(a)))]
+            errs = [float(np.abs(p - q).max()) for p, q in plan if p is not None]
+            if errs and max(errs) > PREFIX_TOLERANCE:
+                raise PrefixMismatch(
+                    f"chunk {chunk.id}: its {new.prefix_len}-step prefix differs from the "
+                    f"plan by up to {max(errs):.3g} (the policy planned against chunks this "
+                    "adapter did not run); the current plan continues")
+            continues = bool(errs)
+        if self.mode == "rtc" and not continues and self.last_command is not None:
             self._fade_from = self.last_command.copy()
             self._fade_left = self.blend_steps
-        self.chunks.append(Chunk(a, float(chunk.stamp), float(chunk.dt), chunk.prefix_len))
+        self.chunks.append(new)
 
     def reset(self, position: np.ndarray | None = None) -> None:
         """Forget all chunks; hold ``position`` (e.g. the measured pose at a handover)."""
@@ -117,6 +192,9 @@ class ChunkExecutor:
         covering = [c for c in self.chunks if c.covers(now)]
         if not covering:
             return None, 0
+        if self.mode == "naive":
+            c = covering[-1]
+            return c.actions[c.index_at(now)], 1
         if self.mode == "rtc":
             c = covering[-1]
             target = c.actions[c.index_at(now)]
@@ -134,15 +212,17 @@ class ChunkExecutor:
         """Actions already planned for ``start + k*dt``, k < count (prefix for RTC sampling).
 
         None if the current schedule does not cover all of them."""
-        out = []
-        for k in range(count):
-            t = start + k * self.dt
-            covering = [c for c in self.chunks if c.covers(t)]
-            if not covering:
-                return None
-            c = covering[-1]
-            out.append(c.actions[c.index_at(t)])
-        return np.stack(out) if out else None
+        out = [self._newest_at(start + k * self.dt) for k in range(count)]
+        if not out or any(a is None for a in out):
+            return None
+        return np.stack(out)
+
+    def _newest_at(self, t: float) -> np.ndarray | None:
+        """The newest chunk's action for time ``t`` (the rtc and naive schedule), or None."""
+        for c in reversed(self.chunks):
+            if c.covers(t):
+                return c.actions[c.index_at(t)]
+        return None
 
     # ---- control tick -------------------------------------------------------------------
     def step(self, now: float) -> Command | None:

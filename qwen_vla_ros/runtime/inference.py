@@ -7,6 +7,7 @@ submissions replace older waiting ones (an old observation is useless once a new
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +31,31 @@ class LatencyStats:
         data = sorted(self.samples)
         k = min(len(data) - 1, max(0, round(q / 100 * (len(data) - 1))))
         return data[k]
+
+
+class DelayEstimator:
+    """How many control steps pass between an observation and the first moment its chunk can
+    be executed, from measurements (observation stamp to publication, seconds): the
+    ``quantile`` of the last ``window``, rounded up to whole steps, clamped to
+    [1, ``horizon`` - 1]; 0 until the first measurement. This is the prefix real-time chunking
+    must commit: the steps that run while the model thinks."""
+
+    def __init__(self, dt: float, horizon: int, window: int = 20, quantile: float = 90.0):
+        if dt <= 0 or horizon < 2:
+            raise ValueError(f"need dt > 0 and horizon >= 2, got {dt}, {horizon}")
+        self.dt, self.horizon, self.quantile = float(dt), int(horizon), float(quantile)
+        self.samples = LatencyStats(window)
+        self.steps = 0
+
+    def add(self, seconds: float) -> bool:
+        """Record one delay; returns whether ``steps`` changed."""
+        if not seconds >= 0:  # NaN or a clock that went back: not a measurement
+            return False
+        self.samples.add(float(seconds))
+        high = self.samples.percentile(self.quantile)
+        steps = min(self.horizon - 1, max(1, math.ceil(high / self.dt - 1e-9)))
+        changed, self.steps = steps != self.steps, steps
+        return changed
 
 
 class InferenceWorker:

@@ -17,8 +17,8 @@ import numpy as np
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
 from qwen_vla_ros.model.types import ActionChunk, Observation
 from qwen_vla_ros.params import at_least, param, positive, validate
-from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor
-from qwen_vla_ros.runtime.inference import LatencyStats
+from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor, ChunkTag
+from qwen_vla_ros.runtime.inference import DelayEstimator, LatencyStats
 from qwen_vla_ros.runtime.limits import Limits
 from qwen_vla_ros.runtime.observation import (
     FrameHistory,
@@ -46,8 +46,10 @@ class PolicyParams:
                                        check=positive)
     flow_steps: int = param(10, "Euler steps per chunk", check=at_least(1))
     seed: int = param(0, "base seed; chunk i uses seed + i")
-    rtc_prefix_steps: int = param(0, "committed steps passed as prefix (0 = off)",
-                                  check=at_least(0))
+    rtc_prefix_steps: int = param(
+        0, "committed steps passed as prefix for real-time chunking: 0 off, N fixed, -1 the "
+           "measured delay (p90 of observation-to-publication over the last 20 chunks, in "
+           "control steps); adapters run blend: rtc to follow it", check=at_least(-1))
     torch_threads: int = param(0, "CPU threads for torch (0 = torch default); on a small CPU "
                                   "leave cores for DDS and the executor", check=at_least(0))
     autostart: bool = param(True, "configure and activate at start-up")
@@ -77,6 +79,7 @@ class Request:
 
     history_frames: int = 0
     history_period: float = 0.0
+    delay_steps: int = 0  # the delay the prefix was chosen for (``ChunkTag.delay``)
 
     def info(self, steps: int) -> dict[str, Any]:
         """JSON-able record of this request (the node publishes it on ~/observation_info)."""
@@ -84,6 +87,7 @@ class Request:
                 "embodiment": self.observation.embodiment, "tick": self.tick,
                 "stamp": self.observation.stamp, "seed": self.seed,
                 "flow_steps": steps, "prefix_len": 0 if self.prefix is None else len(self.prefix),
+                "delay_steps": self.delay_steps,
                 "inputs": dict(self.inputs), "state": self.observation.state.tolist(),
                 "instruction": self.observation.instruction}
 
@@ -100,6 +104,10 @@ class PolicyLoop:
         self.max_age = float(max_age)
         self.seed = int(seed)
         self.prefix_steps = int(prefix_steps)
+        if self.prefix_steps < -1:
+            raise ValueError(f"prefix_steps must be >= -1, got {prefix_steps}")
+        self.delay = DelayEstimator(spec.dt, spec.horizon)
+        self.last_tag: ChunkTag | None = None  # of the last accepted chunk
         self.instruction = instruction.strip()
         self.merger = JointStateMerger(spec)
         self.images = ImageBuffer(spec.cameras)
@@ -153,8 +161,8 @@ class PolicyLoop:
         if isinstance(state, Rejection):
             return Rejection(f"not inferring: {state}")
         stamp = min(self.images.oldest_stamp(), self.merger.oldest_stamp())
-        prefix = (self.schedule.committed(stamp, self.prefix_steps)
-                  if self.prefix_steps > 0 else None)
+        delay = self.delay.steps if self.prefix_steps < 0 else self.prefix_steps
+        prefix = self.schedule.committed(stamp, delay) if delay > 0 else None
         history: tuple = ()
         inputs = {**self.images.stamps(), **{f"joint_states:{r or 'robot'}": s
                                               for r, s in self.merger.stamps().items()}}
@@ -168,13 +176,21 @@ class PolicyLoop:
                           embodiment=self.spec.name, stamp=stamp, history=history)
         h = self.history
         return Request(obs, prefix, self.seed + self.accepted, now, inputs,
-                       h.length if h else 0, h.period if h else 0.0)
+                       h.length if h else 0, h.period if h else 0.0, delay)
 
-    def accept(self, request: Request, chunk: ActionChunk) -> str | None:
-        """Take the model's answer to ``request``; returns why it was dropped, or None."""
+    def accept(self, request: Request, chunk: ActionChunk, now: float | None = None
+               ) -> str | None:
+        """Take the model's answer to ``request``; returns why it was dropped, or None.
+        ``now`` (the clock when it is published) feeds the delay estimate. The accepted
+        chunk's tag (``last_tag``) goes out with it: the adapter checks its prefix against
+        the same schedule this loop keeps."""
         if not np.all(np.isfinite(chunk.actions)):
             return "model output contains NaN/inf: chunk dropped"
         prefix_len = 0 if request.prefix is None else len(request.prefix)
-        self.schedule.add_chunk(Chunk(chunk.actions, chunk.stamp, chunk.dt, prefix_len))
+        self.schedule.add_chunk(Chunk(chunk.actions, chunk.stamp, chunk.dt, prefix_len,
+                                      self.accepted))
+        self.last_tag = ChunkTag(self.accepted, prefix_len, request.delay_steps)
         self.accepted += 1
+        if now is not None:
+            self.delay.add(now - chunk.stamp)
         return None

@@ -120,8 +120,12 @@ class AdapterParams:
     with more subclass it)."""
 
     embodiment: str = param("vx300s_single", "embodiment name")
-    blend: str = param("ensemble", "ensemble (ACT temporal ensembling) or rtc",
+    blend: str = param("ensemble", "chunk execution: naive (newest chunk, no smoothing), "
+                       "ensemble (ACT temporal ensembling) or rtc (newest chunk continuing the "
+                       "committed prefix; policy rtc_prefix_steps != 0); docs/control.md",
                        check=one_of(*BLEND_MODES))
+    ensemble_decay: float = param(0.01, "ensemble weight exp(-k i) per chunk age i (0: equal)",
+                                  check=at_least(0.0))
     max_state_age: float = param(0.2, "s; older measured/leader pose -> no command",
                                  check=positive)
     ghost_lookahead_s: float = param(0.5, "s ahead of now shown on ~/predicted_joint_states",

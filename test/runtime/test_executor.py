@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
-from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor, RejectedChunk
+from qwen_vla_ros.runtime.executor import (
+    Chunk,
+    ChunkExecutor,
+    ChunkTag,
+    PrefixMismatch,
+    RejectedChunk,
+    StaleChunk,
+)
 from qwen_vla_ros.runtime.limits import Limits
 
 DT = 0.02
@@ -85,8 +92,11 @@ def test_rtc_follows_newest_chunk_and_fades_in_when_it_had_no_prefix():
     seen = [ex.step(k * DT).position[0] for k in range(1, 8)]
     assert all(b >= a for a, b in itertools.pairwise(seen)), seen
     assert seen[0] < 0.5 and seen[-1] == pytest.approx(0.5)
-    ex.add_chunk(Chunk(np.full((50, 2), 0.7), stamp=8 * DT, dt=DT, prefix_len=3))
-    assert ex.step(8 * DT).position[0] == pytest.approx(0.7)  # prefix-sampled: no fade
+    cont = np.full((50, 2), 0.7)
+    cont[:3] = 0.5  # sampled continuing the committed 3 steps
+    ex.add_chunk(Chunk(cont, stamp=8 * DT, dt=DT, prefix_len=3))
+    assert [ex.step(k * DT).position[0] for k in range(8, 11)] == pytest.approx([0.5] * 3)
+    assert ex.step(11 * DT).position[0] == pytest.approx(0.7)  # prefix-sampled: no fade
 
 
 def test_committed_prefix_comes_from_the_schedule():
@@ -132,3 +142,121 @@ def test_looking_ahead_does_not_drop_the_running_chunk():
     for k in range(45):
         ex.planned(k * DT + 0.5)  # a ghost display 0.5 s ahead
         assert ex.step(k * DT).source == "chunk", f"chunk dropped at step {k}"
+
+
+def test_naive_switches_to_the_newest_chunk_at_once():
+    ex = ChunkExecutor(LIM, DT, mode="naive")
+    ex.reset(np.array([0.1, 0.1]))
+    ex.add_chunk(Chunk(np.full((50, 2), 0.1), stamp=0.0, dt=DT))
+    ex.step(0.0)
+    ex.add_chunk(Chunk(np.full((50, 2), 0.12), stamp=DT, dt=DT))
+    assert ex.step(DT).position[0] == pytest.approx(0.12)  # no fade, no averaging
+    assert ex.step(2 * DT).chunks_used == 1
+
+
+def test_rtc_chunk_must_continue_the_planned_prefix():
+    ex = ChunkExecutor(LIM, DT, mode="rtc", blend_steps=4)
+    ex.reset(np.zeros(2))
+    ex.add_chunk(Chunk(ramp(), stamp=0.0, dt=DT, id=0))
+    for k in range(5):
+        ex.step(k * DT)
+    good = ramp(start=0.05)  # what chunk 0 plans from step 5 on, then its own plan
+    good[3:] = 0.3
+    ex.add_chunk(Chunk(good, stamp=5 * DT, dt=DT, prefix_len=3, id=1), now=5 * DT)
+    assert ex.step(5 * DT).position[0] == pytest.approx(0.05)  # the prefix, not faded
+    plan_before = [ex.planned(t * DT)[0].copy() for t in range(6, 40)]
+    bad = good.copy()
+    bad[:3] += 0.01  # planned against something else
+    with pytest.raises(PrefixMismatch):
+        ex.add_chunk(Chunk(bad, stamp=6 * DT, dt=DT, prefix_len=3, id=2), now=6 * DT)
+    # the current plan continues untouched
+    np.testing.assert_array_equal(plan_before, [ex.planned(t * DT)[0] for t in range(6, 40)])
+
+
+def test_chunk_arriving_after_its_horizon_is_refused():
+    ex = ChunkExecutor(LIM, DT)
+    ex.reset(np.zeros(2))
+    with pytest.raises(StaleChunk):
+        ex.add_chunk(Chunk(ramp(n=10), stamp=0.0, dt=DT), now=10 * DT)
+    ex.add_chunk(Chunk(ramp(n=10), stamp=0.0, dt=DT), now=9 * DT)  # its last action is due
+    assert ex.step(9 * DT).source == "chunk"
+
+
+def test_chunk_tag_round_trip_and_malformed_tags():
+    tag = ChunkTag(12, 4, 5)
+    assert ChunkTag.parse(tag.text()) == tag
+    assert ChunkTag.parse("") is None and ChunkTag.parse("base_link") is None
+    for bad in ("qvr_chunk id=1 prefix=2", "qvr_chunk id=x prefix=1 delay=1",
+                "qvr_chunk id=1 prefix=-1 delay=0"):
+        with pytest.raises(ValueError, match="malformed chunk tag"):
+            ChunkTag.parse(bad)
+
+
+def _inputs(loop, t):
+    spec = loop.spec
+    loop.add_joint_state("", [d.joint for d in spec.action], [0.0] * spec.action_dim, t)
+    for cam in spec.cameras:
+        loop.add_image(cam, np.zeros((4, 4, 3), np.uint8), t)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(3, 12),
+       drop=st.sampled_from([None, 1, 2]), swap=st.booleans())
+def test_rtc_schedule_matches_the_policys_and_never_alters_a_committed_prefix(seed, n, drop,
+                                                                              swap):
+    """A policy loop with the measured delay samples chunks continuing its committed prefix;
+    an rtc executor receives them after random latencies, possibly one lost (``drop``) or two
+    swapped in transit (``swap``). Whatever it accepts continues its plan exactly, its
+    schedule equals the policy's while nothing is lost, and every command is one bounded
+    step from the previous one."""
+    from qwen_vla_ros.model.types import ActionChunk
+    from qwen_vla_ros.runtime.policy_loop import PolicyLoop
+
+    rng = np.random.default_rng(seed)
+    spec = load_embodiment("vx300s_single")
+    lim = Limits.from_spec(spec)
+    loop = PolicyLoop(spec, max_age=0.5, prefix_steps=-1, instruction="pick")
+    ex = ChunkExecutor(lim, spec.dt, mode="rtc")
+    ex.reset(np.clip(np.zeros(spec.action_dim), lim.lower, lim.upper))
+    t, sent = 0.0, []
+    for _ in range(n):  # the policy side: observation, inference latency, publication
+        _inputs(loop, t)
+        req = loop.request(t + 0.01)
+        rest = rng.uniform(lim.lower, lim.upper, (spec.horizon, spec.action_dim)) * 0.2
+        k = 0 if req.prefix is None else len(req.prefix)
+        if k:
+            rest[:k] = req.prefix
+        latency = float(rng.uniform(0.03, 0.3))
+        assert loop.accept(req, ActionChunk(rest, spec.name, t, spec.dt), now=t + latency) \
+            is None
+        tag = loop.last_tag
+        assert tag.prefix == k and tag.delay == req.delay_steps
+        sent.append((t + latency, Chunk(rest, t, spec.dt, tag.prefix, tag.id)))
+        t += latency + float(rng.uniform(0.0, 0.1))
+    arrivals = [c for c in sent if drop is None or c[1].id != drop]
+    if swap and len(arrivals) > 3:
+        arrivals[2], arrivals[3] = arrivals[3], arrivals[2]
+    now, prev, lost = 0.0, ex.last_command.copy(), drop is not None or swap
+    for at, chunk in arrivals:  # the adapter side, ticking at the control rate
+        while now + spec.dt <= at:
+            now += spec.dt
+            cmd = ex.step(now)
+            assert np.all(np.abs(cmd.position - prev) <= lim.max_velocity * spec.dt + 1e-9)
+            prev = cmd.position
+        span = [chunk.stamp + j * spec.dt for j in range(chunk.prefix_len)]
+        before = [ex.planned(s)[0] for s in span]
+        try:
+            ex.add_chunk(chunk, now=now)
+        except RejectedChunk:
+            assert lost, "a chunk was refused although every chunk arrived in order"
+            continue
+        for s, b in zip(span, before, strict=True):  # a committed prefix is never altered
+            if b is not None:
+                np.testing.assert_allclose(ex.planned(s)[0], b, atol=1e-9)
+    if not lost:  # the adapter runs exactly the policy's schedule
+        for j in range(60):
+            s = now + j * spec.dt
+            a, b = ex.planned(s)[0], loop.schedule.planned(s)[0]
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_allclose(a, b, atol=1e-9)

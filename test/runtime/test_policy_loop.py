@@ -52,3 +52,44 @@ def test_stale_and_missing_inputs_are_rejections(loop):
     assert "no instruction" in str(empty.request(0.0))
     with pytest.raises(ValueError):
         PolicyLoop(loop.spec, max_age=0.0)
+
+
+def test_measured_delay_sets_the_prefix_and_the_tag(loop):
+    from qwen_vla_ros.runtime.policy_loop import PolicyLoop
+
+    spec = loop.spec
+    lp = PolicyLoop(spec, max_age=0.5, seed=0, prefix_steps=-1, instruction="pick")
+    names = [d.joint for d in spec.action]
+    t = 1.0
+    for i in range(4):
+        lp.add_joint_state("", names, [0.1] * len(names), t)
+        for cam in spec.cameras:
+            lp.add_image(cam, np.zeros((8, 8, 3), np.uint8), t)
+        req = lp.request(t + 0.01)
+        # nothing measured before the first chunk: no prefix; then 0.13 s = 7 steps of 20 ms
+        assert req.delay_steps == (0 if i == 0 else 7)
+        assert (req.prefix is None) == (i == 0)
+        assert i == 0 or len(req.prefix) == 7
+        assert lp.accept(req, chunk_for(lp, req), now=t + 0.13) is None
+        assert lp.last_tag.id == i and lp.last_tag.delay == req.delay_steps
+        assert lp.last_tag.prefix == (0 if req.prefix is None else len(req.prefix))
+        t += 0.2
+
+
+def test_delay_estimate_is_a_high_percentile_in_steps_clamped_to_the_horizon():
+    from qwen_vla_ros.runtime.inference import DelayEstimator
+
+    est = DelayEstimator(dt=0.02, horizon=50, window=10)
+    assert est.steps == 0
+    assert est.add(0.05) and est.steps == 3  # 2.5 steps -> 3
+    for _ in range(8):
+        est.add(0.05)
+    assert not est.add(0.5)  # one slow chunk in ten is above the p90
+    assert est.add(0.5) and est.steps == 25  # two are the p90
+    assert not est.add(float("nan")) and est.steps == 25
+    assert not est.add(-0.1)  # a clock that went back is not a measurement
+    for _ in range(3):
+        est.add(10.0)
+    assert est.steps == 49  # clamped below the horizon
+    with pytest.raises(ValueError):
+        DelayEstimator(dt=0.0, horizon=50)

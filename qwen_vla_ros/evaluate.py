@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from qwen_vla_ros.errors import ConfigError
+from qwen_vla_ros.runtime.executor import execution_stats
 
 DEFAULT_INSTRUCTION = "transfer the red cube to the other arm"
 
@@ -36,7 +37,8 @@ def trained_seeds(checkpoint: Path) -> list[int]:
 def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes: int = 20,
              seed_start: int = 10_000, instruction: str = DEFAULT_INSTRUCTION,
              rate_factor: float = 1.0, timeout_s: float = 300.0, allow_train_seeds: bool = False,
-             blend: str | None = None, progress: bool = True, log=print) -> dict[str, Any]:
+             blend: str | None = None, policy_params: dict[str, Any] | None = None,
+             progress: bool = True, log=print) -> dict[str, Any]:
     from tqdm import tqdm
 
     from qwen_vla_ros.episodes import episode_stack
@@ -57,6 +59,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
         extra["aloha_adapter"] = {"blend": blend}
     if blend == "rtc":  # the policy samples continuing the measured-delay prefix
         extra["policy_node"]["rtc_prefix_steps"] = -1
+    extra["policy_node"].update(policy_params or {})
     values = {"checkpoint": str(checkpoint), "instruction": instruction}
     with episode_stack(seed_start, task, rate_factor, drop=("scripted_leader",),
                        values=values, extra=extra) as stack:
@@ -84,8 +87,13 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
                 v.clear()
             chunks0 = policy.chunks_published
             policy.latency.samples.clear()
+            executor = adapter.chunk_executor
+            executor.trace = []  # every control tick's command, for the smoothness figures
             stack.mode("engage_policy")
             r = stack.wait_result(seed, timeout_s)
+            smooth = execution_stats(executor.trace, adapter.limits.max_velocity * spec.dt,
+                                     spec.dt)
+            executor.trace = None
             trace = stack.reward_trace()
             t0 = trace[0][0] if trace else 0.0
             success_t = next((t - t0 for t, rw in trace if rw >= 4), None)
@@ -101,6 +109,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
                 else None,
                 "inference_ms_p50": policy.latency.percentile(50),
                 "inference_ms_p99": policy.latency.percentile(99),
+                **smooth,
                 # a watchdog that ended POLICY in this episode (docs/reliability.md), or None
                 "adapter_fault": adapter.fault or None})
             traces.append(trace)

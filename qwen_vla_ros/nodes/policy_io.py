@@ -160,10 +160,16 @@ class PolicyHost:
             node.create_publisher(String, "~/observation_info", qos.COMMAND)]
         self.worker = InferenceWorker(self._infer, on_chunk, self._on_error)
         self._report = report
+        self.added_latency = 0.0  # s (policy_node's added_latency_ms)
 
     def _infer(self, request: Request):
-        return self.policy.predict(request.observation, seed=request.seed, steps=self.steps,
-                                   prefix=request.prefix)
+        chunk = self.policy.predict(request.observation, seed=request.seed, steps=self.steps,
+                                    prefix=request.prefix)
+        if self.added_latency > 0:  # a drill: a slower model, in the node's (sim) time
+            until = clock_now(self.node) + self.added_latency
+            while clock_now(self.node) < until and self.worker.running:
+                time.sleep(0.001)
+        return chunk
 
     def _on_error(self, request, exc: BaseException) -> None:
         expected = isinstance(exc, (QwenVLAError, ValueError, KeyError))

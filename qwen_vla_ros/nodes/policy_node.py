@@ -128,6 +128,7 @@ class PolicyNode(LifecycleNode):
         cams, joints = input_topics(spec, loop.merger.robots(), profile)
         self.host = host = PolicyHost(self, spec.action_names, params.flow_steps,
                                       self._on_chunk, self._set_status)
+        host.added_latency = params.added_latency_ms / 1e3
         what = f"cameras of '{spec.name}'"
         for cam, default in cams.items():
             topic = keyed(self, "camera_topics", cam, default, f"topic of camera slot '{cam}'",

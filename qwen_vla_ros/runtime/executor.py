@@ -22,7 +22,8 @@ was computed from). At each control tick the executor:
 3. clamps to joint position limits and to max_velocity * dt from the last command;
 4. if no chunk covers now, HOLDS the last command (never extrapolates).
 
-It returns the command actually sent and why.
+It returns the command actually sent and why (``trace``, when a list, records every one:
+what ``execution_stats`` measures).
 
 A chunk older than its horizon on arrival (its last action already due) is refused
 (``StaleChunk``) and counted by the caller.
@@ -30,6 +31,7 @@ A chunk older than its horizon on arrival (its last action already due) is refus
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
 
@@ -68,6 +70,8 @@ class Command:
     source: str  # "chunk" | "hold"
     clamped: bool
     chunks_used: int
+    newest: float | None = None  # stamp of the newest chunk in use (a change: a boundary)
+    target: np.ndarray | None = None  # the blended plan before clamping
 
 
 class RejectedChunk(ValueError):
@@ -132,6 +136,7 @@ class ChunkExecutor:
         self._fade_from: np.ndarray | None = None
         self._fade_left = 0
         self.dim = len(limits.lower)
+        self.trace: list[tuple[float, Command]] | None = None  # a list: every step recorded
 
     # ---- inputs -------------------------------------------------------------------------
     def add_chunk(self, chunk: Chunk, now: float | None = None) -> None:
@@ -235,9 +240,51 @@ class ChunkExecutor:
         self._prune(now)
         target, used = self.planned(now)
         if target is None:
-            return Command(self.last_command.copy(), "hold", False, 0)
-        if self._fade_left > 0:
-            self._fade_left -= 1
-        cmd, clamped = self.limits.clamp(target, self.last_command, self.dt)
-        self.last_command = cmd
-        return Command(cmd.copy(), "chunk", clamped, used)
+            out = Command(self.last_command.copy(), "hold", False, 0)
+        else:
+            if self._fade_left > 0:
+                self._fade_left -= 1
+            cmd, clamped = self.limits.clamp(target, self.last_command, self.dt)
+            self.last_command = cmd
+            newest = next(c.stamp for c in reversed(self.chunks) if c.covers(now))
+            out = Command(cmd.copy(), "chunk", clamped, used, newest, np.array(target))
+        if self.trace is not None:
+            self.trace.append((now, out))
+        return out
+
+
+def execution_stats(trace: list[tuple[float, Command]], step_limit: np.ndarray,
+                    dt: float) -> dict[str, float | int | None]:
+    """How smooth a run of ``step`` calls was (``ChunkExecutor.trace``): at chunk boundaries
+    (a tick whose newest chunk changed), the step the plan asked for, from the previous
+    command to the new target before clamping, in units of the per-step limit ``step_limit``
+    (max_velocity * dt; the largest ratio over the dimensions), max and p99: above 1 the
+    clamp had to cut a discontinuity, which the robot then lags; the RMS of the jerk of the
+    commands sent (third difference / dt^3, per dimension, over runs of commands from
+    chunks); seconds spent holding for lack of a chunk after the first one."""
+    jumps, jerks, hold = [], [], 0
+    started = False
+    run: list[np.ndarray] = []
+    for (_, a), (_, b) in itertools.pairwise(trace):
+        if b.source == "chunk":
+            started = True
+            if a.source == "chunk" and a.newest is not None and b.newest != a.newest:
+                asked = b.target if b.target is not None else b.position
+                jumps.append(float((np.abs(asked - a.position) / step_limit).max()))
+        elif started:
+            hold += 1
+    for _, c in trace:  # jerk over uninterrupted runs of chunk commands
+        if c.source == "chunk":
+            run.append(c.position)
+            continue
+        if len(run) >= 4:
+            jerks.append(np.diff(np.array(run), n=3, axis=0) / dt**3)
+        run = []
+    if len(run) >= 4:
+        jerks.append(np.diff(np.array(run), n=3, axis=0) / dt**3)
+    j = np.concatenate(jerks) if jerks else np.zeros((0, len(step_limit)))
+    return {"boundaries": len(jumps),
+            "boundary_jump_max": max(jumps) if jumps else None,
+            "boundary_jump_p99": float(np.percentile(jumps, 99)) if jumps else None,
+            "jerk_rms": float(np.sqrt((j ** 2).mean())) if j.size else None,
+            "hold_s": hold * dt}

@@ -79,6 +79,11 @@ class InferenceWorker:
             self._pending = request
             self._cv.notify()
 
+    @property
+    def running(self) -> bool:
+        """False once ``stop`` was asked: a long ``run`` may end early."""
+        return not self._stop
+
     def idle(self) -> bool:
         with self._cv:
             return not self.busy and self._pending is None

@@ -50,6 +50,9 @@ class PolicyParams:
         0, "committed steps passed as prefix for real-time chunking: 0 off, N fixed, -1 the "
            "measured delay (p90 of observation-to-publication over the last 20 chunks, in "
            "control steps); adapters run blend: rtc to follow it", check=at_least(-1))
+    added_latency_ms: float = param(
+        0.0, "drill/benchmark: extra latency (ms of the node's clock) after each inference, "
+             "before its chunk is published (bench/latency.py)", check=at_least(0.0))
     torch_threads: int = param(0, "CPU threads for torch (0 = torch default); on a small CPU "
                                   "leave cores for DDS and the executor", check=at_least(0))
     autostart: bool = param(True, "configure and activate at start-up")

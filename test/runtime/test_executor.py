@@ -18,6 +18,7 @@ from qwen_vla_ros.runtime.executor import (
     PrefixMismatch,
     RejectedChunk,
     StaleChunk,
+    execution_stats,
 )
 from qwen_vla_ros.runtime.limits import Limits
 
@@ -260,3 +261,30 @@ def test_rtc_schedule_matches_the_policys_and_never_alters_a_committed_prefix(se
             assert (a is None) == (b is None)
             if a is not None:
                 np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+def test_execution_stats_find_boundary_jumps_jerk_and_holding():
+    ex = ChunkExecutor(LIM, DT, mode="naive")
+    ex.reset(np.zeros(2))
+    ex.trace = []
+    ex.add_chunk(Chunk(np.zeros((10, 2)), stamp=0.0, dt=DT))
+    for k in range(5):
+        ex.step(k * DT)
+    ex.add_chunk(Chunk(np.full((5, 2), 0.5), stamp=5 * DT, dt=DT))  # asks for a jump of 0.5
+    for k in range(5, 14):  # its 5 steps (clamped to 0.2 each), then 4 ticks holding
+        ex.step(k * DT)
+    limit = LIM.max_velocity * DT  # 0.2 per step
+    s = execution_stats(ex.trace, limit, DT)
+    assert s["boundaries"] == 1
+    assert s["boundary_jump_max"] == pytest.approx(2.5)  # asked 0.5 of a 0.2 step
+    assert s["hold_s"] == pytest.approx(4 * DT)
+    assert s["jerk_rms"] > 0
+    smooth = ChunkExecutor(LIM, DT, mode="naive")
+    smooth.reset(np.zeros(2))
+    smooth.trace = []
+    smooth.add_chunk(Chunk(np.zeros((10, 2)), stamp=0.0, dt=DT))
+    for k in range(10):
+        smooth.step(k * DT)
+    s = execution_stats(smooth.trace, limit, DT)
+    assert s["boundaries"] == 0 and s["boundary_jump_max"] is None
+    assert s["jerk_rms"] == 0.0 and s["hold_s"] == 0.0

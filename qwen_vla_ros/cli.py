@@ -49,7 +49,8 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     from qwen_vla_ros.results import save_results
 
     result = run_model_bench(args.preset, device=args.device, dtype=args.dtype,
-                             iters=args.iters, warmup=args.warmup, steps=args.steps)
+                             iters=args.iters, warmup=args.warmup, steps=args.steps,
+                             variants=tuple(args.variants))
     print(format_result(result))
     save_results(args.json, result)
     return 0
@@ -248,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--iters", type=int, default=20)
     m.add_argument("--warmup", type=int, default=3)
     m.add_argument("--steps", type=int, default=10, help="flow steps")
+    m.add_argument("--variants", nargs="+", default=["eager"],
+                   help="timed in one run, interleaved: " + ", ".join(
+                       repr(v) for v in ("eager", "eager, 4 steps", "no layout cache")))
     m.add_argument("--json", help="write the figures here")
     m.set_defaults(func=cmd_bench_model)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,13 @@ class VLMBackbone(nn.Module):
         patch_embed_as_matmul(model)
         self._accepts_mm_types = "mm_token_type_ids" in inspect.signature(
             model.forward).parameters
+        # Per layout (cameras, resolutions, prompt, instruction), computed once: the prompt's
+        # tokens and the multimodal rope positions (whose computation walks the tokens on the
+        # host). ``layouts`` counts the layouts planned; a new one is planned, not an error.
+        self.layout_cache = True  # False: as transformers does it, every call (bench)
+        self._tokens: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self._positions: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.layouts = 0
 
     # ---- construction -------------------------------------------------------------------
     @property
@@ -235,7 +243,7 @@ class VLMBackbone(nn.Module):
             texts.append(self.build_prompt(prompt, instruction, camera_order, counts))
         device = next(self.model.parameters()).device
         vision = self.pixels(frames, device=device)
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="right")
+        enc = self._tokenize(texts)
         input_ids = enc["input_ids"]
         inputs = {
             "input_ids": input_ids,
@@ -247,6 +255,18 @@ class VLMBackbone(nn.Module):
             inputs["mm_token_type_ids"] = (input_ids == self.ids["image_token_id"]).to(torch.int32)
         return inputs
 
+    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The tokenizer's output; one text in inference mode (the live policy's case) is
+        tokenised once (inference tensors: never reused where autograd could see them)."""
+        if len(texts) != 1 or not torch.is_inference_mode_enabled() or not self.layout_cache:
+            return self.tokenizer(texts, return_tensors="pt", padding=True,
+                                  padding_side="right")
+        enc = self._tokens.get(texts[0])
+        if enc is None:
+            enc = dict(self.tokenizer(texts, return_tensors="pt"))
+            _remember(self._tokens, texts[0], enc)
+        return dict(enc)
+
     # ---- forward ------------------------------------------------------------------------
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (hidden [B, L, C], mask [B, L] bool)."""
@@ -254,8 +274,45 @@ class VLMBackbone(nn.Module):
         dtype = next(self.model.parameters()).dtype
         moved = {k: (v.to(device=device, dtype=dtype) if k == "pixel_values" else v.to(device))
                  for k, v in inputs.items()}
+        positions = self._layout_positions(inputs, moved)
+        if positions is not None:
+            moved["position_ids"] = positions
         out = self.model(**moved, use_cache=False)
         return out.last_hidden_state, moved["attention_mask"].bool()
+
+    def _layout_positions(self, inputs: Mapping[str, torch.Tensor],
+                          moved: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The rope position ids of a single observation's layout in inference mode, computed
+        by the model's own ``compute_3d_position_ids`` the first time the layout (its tokens
+        and image grids, both on the host) is seen, then reused: no host walk of the tokens
+        per chunk."""
+        compute = getattr(self.model, "compute_3d_position_ids", None)
+        ids = inputs["input_ids"]
+        if compute is None or ids.shape[0] != 1 or ids.device.type != "cpu" \
+                or not torch.is_inference_mode_enabled() or not self.layout_cache:
+            return None
+        grid = inputs.get("image_grid_thw")
+        key = ids.numpy().tobytes() + b"|" + (b"" if grid is None else
+                                              grid.cpu().numpy().tobytes())
+        positions = self._positions.get(key)
+        if positions is None:
+            wanted = inspect.signature(compute).parameters
+            args = {k: v for k, v in moved.items() if k in wanted and k != "pixel_values"}
+            positions = compute(**{**args, "inputs_embeds": None}) if "inputs_embeds" in \
+                wanted else compute(**args)
+            if positions is None:
+                return None
+            self.model.rope_deltas = None  # computed for this call only, as forward would
+            _remember(self._positions, key, positions)
+            self.layouts += 1
+        return positions
+
+
+def _remember(cache: OrderedDict, key, value, size: int = 8) -> None:
+    """Keep ``value`` under ``key``, dropping the oldest entry beyond ``size``."""
+    cache[key] = value
+    while len(cache) > size:
+        cache.popitem(last=False)
 
 
 def patch_embed_as_matmul(model: nn.Module) -> bool:

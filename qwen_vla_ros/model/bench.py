@@ -23,11 +23,20 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+# (name, flow steps, layout cache): measured in one run, interleaved, so ratios compare
+VARIANTS = {"eager": (None, True), "eager, 4 steps": (4, True),
+            "no layout cache": (None, False)}
+
+
 def run_model_bench(preset: str = "tiny", device: str = "cpu", dtype: str = "float32",
-                    iters: int = 20, warmup: int = 3, steps: int = 10,
-                    seed: int = 0) -> dict[str, Any]:
-    """3 cameras at 480x640, a 50-step ALOHA chunk, ``steps`` flow steps."""
+                    iters: int = 20, warmup: int = 3, steps: int = 10, seed: int = 0,
+                    variants: tuple[str, ...] = ("eager",)) -> dict[str, Any]:
+    """3 cameras at 480x640, a 50-step ALOHA chunk, ``steps`` flow steps; each of
+    ``variants`` (``VARIANTS``) timed in turn, iteration by iteration."""
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
     spec = dataclasses.replace(load_embodiment("aloha"), cameras=BENCH_CAMERAS)
     t0 = time.perf_counter()
     policy = build_preset(preset, [spec], seed=seed, device=device, dtype=torch_dtype)
@@ -38,20 +47,36 @@ def run_model_bench(preset: str = "tiny", device: str = "cpu", dtype: str = "flo
                       instruction="transfer the cube to the other arm", embodiment=spec.name)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    for i in range(warmup):
-        policy.predict(obs, seed=i, steps=steps)
-    stages: dict[str, list[float]] = {}
+
+    def run(name: str, i: int) -> dict[str, float]:
+        n, cache = VARIANTS[name]
+        policy.backbone.layout_cache = cache
+        return policy.predict(obs, seed=i, steps=n or steps).timing_ms
+
+    warm: dict[str, float] = {}
+    for name in variants:
+        t = time.perf_counter()
+        for i in range(warmup):
+            run(name, i)
+        warm[name] = time.perf_counter() - t
+    stages: dict[str, dict[str, list[float]]] = {name: {} for name in variants}
     for i in range(iters):
-        chunk = policy.predict(obs, seed=i, steps=steps)
-        for k, v in chunk.timing_ms.items():
-            stages.setdefault(k, []).append(v)
+        for name in variants:
+            for k, v in run(name, i).items():
+                stages[name].setdefault(k, []).append(v)
+    policy.backbone.layout_cache = True
     result: dict[str, Any] = {
         "preset": preset, "device": device, "dtype": dtype, "iters": iters, "flow_steps": steps,
         "cameras": len(BENCH_CAMERAS), "image": [480, 640], "horizon": spec.horizon,
         "action_dim": spec.action_dim, "build_s": round(build_s, 2),
         "params": count_parameters(preset),
         "latency_ms": {k: {"p50": statistics.median(v), "p99": percentile(v, 99)}
-                       for k, v in stages.items()},
+                       for k, v in stages[variants[0]].items()},
+        "variants": {name: {"warmup_s": round(warm[name], 2),
+                            "latency_ms": {k: {"p50": statistics.median(v),
+                                               "p99": percentile(v, 99)}
+                                           for k, v in st.items()}}
+                     for name, st in stages.items()},
         "torch": torch.__version__, "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
     }
@@ -68,8 +93,17 @@ def format_result(r: dict[str, Any]) -> str:
     lines = [f"preset={r['preset']} device={r['device']} dtype={r['dtype']} "
              f"iters={r['iters']} flow_steps={r['flow_steps']} cameras={r['cameras']} "
              f"horizon={r['horizon']} params={r['params']}"]
-    for stage, v in r["latency_ms"].items():
-        lines.append(f"  {stage:>10}: p50 {v['p50']:8.2f} ms   p99 {v['p99']:8.2f} ms")
+    for name, var in r.get("variants", {"": {"latency_ms": r["latency_ms"]}}).items():
+        if name:
+            lines.append(f"  {name} (warm-up {var['warmup_s']:.1f} s):")
+        for stage, v in var["latency_ms"].items():
+            lines.append(f"  {stage:>12}: p50 {v['p50']:8.2f} ms   p99 {v['p99']:8.2f} ms")
+    if len(r.get("variants", {})) > 1:
+        first, *rest = r["variants"]
+        base = r["variants"][first]["latency_ms"]["total"]["p50"]
+        for name in rest:
+            ratio = r["variants"][name]["latency_ms"]["total"]["p50"] / base
+            lines.append(f"  total p50 {name} / {first}: {ratio:.2f}")
     if "peak_gpu_memory_gb" in r:
         lines.append(f"  peak GPU memory {r['peak_gpu_memory_gb']:.2f} GB on {r['gpu']}")
     else:

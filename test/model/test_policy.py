@@ -174,3 +174,32 @@ def test_bf16_on_gpu(tiny_checkpoint):
     policy = QwenVLAPolicy.from_pretrained(tiny_checkpoint, device="cuda", dtype="bfloat16")
     chunk = policy.predict(obs_for(policy, "aloha"), seed=0)
     assert np.all(np.isfinite(chunk.actions))
+
+
+def test_layout_cache_reuses_positions_and_replans_a_new_layout(tiny_policy):
+    """The rope positions and tokens of one observation's layout are computed once: reused
+    they give the hidden states the model computes itself; another aspect (token grid) or
+    instruction is a new layout (planned, not mis-indexed)."""
+    bb = tiny_policy.backbone
+    spec = tiny_policy.spec("aloha")
+    obs = obs_for(tiny_policy, "aloha")
+    images, order = obs.camera_inputs(spec.cameras)
+    square = {k: v[:, :v.shape[0]].copy() for k, v in images.items()}  # another token grid
+    cases = [(images, "a layout of this test"), (square, "a layout of this test"),
+             (images, "another layout of this test")]
+    with torch.inference_mode():
+        for imgs, instruction in cases:
+            inputs = bb.prepare(imgs, order, spec.prompt, instruction)
+            before = bb.layouts
+            cached, _ = bb(inputs)  # plans this layout (first time) ...
+            again, _ = bb(bb.prepare(imgs, order, spec.prompt, instruction))  # ... reuses it
+            assert bb.layouts == before + 1, "a layout planned twice, or never"
+            moved = {k: v.to(torch.float32) if k == "pixel_values" else v
+                     for k, v in inputs.items()}
+            reference = bb.model(**moved, use_cache=False).last_hidden_state  # its own rope
+            torch.testing.assert_close(cached, reference)
+            torch.testing.assert_close(again, reference)
+    # training (autograd) never sees the inference-mode caches
+    loss = tiny_policy.loss(obs, np.zeros((spec.horizon, spec.action_dim)))
+    loss.backward()
+    tiny_policy.zero_grad()

@@ -145,6 +145,8 @@ class VLMBackbone(nn.Module):
         # tokens and the multimodal rope positions (whose computation walks the tokens on the
         # host). ``layouts`` counts the layouts planned; a new one is planned, not an error.
         self.layout_cache = True  # False: as transformers does it, every call (bench)
+        self.compile_error = ""
+        self._log = print
         self._tokens: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._positions: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.layouts = 0
@@ -277,8 +279,44 @@ class VLMBackbone(nn.Module):
         positions = self._layout_positions(inputs, moved)
         if positions is not None:
             moved["position_ids"] = positions
-        out = self.model(**moved, use_cache=False)
+        try:
+            out = self.model(**moved, use_cache=False)
+        except Exception as exc:
+            if not self._eager_fallback(exc):
+                raise
+            out = self.model(**moved, use_cache=False)
         return out.last_hidden_state, moved["attention_mask"].bool()
+
+    def compile_language_model(self, mode: str | None = None, backend: str = "inductor",
+                               log=print) -> bool:
+        """Compile the language model in place (``nn.Module.compile``: weights and their
+        names unchanged); False where the model has none apart."""
+        lm = getattr(self.model, "language_model", None)
+        if lm is None:
+            return False
+        lm.compile(mode=mode, backend=backend, dynamic=False)
+        self._compiled_lm = lm._compiled_call_impl
+        self._log = log
+        self.compile_error = ""
+        return True
+
+    def use_compiled(self, on: bool) -> None:
+        """Switch the language model between its compiled and eager forward."""
+        lm = getattr(self.model, "language_model", None)
+        if lm is not None and getattr(self, "_compiled_lm", None) is not None:
+            lm._compiled_call_impl = self._compiled_lm if on else None
+
+    def _eager_fallback(self, exc: Exception) -> bool:
+        """After a failure with a compiled language model: uncompile it, say why, and let the
+        caller run eager. False when nothing was compiled (the error is the model's)."""
+        lm = getattr(self.model, "language_model", None)
+        if lm is None or getattr(lm, "_compiled_call_impl", None) is None:
+            return False
+        lm._compiled_call_impl = self._compiled_lm = None
+        self.compile_error = f"language model: {type(exc).__name__}: {exc}"
+        self._log(f"compiled language model failed, running eager from now on: "
+                  f"{self.compile_error}")
+        return True
 
     def _layout_positions(self, inputs: Mapping[str, torch.Tensor],
                           moved: dict[str, torch.Tensor]) -> torch.Tensor | None:

@@ -23,16 +23,19 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-# (name, flow steps, layout cache): measured in one run, interleaved, so ratios compare
-VARIANTS = {"eager": (None, True), "eager, 4 steps": (4, True),
-            "no layout cache": (None, False)}
+# name: (flow steps (None: --steps), layout cache, compiled); timed in one run, interleaved
+VARIANTS = {"eager": (None, True, False), "eager, 4 steps": (4, True, False),
+            "no layout cache": (None, False, False), "compiled": (None, True, True),
+            "compiled, 4 steps": (4, True, True)}
 
 
 def run_model_bench(preset: str = "tiny", device: str = "cpu", dtype: str = "float32",
                     iters: int = 20, warmup: int = 3, steps: int = 10, seed: int = 0,
-                    variants: tuple[str, ...] = ("eager",)) -> dict[str, Any]:
+                    variants: tuple[str, ...] = ("eager",),
+                    compile_mode: str | None = None) -> dict[str, Any]:
     """3 cameras at 480x640, a 50-step ALOHA chunk, ``steps`` flow steps; each of
-    ``variants`` (``VARIANTS``) timed in turn, iteration by iteration."""
+    ``variants`` (``VARIANTS``) timed in turn, iteration by iteration; a compiled variant's
+    warm-up includes compiling (``compile_mode``: torch.compile's mode)."""
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
@@ -48,9 +51,13 @@ def run_model_bench(preset: str = "tiny", device: str = "cpu", dtype: str = "flo
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
+    if any(VARIANTS[v][2] for v in variants):
+        policy.compile_for_inference(mode=compile_mode)
+
     def run(name: str, i: int) -> dict[str, float]:
-        n, cache = VARIANTS[name]
+        n, cache, compiled = VARIANTS[name]
         policy.backbone.layout_cache = cache
+        policy.use_compiled(compiled)
         return policy.predict(obs, seed=i, steps=n or steps).timing_ms
 
     warm: dict[str, float] = {}
@@ -77,6 +84,8 @@ def run_model_bench(preset: str = "tiny", device: str = "cpu", dtype: str = "flo
                                                "p99": percentile(v, 99)}
                                            for k, v in st.items()}}
                      for name, st in stages.items()},
+        "compile_mode": compile_mode, "compile_error": policy.compile_error
+        or policy.backbone.compile_error,
         "torch": torch.__version__, "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
     }

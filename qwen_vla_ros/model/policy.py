@@ -96,6 +96,48 @@ class QwenVLAPolicy(nn.Module):
                                   f"max_horizon {decoder.cfg.max_horizon}")
             norm_stats.validate(spec)
         self._calls = 0
+        self._compiled_sampler = self._compiled_kept = None
+        self.compile_error = ""  # why the compiled path fell back to eager, if it did
+        self._log = print
+
+    # ---- compilation --------------------------------------------------------------------
+    def compile_for_inference(self, mode: str | None = None, backend: str = "inductor",
+                              backbone: bool = True, log=print) -> None:
+        """``torch.compile`` the flow loop (every Euler step in one graph, ``fullgraph``: no
+        host synchronisation inside) and, with ``backbone``, the backbone's language model
+        (its rope positions come from the per-layout cache, so no ``.item()`` remains there;
+        the vision tower stays eager). Shapes are static per layout (cameras, token grids,
+        prompt), so each layout compiles once. ``mode``: torch.compile's, e.g.
+        "reduce-overhead" (CUDA graphs) or "max-autotune-no-cudagraphs". A failure to compile
+        or run falls back to eager for good and says why (``compile_error``, ``log``)."""
+        self._log = log
+        self.compile_error = ""
+        self._compiled_sampler = torch.compile(sample_actions, mode=mode, backend=backend,
+                                               fullgraph=True, dynamic=False)
+        self._compiled_kept = self._compiled_sampler
+        if backbone:
+            self.backbone.compile_language_model(mode=mode, backend=backend, log=log)
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled_sampler is not None
+
+    def use_compiled(self, on: bool) -> None:
+        """Run the compiled (``on``) or the eager path; both are kept, so a benchmark can
+        time them in one run. No effect before ``compile_for_inference``."""
+        self._compiled_sampler = self._compiled_kept if on else None
+        self.backbone.use_compiled(on)
+
+    def _sample(self, *args) -> torch.Tensor:
+        if self._compiled_sampler is not None:
+            try:
+                return self._compiled_sampler(*args)
+            except Exception as exc:  # any compiler failure: eager, once said
+                self.compile_error = f"flow loop: {type(exc).__name__}: {exc}"
+                self._log(f"compiled flow loop failed, running eager from now on: "
+                          f"{self.compile_error}")
+                self._compiled_sampler = self._compiled_kept = None
+        return sample_actions(*args)
 
     # ---- helpers ------------------------------------------------------------------------
     @property
@@ -192,8 +234,8 @@ class QwenVLAPolicy(nn.Module):
             padded = np.zeros((spec.horizon, spec.action_dim))
             padded[:prefix_len] = self.norm_stats.normalise(spec, "action", prefix[:prefix_len])
             prefix_t = self._to_slots(padded[None], spec.action_slots, cfg.action_width)
-        x = sample_actions(self.decoder, kvs, attn_mask, state, am, sm, noise, steps,
-                           prefix_t, prefix_len)
+        x = self._sample(self.decoder, kvs, attn_mask, state, am, sm, noise, steps, prefix_t,
+                         prefix_len)
         out = x[0, :, spec.action_slots].float().cpu().numpy().astype(np.float64)
         t3 = time.perf_counter()
         actions = self.norm_stats.denormalise(spec, "action", out)

@@ -38,12 +38,33 @@ def load_checkpoint(path: str, device: str, dtype: str, logger):
 
 def open_policy(policy, params, embodiment: str, logger):
     """``policy`` (a test's, already built) or the checkpoint ``params`` name, with torch's
-    threads sized from ``params.torch_threads``; an error when it lacks ``embodiment``."""
+    threads sized from ``params.torch_threads``; an error when it lacks ``embodiment``.
+    Compiled when ``params.compile`` says so (policy_node; see ``compile_policy``)."""
     set_torch_threads(params.torch_threads)
     if policy is None:
         policy = load_checkpoint(params.checkpoint, params.device, params.dtype, logger)
     policy.spec(embodiment)  # the checkpoint must know this embodiment
+    if getattr(params, "compile", "off") != "off":
+        compile_policy(policy, params.compile, params.compile_mode, params.compile_cache_dir,
+                       logger)
     return policy
+
+
+def compile_policy(policy, when: str, mode: str, cache_dir: str, logger) -> bool:
+    """``policy.compile_for_inference`` for ``when`` = on, or auto on a CUDA device; the
+    kernels cached in ``cache_dir`` when given. Compiling happens at the first chunks of each
+    layout; a failure then falls back to eager and is logged (never a crash)."""
+    import os
+
+    if when == "off" or (when == "auto" and policy.device.type != "cuda"):
+        return False
+    if cache_dir:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+    logger.info(f"compiling the policy (mode {mode or 'default'}"
+                f"{', cache ' + cache_dir if cache_dir else ''}): the first chunk of each "
+                "camera layout takes longer")
+    policy.compile_for_inference(mode=mode or None, log=logger.error)
+    return True
 
 
 def check_device(device: str) -> None:

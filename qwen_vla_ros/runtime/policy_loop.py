@@ -16,7 +16,7 @@ import numpy as np
 
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
 from qwen_vla_ros.model.types import ActionChunk, Observation
-from qwen_vla_ros.params import at_least, param, positive, validate
+from qwen_vla_ros.params import at_least, one_of, param, positive, validate
 from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor, ChunkTag
 from qwen_vla_ros.runtime.inference import DelayEstimator, LatencyStats
 from qwen_vla_ros.runtime.limits import Limits
@@ -53,6 +53,13 @@ class PolicyParams:
     added_latency_ms: float = param(
         0.0, "drill/benchmark: extra latency (ms of the node's clock) after each inference, "
              "before its chunk is published (bench/latency.py)", check=at_least(0.0))
+    compile: str = param("auto", "torch.compile the flow loop and language model: auto (on "
+                                 "for CUDA), on, off; a failure falls back to eager, logged",
+                         check=one_of("auto", "on", "off"))
+    compile_mode: str = param("reduce-overhead", "torch.compile mode (reduce-overhead: CUDA "
+                                                 "graphs; default: '')")
+    compile_cache_dir: str = param("", "compiled-kernel cache (TORCHINDUCTOR_CACHE_DIR); empty: "
+                                       "torch's default. A warm cache shortens start-up")
     torch_threads: int = param(0, "CPU threads for torch (0 = torch default); on a small CPU "
                                   "leave cores for DDS and the executor", check=at_least(0))
     autostart: bool = param(True, "configure and activate at start-up")

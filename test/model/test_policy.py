@@ -203,3 +203,36 @@ def test_layout_cache_reuses_positions_and_replans_a_new_layout(tiny_policy):
     loss = tiny_policy.loss(obs, np.zeros((spec.horizon, spec.action_dim)))
     loss.backward()
     tiny_policy.zero_grad()
+
+
+def test_compiled_inference_equals_eager_and_falls_back_when_it_fails(tiny_checkpoint):
+    """The flow loop captures as one graph (fullgraph: no host sync between steps) and the
+    language model compiles; chunks equal eager ones. ``aot_eager`` traces as inductor does
+    without generating kernels (bench/gpu.sh runs inductor on the GPU). A compiler that
+    fails: eager chunks, the reason kept and logged once."""
+    policy = QwenVLAPolicy.from_pretrained(tiny_checkpoint)  # its own copy: compiling mutates
+    obs = obs_for(policy, "aloha")
+    spec = policy.spec("aloha")
+    prefix = np.tile((spec.lower() + spec.upper()) / 2, (4, 1))
+    eager = [policy.predict(obs, seed=3).actions, policy.predict(obs, seed=3, prefix=prefix)
+             .actions]
+    policy.compile_for_inference(backend="aot_eager")
+    compiled = [policy.predict(obs, seed=3).actions,
+                policy.predict(obs, seed=3, prefix=prefix).actions]
+    for a, b in zip(compiled, eager, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert policy.compiled and policy.compile_error == ""
+    assert policy.backbone.compile_error == ""
+
+    def broken(gm, example_inputs):
+        raise RuntimeError("no compiler on this machine")
+
+    said = []
+    policy.compile_for_inference(backend=broken, log=said.append)
+    again = policy.predict(obs, seed=3).actions
+    np.testing.assert_allclose(again, eager[0], atol=1e-5, rtol=1e-5)
+    assert not policy.compiled and "no compiler on this machine" in policy.compile_error
+    assert "no compiler on this machine" in policy.backbone.compile_error
+    assert len(said) == 2  # flow loop and language model, once each
+    policy.predict(obs, seed=4)
+    assert len(said) == 2

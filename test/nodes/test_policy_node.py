@@ -150,3 +150,22 @@ def test_lifecycle_deactivate_stops_chunks_and_cleanup_releases(ros, tiny_policy
     finally:
         node.destroy_node()
         rig.destroy_node()
+
+
+def test_compile_parameter_decides_per_device(tiny_checkpoint, monkeypatch, tmp_path):
+    """compile: auto compiles only on CUDA; on compiles (lazily: kernels at the first chunk
+    of a layout) with the cache directory given; off never."""
+    import logging
+
+    from qwen_vla_ros.model.policy import QwenVLAPolicy
+    from qwen_vla_ros.nodes.policy_io import compile_policy
+
+    log = logging.getLogger("test")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    policy = QwenVLAPolicy.from_pretrained(tiny_checkpoint)
+    assert not compile_policy(policy, "auto", "", "", log) and not policy.compiled
+    assert not compile_policy(policy, "off", "", "", log) and not policy.compiled
+    assert compile_policy(policy, "on", "", str(tmp_path), log) and policy.compiled
+    import os
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The whole GPU check of the full-size policy in one prepared script (issue 12; <= 8 min):
+# per-stage p50/p99, warm-up (compile) seconds and peak memory of the full preset in bf16
+# for eager and compiled inference at 10 and 4 flow steps, timed interleaved in ONE run;
+# the tiny preset on CPU in the same call (its ratio must not regress); device and versions.
+#
+# On a lent GPU machine (torch there, no internet), from the repository root:
+#     bash bench/gpu.sh                  # figures under $OUT (default out/gpu)
+# Wheels for packages the machine lacks or has in another version go in .whl/ (see the
+# device README); they are installed to /tmp/site first. Record device, command and figures in
+# docs/benchmarks.md. Knobs: PRESET, DEVICE, DTYPE, ITERS, VARIANTS (';'-separated),
+# COMPILE_MODE, BENCH_TIMEOUT (s), so the same script runs a dry pass on a CPU:
+#     PRESET=tiny DEVICE=cpu DTYPE=float32 VARIANTS='eager;eager, 4 steps' bash bench/gpu.sh
+set -uo pipefail
+
+OUT=${OUT:-out/gpu}
+PRESET=${PRESET:-full}
+DEVICE=${DEVICE:-cuda}
+DTYPE=${DTYPE:-bfloat16}
+ITERS=${ITERS:-30}
+VARIANTS=${VARIANTS:-eager;eager, 4 steps;compiled;compiled, 4 steps}
+COMPILE_MODE=${COMPILE_MODE:-reduce-overhead}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-420}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
+
+{
+    date -u
+    command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
+        --format=csv,noheader
+    "$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers",
+transformers.__version__, "cuda", torch.version.cuda)'
+    "$PY" -c 'import fla; print("flash-linear-attention", fla.__version__)' 2>/dev/null \
+        || echo "flash-linear-attention: not installed"
+    "$PY" -c 'import causal_conv1d; print("causal-conv1d", causal_conv1d.__version__)' \
+        2>/dev/null || echo "causal-conv1d: not installed"
+} 2>&1 | tee "$OUT/device.txt"
+
+IFS=';' read -r -a variant_list <<< "$VARIANTS"
+status=0
+echo "== $PRESET on $DEVICE ($DTYPE), variants: ${variant_list[*]}"
+timeout "$BENCH_TIMEOUT" "$PY" -m qwen_vla_ros.cli bench model --preset "$PRESET" \
+    --device "$DEVICE" --dtype "$DTYPE" --iters "$ITERS" --warmup 3 \
+    --variants "${variant_list[@]}" --compile-mode "$COMPILE_MODE" \
+    --json "$OUT/bench_model_${PRESET}.json" 2>&1 | tee "$OUT/bench_model_${PRESET}.log" \
+    || status=$?
+
+echo "== tiny on CPU (the ratio must not regress)"
+timeout 120 "$PY" -m qwen_vla_ros.cli bench model --preset tiny --device cpu --iters 20 \
+    --variants eager "no layout cache" --json "$OUT/bench_model_tiny_cpu.json" 2>&1 \
+    | tee "$OUT/bench_model_tiny_cpu.log" || status=$?
+exit "$status"

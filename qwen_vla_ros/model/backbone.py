@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from torch import nn
 
 from qwen_vla_ros.errors import CheckpointError, ConfigError
 from qwen_vla_ros.model.preprocess import TorchImageProcessor
+
+_log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -343,6 +346,9 @@ class VLMBackbone(nn.Module):
             self.model.rope_deltas = None  # computed for this call only, as forward would
             _remember(self._positions, key, positions)
             self.layouts += 1
+            grids = [] if grid is None else grid.tolist()
+            _log.info(f"camera layout {self.layouts}: {ids.shape[1]} tokens, image grids "
+                      f"{grids} (t, h, w patches); planned once, reused for every chunk")
         return positions
 
 

@@ -1,14 +1,20 @@
 """scripted_leader: stands in for the human at the ALOHA leader arms, in simulation.
 
-On each episode announced by aloha_sim (``/aloha_sim/episode``) it computes the scripted
+On each episode announced by aloha_sim (``/aloha_sim/episode``) it takes the scripted
 transfer-cube demonstration for that seed (sim/scripted.py) and publishes it as leader joint
 states (``/<leader>/joint_states``, xs_sdk names, gripper in the leader's rad) on sim time.
 Run with use_sim_time:=true. In TELEOP, aloha_adapter makes the followers track it.
+
+Computing a demonstration takes a few hundred milliseconds of MuJoCo; done when the episode is
+announced, the leader would fall silent (and, on a loaded machine, behind the sim's clock) just
+as the episode starts. So the next seed's (aloha_sim's resets go seed + 1) is computed on a
+worker thread while this one plays, and is ready when it is announced.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 from rclpy.node import Node
@@ -35,6 +41,7 @@ class ScriptedLeader(Node):
         self.create_subscription(String, "/aloha_sim/episode", self._episode, qos.LATCHED)
         self.traj: np.ndarray | None = None
         self.t_start = 0.0
+        self._ahead: tuple[int, threading.Thread, dict[int, np.ndarray]] | None = None
         self.create_timer(self.spec.dt, self._tick)
 
     def _episode(self, msg: String) -> None:
@@ -43,9 +50,32 @@ class ScriptedLeader(Node):
             self.get_logger().warning(f"no script for task {ep.get('task')!r}; idle")
             self.traj = None
             return
-        self.traj = scripted_transfer_cube(int(ep["seed"]))
+        seed = int(ep["seed"])
+        self.traj = self._demonstration(seed)
         self.t_start = float(ep["start"])
-        self.get_logger().info(f"scripted demonstration for seed {ep['seed']}")
+        self.get_logger().info(f"scripted demonstration for seed {seed}")
+        self._prepare(seed + 1)
+
+    def _demonstration(self, seed: int) -> np.ndarray:
+        """The one computed ahead when it is this seed's, else computed now."""
+        if self._ahead is not None and self._ahead[0] == seed:
+            _, worker, done = self._ahead
+            worker.join()
+            if seed in done:
+                return done[seed]
+        return scripted_transfer_cube(seed)
+
+    def _prepare(self, seed: int) -> None:
+        done: dict[int, np.ndarray] = {}
+        worker = threading.Thread(target=lambda: done.update({seed: scripted_transfer_cube(
+            seed)}), name=f"scripted_leader seed {seed}", daemon=True)
+        self._ahead = (seed, worker, done)
+        worker.start()
+
+    def destroy_node(self) -> None:
+        if self._ahead is not None:
+            self._ahead[1].join()  # no MuJoCo mid-step at interpreter exit
+        super().destroy_node()
 
     def _tick(self) -> None:
         if self.traj is None:

@@ -87,27 +87,35 @@ class Rig:
         self.js_pub.publish(msg)
 
 
-@pytest.fixture(scope="module")
-def stack(tiny_policy):
+def build_stack(tiny_policy, policy_params=(), adapter_params=()):
+    """policy_node -> trajectory_adapter, mode_manager and the rig, on the rig's sim time
+    (rclpy initialised by the caller); ``*_params``: more parameter overrides."""
     from qwen_vla_ros.nodes.mode_manager import ModeManager
     from qwen_vla_ros.nodes.policy_node import PolicyNode
     from qwen_vla_ros.nodes.trajectory_adapter import TrajectoryAdapter
 
-    rclpy.init()
     spec = load_embodiment(EMB)
     sim = Parameter("use_sim_time", value=True)
     policy = PolicyNode(policy=tiny_policy, parameter_overrides=[
         sim, Parameter("embodiment", value=EMB), Parameter("inference_rate_hz", value=10.0),
         Parameter("instruction", value="pick up the cube"),
-        Parameter("max_observation_age", value=0.3), Parameter("torch_threads", value=1)])
+        Parameter("max_observation_age", value=0.3), Parameter("torch_threads", value=1),
+        *policy_params])
     adapter = TrajectoryAdapter(
         cli_args=["--ros-args", "-r", "/trajectory_adapter/action_chunk:=/policy_node/"
                   "action_chunk", "-r", "mode:=/mode_manager/mode"],
-        parameter_overrides=[sim, Parameter("embodiment", value=EMB)])
+        parameter_overrides=[sim, Parameter("embodiment", value=EMB), *adapter_params])
     modes = ModeManager(parameter_overrides=[sim])
     rig_node = rclpy.create_node("rig")
     rig = Rig(rig_node, spec)
     rig.adapter = adapter
+    return spec, rig, (policy, adapter, modes, rig_node)
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_policy):
+    rclpy.init()
+    spec, rig, (policy, adapter, modes, rig_node) = build_stack(tiny_policy)
     with spinning(policy, adapter, modes, rig_node) as ex:
         yield ex, rig, spec, policy
     for n in (policy, adapter, modes, rig_node):

@@ -12,42 +12,25 @@ rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Duration, Time  # noqa: E402
 from conftest import spinning, wait_for  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from test_control_path import Rig  # noqa: E402
+from test_control_path import build_stack  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
-from qwen_vla_ros.embodiment.spec import load_embodiment  # noqa: E402
 from qwen_vla_ros.ros import qos  # noqa: E402
 from qwen_vla_ros.ros.conversions import chunk_to_trajectory, sec_to_stamp  # noqa: E402
 from qwen_vla_ros.runtime.executor import ChunkTag  # noqa: E402
 
 pytestmark = pytest.mark.ros
-EMB = "vx300s_single"
 
 
 def test_adapter_runs_the_policys_rtc_schedule_and_refuses_a_foreign_prefix(tiny_policy):
-    from qwen_vla_ros.nodes.mode_manager import ModeManager
-    from qwen_vla_ros.nodes.policy_node import PolicyNode
-    from qwen_vla_ros.nodes.trajectory_adapter import TrajectoryAdapter
     from qwen_vla_ros.ros.services import call_trigger
 
     rclpy.init()
-    spec = load_embodiment(EMB)
-    sim = Parameter("use_sim_time", value=True)
-    policy = PolicyNode(policy=tiny_policy, parameter_overrides=[
-        sim, Parameter("embodiment", value=EMB), Parameter("inference_rate_hz", value=10.0),
-        Parameter("instruction", value="pick up the cube"), Parameter("torch_threads", value=1),
-        Parameter("max_observation_age", value=0.3), Parameter("rtc_prefix_steps", value=-1)])
-    adapter = TrajectoryAdapter(
-        cli_args=["--ros-args", "-r", "/trajectory_adapter/action_chunk:=/policy_node/"
-                  "action_chunk", "-r", "mode:=/mode_manager/mode"],
-        parameter_overrides=[sim, Parameter("embodiment", value=EMB),
-                             Parameter("blend", value="rtc")])
-    modes = ModeManager(parameter_overrides=[sim])
-    rig_node = rclpy.create_node("rig")
-    rig = Rig(rig_node, spec)
+    spec, rig, nodes = build_stack(tiny_policy, [Parameter("rtc_prefix_steps", value=-1)],
+                                   [Parameter("blend", value="rtc")])
+    _, adapter, _, rig_node = nodes
     foreign = rig_node.create_publisher(JointTrajectory, "/policy_node/action_chunk",
                                         qos.COMMAND)
-    nodes = (policy, adapter, modes, rig_node)
     try:
         with spinning(*nodes):
             assert call_trigger(rig.clients["engage_policy"]).success

@@ -263,28 +263,28 @@ def test_rtc_schedule_matches_the_policys_and_never_alters_a_committed_prefix(se
                 np.testing.assert_allclose(a, b, atol=1e-9)
 
 
-def test_execution_stats_find_boundary_jumps_jerk_and_holding():
+def _traced(chunks, ticks):
+    """A naive executor from 0 that receives ``chunks`` ({tick: Chunk}) and runs ``ticks``."""
     ex = ChunkExecutor(LIM, DT, mode="naive")
     ex.reset(np.zeros(2))
     ex.trace = []
-    ex.add_chunk(Chunk(np.zeros((10, 2)), stamp=0.0, dt=DT))
-    for k in range(5):
+    for k in range(ticks):
+        if k in chunks:
+            ex.add_chunk(chunks[k])
         ex.step(k * DT)
-    ex.add_chunk(Chunk(np.full((5, 2), 0.5), stamp=5 * DT, dt=DT))  # asks for a jump of 0.5
-    for k in range(5, 14):  # its 5 steps (clamped to 0.2 each), then 4 ticks holding
-        ex.step(k * DT)
+    return ex.trace
+
+
+def test_execution_stats_find_boundary_jumps_jerk_and_holding():
     limit = LIM.max_velocity * DT  # 0.2 per step
-    s = execution_stats(ex.trace, limit, DT)
+    trace = _traced({0: Chunk(np.zeros((10, 2)), stamp=0.0, dt=DT),
+                     5: Chunk(np.full((5, 2), 0.5), stamp=5 * DT, dt=DT)}, 14)
+    s = execution_stats(trace, limit, DT)  # asked to jump 0.5, then 4 ticks holding
     assert s["boundaries"] == 1
     assert s["boundary_jump_max"] == pytest.approx(2.5)  # asked 0.5 of a 0.2 step
     assert s["hold_s"] == pytest.approx(4 * DT)
     assert s["jerk_rms"] > 0
-    smooth = ChunkExecutor(LIM, DT, mode="naive")
-    smooth.reset(np.zeros(2))
-    smooth.trace = []
-    smooth.add_chunk(Chunk(np.zeros((10, 2)), stamp=0.0, dt=DT))
-    for k in range(10):
-        smooth.step(k * DT)
-    s = execution_stats(smooth.trace, limit, DT)
+    s = execution_stats(_traced({0: Chunk(np.zeros((10, 2)), stamp=0.0, dt=DT)}, 10), limit,
+                        DT)
     assert s["boundaries"] == 0 and s["boundary_jump_max"] is None
     assert s["jerk_rms"] == 0.0 and s["hold_s"] == 0.0

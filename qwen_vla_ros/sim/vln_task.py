@@ -1,0 +1,201 @@
+"""vln_goto: a language-guided navigation task in the base sim's room, and its scripted
+demonstrator. No ROS.
+
+An episode starts the base at a seeded free pose; the instruction names one of the room's
+objects by colour ("go to the red box", or a paraphrase). Success: the base stops within
+``SUCCESS_RADIUS`` of the named object's footprint, before the time limit, without touching
+anything. SPL (success weighted by path length, Anderson et al. 2018) compares the distance
+driven with the shortest collision-free path to the success region.
+
+The demonstrator plans on the known map: A* over a 5 cm grid of the room with walls and
+objects inflated by the base's radius plus a margin, to the nearest cell within the approach
+distance of the object; the path is shortened where the straight line is free and followed
+with the package's pure-pursuit follower (``runtime.follower``), then the base stops.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from qwen_vla_ros.runtime.follower import FollowerConfig, PurePursuit
+from qwen_vla_ros.runtime.navigation import Pose2D
+from qwen_vla_ros.sim.base import BASE_RADIUS, OBJECTS, ROOM, SceneObject
+
+SUCCESS_RADIUS = 0.5  # m from the object's footprint to the base centre
+APPROACH = 0.3  # m: where the demonstrator stops, inside the success region
+TIME_LIMIT = 60.0  # s of sim time
+MIN_START_DISTANCE = 1.5  # m from the named object's footprint: never a trivial episode
+GRID = 0.05  # m per planning cell
+MARGIN = 0.08  # m of clearance beyond the base radius
+
+COLOURS = {o.name.split("_")[0]: o for o in OBJECTS}  # red, green, blue, yellow
+TEMPLATES = ("go to the {colour} {shape}", "navigate to the {colour} {shape}",
+             "find the {colour} {shape} and stop next to it", "head to the {colour} one",
+             "drive over to the {colour} {shape}")
+
+
+def shape_word(o: SceneObject) -> str:
+    return o.name.split("_", 1)[1]
+
+
+@dataclass(frozen=True)
+class VlnEpisode:
+    seed: int
+    start: Pose2D
+    target: SceneObject
+    instruction: str
+
+
+def named_object(text: str) -> SceneObject | None:
+    """The object an instruction names by colour, or None when it names none (or two)."""
+    words = {w.strip(".,!?").lower() for w in text.split()}
+    named = [o for colour, o in COLOURS.items() if colour in words]
+    return named[0] if len(named) == 1 else None
+
+
+def footprint_distance(x: float, y: float, o: SceneObject) -> float:
+    return math.hypot(x - o.x, y - o.y) - o.radius
+
+
+def sample_episode(seed: int, colour: str | None = None, template: int | None = None
+                   ) -> VlnEpisode:
+    """The seeded episode: a free start pose at least ``MIN_START_DISTANCE`` from the target,
+    a random heading; ``colour`` / ``template`` fix the target and wording (the language
+    check swaps the colour at the same start)."""
+    rng = np.random.default_rng(seed)
+    target = COLOURS[colour] if colour else OBJECTS[int(rng.integers(len(OBJECTS)))]
+    words = TEMPLATES[int(rng.integers(len(TEMPLATES))) if template is None else template]
+    lim = ROOM - BASE_RADIUS - MARGIN - 0.1
+    while True:
+        x, y = rng.uniform(-lim, lim, 2)
+        if free(x, y) and all(footprint_distance(x, y, o) >= MIN_START_DISTANCE
+                              for o in ([target] if colour is None else OBJECTS)):
+            break
+    start = Pose2D(float(x), float(y), float(rng.uniform(-math.pi, math.pi)))
+    return VlnEpisode(seed, start, target,
+                      words.format(colour=target.name.split("_")[0], shape=shape_word(target)))
+
+
+def free(x: float, y: float, clearance: float = BASE_RADIUS + MARGIN) -> bool:
+    """The base centred at (x, y) keeps ``clearance`` from every wall and object."""
+    if abs(x) > ROOM - clearance or abs(y) > ROOM - clearance:
+        return False
+    return all(math.hypot(x - o.x, y - o.y) >= o.radius + clearance for o in OBJECTS)
+
+
+def succeeded(pose: Pose2D, target: SceneObject, stopped: bool, bumped: bool,
+              elapsed: float) -> bool:
+    return (stopped and not bumped and elapsed <= TIME_LIMIT
+            and footprint_distance(pose.x, pose.y, target) <= SUCCESS_RADIUS)
+
+
+def spl(success: bool, shortest: float, travelled: float) -> float:
+    return float(success) * shortest / max(shortest, travelled, 1e-9)
+
+
+class _Grid:
+    def __init__(self) -> None:
+        n = round(2 * ROOM / GRID) + 1
+        self.n = n
+        xs = -ROOM + GRID * np.arange(n)
+        self.xs = xs
+        self.ok = np.array([[free(x, y) for y in xs] for x in xs])
+
+    def cell(self, x: float, y: float) -> tuple[int, int]:
+        return (round((x + ROOM) / GRID), round((y + ROOM) / GRID))
+
+    def point(self, c: tuple[int, int]) -> tuple[float, float]:
+        return (float(self.xs[c[0]]), float(self.xs[c[1]]))
+
+
+_GRID: _Grid | None = None
+
+
+def _grid() -> _Grid:
+    global _GRID
+    if _GRID is None:
+        _GRID = _Grid()
+    return _GRID
+
+
+def plan_path(start: Pose2D, target: SceneObject, approach: float = APPROACH
+              ) -> tuple[np.ndarray, float]:
+    """Waypoints [N, 2] from the start to the nearest free point within ``approach`` of the
+    target's footprint (A* on the grid, then straightened where the line is free), and the
+    length of that polyline from the start (the shortest path, for SPL). A ValueError when
+    the start is not free or no such point is reachable."""
+    g = _grid()
+    s = g.cell(start.x, start.y)
+    if not (0 <= s[0] < g.n and 0 <= s[1] < g.n) or not free(start.x, start.y, BASE_RADIUS):
+        raise ValueError(f"start {start} is not free")
+
+    def goal(c: tuple[int, int]) -> bool:
+        return footprint_distance(*g.point(c), target) <= approach
+
+    steps = [(dx, dy, math.hypot(dx, dy)) for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+             if dx or dy]
+    best = {s: 0.0}
+    came: dict[tuple[int, int], tuple[int, int]] = {}
+    heap = [(footprint_distance(start.x, start.y, target), 0.0, s)]
+    while heap:
+        _, cost, c = heapq.heappop(heap)
+        if cost > best.get(c, math.inf):
+            continue
+        if goal(c):
+            cells = [c]
+            while cells[-1] in came:
+                cells.append(came[cells[-1]])
+            pts = np.array([g.point(k) for k in reversed(cells)])
+            pts[0] = (start.x, start.y)
+            pts = _shortcut(pts)
+            length = float(np.linalg.norm(np.diff(pts, axis=0), axis=1).sum())
+            return (pts[1:] if len(pts) > 1 else pts), length
+        for dx, dy, d in steps:
+            k = (c[0] + dx, c[1] + dy)
+            if not (0 <= k[0] < g.n and 0 <= k[1] < g.n) or not g.ok[k]:
+                continue
+            new = cost + d
+            if new < best.get(k, math.inf):
+                best[k], came[k] = new, c
+                px, py = g.point(k)
+                h = max(footprint_distance(px, py, target) - approach, 0.0) / GRID
+                heapq.heappush(heap, (new + h, new, k))
+    raise ValueError(f"no free path from {start} to {target.name}")
+
+
+def _shortcut(pts: np.ndarray) -> np.ndarray:
+    """Drop waypoints where the straight line between their neighbours stays free."""
+    out, i = [pts[0]], 0
+    while i < len(pts) - 1:
+        j = len(pts) - 1
+        while j > i + 1 and not _line_free(pts[i], pts[j]):
+            j -= 1
+        out.append(pts[j])
+        i = j
+    return np.array(out)
+
+
+def _line_free(a: np.ndarray, b: np.ndarray) -> bool:
+    n = max(2, math.ceil(float(np.linalg.norm(b - a)) / (GRID / 2)))
+    return all(free(*(a + (b - a) * t)) for t in np.linspace(0.0, 1.0, n))
+
+
+class ScriptedNavigator:
+    """The demonstrator: plans once from the start, follows, then stops (``step`` returns
+    (v, w, stop))."""
+
+    def __init__(self, episode: VlnEpisode, config: FollowerConfig | None = None) -> None:
+        self.path, self.shortest = plan_path(episode.start, episode.target)
+        # A short lookahead: pure pursuit cuts corners by about it, and the plan keeps only
+        # MARGIN of clearance.
+        self.follower = PurePursuit(config or FollowerConfig(lookahead=0.2,
+                                                             goal_tolerance=0.08))
+        self.follower.set_path(self.path, episode.start)
+
+    def step(self, pose: Pose2D, dt: float) -> tuple[float, float, bool]:
+        v, w, done = self.follower.step(pose, dt)
+        return v, w, done

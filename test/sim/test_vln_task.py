@@ -1,0 +1,87 @@
+"""vln_goto: episodes, the language that names the goal, success and SPL, and the scripted
+demonstrator driving the base sim's room (MuJoCo, no ROS)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from qwen_vla_ros.runtime.navigation import Pose2D
+from qwen_vla_ros.sim.base import OBJECTS, BaseSim
+from qwen_vla_ros.sim.vln_task import (
+    COLOURS,
+    MIN_START_DISTANCE,
+    TIME_LIMIT,
+    ScriptedNavigator,
+    footprint_distance,
+    free,
+    named_object,
+    plan_path,
+    sample_episode,
+    spl,
+    succeeded,
+)
+
+
+def test_the_instruction_names_the_goal_by_colour():
+    assert named_object("go to the red box") is COLOURS["red"]
+    assert named_object("Head to the YELLOW one.") is COLOURS["yellow"]
+    assert named_object("find the blue sphere and stop next to it") is COLOURS["blue"]
+    assert named_object("go to the kitchen") is None  # names no known object
+    assert named_object("go from red to green") is None  # names two
+
+
+def test_episodes_are_seeded_free_and_not_trivial():
+    for seed in range(50):
+        ep = sample_episode(seed)
+        assert ep == sample_episode(seed)
+        assert free(ep.start.x, ep.start.y)
+        assert footprint_distance(ep.start.x, ep.start.y, ep.target) >= MIN_START_DISTANCE
+        assert named_object(ep.instruction) is ep.target
+    assert len({sample_episode(s).target.name for s in range(50)}) == len(OBJECTS)
+
+
+def test_swapping_the_colour_keeps_the_start():
+    """The language check: one start, each colour named in turn."""
+    eps = [sample_episode(7, colour=c) for c in COLOURS]
+    assert len({e.start for e in eps}) == 1
+    assert [e.target for e in eps] == list(COLOURS.values())
+
+
+def drive(ep, dt=0.1):
+    sim = BaseSim(image_size=(16, 16), start=ep.start)
+    nav = ScriptedNavigator(ep)
+    travelled, bumped, stop, p = 0.0, False, False, ep.start
+    while sim.time < TIME_LIMIT and not stop:
+        v, w, stop = nav.step(sim.pose, dt)
+        if not stop:
+            q = sim.step(v, w, dt)
+            bumped |= sim.bumped
+            travelled += math.hypot(q.x - p.x, q.y - p.y)
+            p = q
+    sim.close()
+    return sim, nav, travelled, bumped, stop
+
+
+def test_the_scripted_navigator_reaches_the_named_object_without_touching_anything():
+    for seed in range(30):
+        ep = sample_episode(seed)
+        sim, nav, travelled, bumped, stop = drive(ep)
+        assert not bumped, seed
+        assert succeeded(sim.pose, ep.target, stop, bumped, sim.time), (seed, sim.pose)
+        assert spl(True, nav.shortest, travelled) >= 0.9, seed
+    # success needs the stop, the region, the clock and no bump
+    ep = sample_episode(0)
+    sim, *_ = drive(ep)
+    assert not succeeded(sim.pose, ep.target, False, False, sim.time)
+    assert not succeeded(sim.pose, ep.target, True, True, sim.time)
+    assert not succeeded(sim.pose, ep.target, True, False, TIME_LIMIT + 1)
+    assert not succeeded(ep.start, ep.target, True, False, 1.0)
+
+
+def test_spl_and_unplannable_starts():
+    assert spl(True, 2.0, 4.0) == 0.5 and spl(False, 2.0, 2.0) == 0.0
+    o = OBJECTS[0]
+    with pytest.raises(ValueError, match="not free"):
+        plan_path(Pose2D(o.x, o.y, 0.0), OBJECTS[1])

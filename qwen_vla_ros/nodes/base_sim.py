@@ -8,12 +8,18 @@ Topics:
   pub  ~/bumped             std_msgs/Bool, true while a move is refused by a wall or object
   sub  cmd_vel              geometry_msgs/Twist (linear.x, angular.z); older than
                             ``cmd_timeout`` s -> the base stops, as a real base driver does
-  srv  ~/reset              std_srvs/Trigger: back to the start pose
+  pub  ~/episode            std_msgs/String, latched, task vln_goto: JSON with task, seed,
+                            instruction, target (object name), start [x, y, yaw], start
+                            time; the instruction is for navigation_node's ~/instruction
+  pub  ~/collisions         std_msgs/Int32: moves refused in this episode (vln_goto)
+  srv  ~/reset              std_srvs/Trigger: back to the start pose; vln_goto: the next
+                            seed's episode
 RViz: fixed frame ``odom``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -22,7 +28,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, Int32, String
 from std_srvs.srv import Trigger
 
 from qwen_vla_ros.ros import qos
@@ -30,6 +36,7 @@ from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.navigation import Pose2D, quaternion_from_yaw
 from qwen_vla_ros.sim.base import BaseSimParams
+from qwen_vla_ros.sim.vln_task import sample_episode
 
 DT = 0.02
 
@@ -48,7 +55,12 @@ class BaseSimNode(Node):
         h, w = params.image_height, params.image_width
         self.cmd_timeout = params.cmd_timeout
         self.start = Pose2D(params.start_x, params.start_y, params.start_yaw)
+        self.task, self.seed = params.task, params.seed
+        self.episode = sample_episode(self.seed) if self.task == "vln_goto" else None
+        if self.episode is not None:
+            self.start = self.episode.start
         self.sim = BaseSim(image_size=(h, w), start=self.start)
+        self.collisions = 0
         self._time_cls = Time
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.odom_pub = self.create_publisher(Odometry, "odom", qos.SENSOR)
@@ -62,11 +74,14 @@ class BaseSimNode(Node):
         else:
             self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
             self._tf_cls = TFMessage
+        self.episode_pub = self.create_publisher(String, "~/episode", qos.LATCHED)
+        self.collision_pub = self.create_publisher(Int32, "~/collisions", qos.COMMAND)
         self.create_subscription(Twist, "cmd_vel", self._cmd_cb, qos.COMMAND)
         self.create_service(Trigger, "~/reset", self._reset_srv)
         self._cmd = (0.0, 0.0)
         self._cmd_time = -math.inf
         self.steps = 0
+        self._announce()
         self.create_timer(DT / max(rate, 1e-3), self._step)
 
     def now_sim(self) -> float:
@@ -82,10 +97,29 @@ class BaseSimNode(Node):
         self._cmd_time = self.sim.time
 
     def _reset_srv(self, _req, response):
+        if self.episode is not None:
+            self.seed += 1
+            self.episode = sample_episode(self.seed)
+            self.start = self.episode.start
         self.sim.reset(self.start)
         self._cmd, self._cmd_time = (0.0, 0.0), -math.inf
-        response.success, response.message = True, "base back at the start pose"
+        self.collisions = 0
+        self._announce()
+        response.success = True
+        response.message = (f"vln_goto seed {self.seed}: {self.episode.instruction}"
+                            if self.episode else "base back at the start pose")
         return response
+
+    def _announce(self) -> None:
+        """The episode (latched), for navigation's instruction and the harness's judge."""
+        ep = self.episode
+        if ep is None:
+            return
+        self.episode_pub.publish(String(data=json.dumps({
+            "task": self.task, "seed": ep.seed, "instruction": ep.instruction,
+            "target": ep.target.name, "start": [ep.start.x, ep.start.y, ep.start.yaw],
+            "start_time": self.sim.time})))
+        self.get_logger().info(f"episode: vln_goto seed {ep.seed}: {ep.instruction!r}")
 
     def _step(self) -> None:
         v, w = self._cmd if self.sim.time - self._cmd_time <= self.cmd_timeout else (0.0, 0.0)
@@ -113,6 +147,8 @@ class BaseSimNode(Node):
             self.tf_pub.publish(self._tf_cls(transforms=[tf]))
         if self.sim.bumped:
             self.bump_pub.publish(Bool(data=True))
+            self.collisions += 1
+            self.collision_pub.publish(Int32(data=self.collisions))
         every = round(1.0 / (self.camera_rate * DT)) if self.camera_rate > 0 else 0
         if every and self.steps % every == 0:
             self.cam_pub.publish(rgb_to_image(self.sim.render(), Image, stamp=stamp,

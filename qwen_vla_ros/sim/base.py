@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qwen_vla_ros.params import at_least, param, positive, validate
+from qwen_vla_ros.params import at_least, one_of, param, positive, validate
 from qwen_vla_ros.runtime.navigation import Pose2D, wrap
 
 ROOM = 3.0  # half size (m): the room spans [-3, 3] x [-3, 3]
@@ -167,6 +167,10 @@ class BaseSimParams:
     start_x: float = param(0.0, "start x (m)")
     start_y: float = param(0.0, "start y (m)")
     start_yaw: float = param(0.0, "start yaw (rad)")
+    task: str = param("", "'' (free driving from start_*) or vln_goto (seeded episodes: start "
+                          "pose and instruction from sim/vln_task.py, ~/episode)",
+                      check=one_of("", "vln_goto"))
+    seed: int = param(0, "vln_goto: seed of the first episode; each ~/reset adds 1")
 
     def __post_init__(self) -> None:
         validate(self)

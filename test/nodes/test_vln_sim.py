@@ -67,3 +67,44 @@ def test_closed_loop_in_sim_moves_toward_the_waypoint_then_stops(policies):
             n.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def test_vln_goto_episodes_are_announced_and_reset_to_the_next_seed():
+    """base_sim with task vln_goto: the seeded start pose and instruction (latched ~/episode),
+    the next seed's on ~/reset; collisions counted per episode."""
+    import json
+
+    from std_msgs.msg import String
+
+    from qwen_vla_ros.nodes.base_sim import BaseSimNode
+    from qwen_vla_ros.ros.services import call_trigger
+    from qwen_vla_ros.sim.vln_task import sample_episode
+
+    rclpy.init()
+    try:
+        sim = BaseSimNode(parameter_overrides=[
+            Parameter("task", value="vln_goto"), Parameter("seed", value=5),
+            Parameter("camera_rate_hz", value=0.0)])
+        probe = rclpy.create_node("probe")
+        episodes = []
+        probe.create_subscription(String, "/base_sim/episode",
+                                  lambda m: episodes.append(json.loads(m.data)), qos.LATCHED)
+        reset = probe.create_client(Trigger, "/base_sim/reset")
+        with spinning(sim, probe):
+            assert wait_for(lambda: episodes, 10)
+            for seed in (5, 6):
+                ep = sample_episode(seed)
+                if seed == 6:
+                    assert call_trigger(reset).success
+                    assert wait_for(lambda: len(episodes) == 2, 10)
+                got = episodes[-1]
+                assert got["seed"] == seed and got["instruction"] == ep.instruction
+                assert got["target"] == ep.target.name
+                assert got["start"] == pytest.approx([ep.start.x, ep.start.y, ep.start.yaw])
+                p = sim.sim.pose
+                assert math.hypot(p.x - ep.start.x, p.y - ep.start.y) < 1e-9
+            assert sim.collisions == 0
+        for n in (sim, probe):
+            n.destroy_node()
+    finally:
+        rclpy.shutdown()

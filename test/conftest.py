@@ -1,22 +1,31 @@
-"""Shared fixtures. Every test process gets its own ROS_HOME and ROS_DOMAIN_ID."""
+"""Shared fixtures. Every test process gets its own ROS_HOME and ROS_DOMAIN_ID, and its own
+temporary directory (TMPDIR, inherited by the nodes it starts: launch_ros writes a parameter
+file per node there), removed when the session ends."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 
+_SESSION_TMP = tempfile.mkdtemp(prefix="qvr_test_")
+os.environ["TMPDIR"] = tempfile.tempdir = _SESSION_TMP
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("ROS_HOME", tempfile.mkdtemp(prefix="qvr_ros_home_"))
+os.environ.setdefault("ROS_HOME", os.path.join(_SESSION_TMP, "ros_home"))
 os.environ.setdefault("ROS_LOG_DIR", os.path.join(os.environ["ROS_HOME"], "log"))
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering (Mesa llvmpipe without a GPU)
 
-import numpy as np
-import pytest
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
-from qwen_vla_ros.nodes import spinning  # noqa: F401  (node tests import it from here)
+from qwen_vla_ros.nodes import spinning  # noqa: E402, F401  (node tests import it from here)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

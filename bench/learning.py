@@ -33,8 +33,7 @@ def main() -> None:
     log = json.loads((args.checkpoint / "train_log.json").read_text())
     policy = QwenVLAPolicy.from_pretrained(args.checkpoint)
     spec = policy.spec(log["embodiment"])
-    settings = DatasetSettings(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in log["dataset"].items()})
+    settings = DatasetSettings.from_dict(log["dataset"])
     val, _ = load_episodes([Path(p) for p in log["val_episodes"]], spec, settings,
                            cache=args.cache, log=lambda _: None)
     err, base = action_error(policy, Samples(val, spec.name, spec.cameras), args.samples,

@@ -62,6 +62,16 @@ class DatasetSettings:
     def topic_of(self, camera: str) -> str:
         return dict(self.camera_topics).get(camera, f"/{camera}/image_raw")
 
+    @classmethod
+    def from_dict(cls, data: dict) -> DatasetSettings:
+        """Back from ``asdict`` / JSON (a checkpoint's train_log.json): lists to tuples."""
+        d = dict(data)
+        if d.get("resize") is not None:
+            d["resize"] = tuple(d["resize"])
+        d["modes"] = tuple(d.get("modes", cls.modes))
+        d["camera_topics"] = tuple(tuple(pair) for pair in d.get("camera_topics", ()))
+        return cls(**d)
+
     def key(self) -> str:
         return json.dumps({**asdict(self), "version": CACHE_VERSION}, sort_keys=True)
 

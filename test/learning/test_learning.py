@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -123,6 +124,18 @@ def test_a_short_run_lowers_the_held_out_loss(trained):
     longer run than a test can afford: bench/learning.py measures it (docs/benchmarks.md)."""
     _, result = trained
     assert result["val_loss"] < 0.8 * result["initial_val_loss"], result
+
+
+def test_the_logged_dataset_settings_come_back_equal(trained):
+    """train_log.json keeps the dataset settings (JSON lists); they rebuild as they were."""
+    ckpt, _ = trained
+    logged = json.loads((ckpt / "train_log.json").read_text())["dataset"]
+    back = DatasetSettings.from_dict(logged)
+    assert isinstance(back.resize, tuple) and isinstance(back.modes, tuple)
+    assert json.loads(json.dumps(asdict(back))) == logged
+    with_topics = DatasetSettings(camera_topics=(("cam_high", "/top/image"),), resize=None)
+    assert DatasetSettings.from_dict(json.loads(json.dumps(asdict(with_topics)))) == \
+        with_topics
 
 
 def test_norm_stats_come_from_the_training_episodes(demos, trained):

@@ -123,7 +123,8 @@ class PolicyNode(LifecycleNode):
         self.spec = spec = load_embodiment(params.embodiment)
         self.loop = loop = PolicyLoop(spec, params.max_observation_age, seed=params.seed,
                                       prefix_steps=params.rtc_prefix_steps,
-                                      instruction=params.instruction)
+                                      instruction=params.instruction,
+                                      fixed_noise=params.noise == "fixed")
         profile = load_profile(params.robot_profile) if params.robot_profile else None
         cams, joints = input_topics(spec, loop.merger.robots(), profile)
         self.host = host = PolicyHost(self, spec.action_names, params.flow_steps,

@@ -45,7 +45,10 @@ class PolicyParams:
     max_observation_age: float = param(0.2, "s; older camera/joint data -> no inference",
                                        check=positive)
     flow_steps: int = param(10, "Euler steps per chunk", check=at_least(1))
-    seed: int = param(0, "base seed; chunk i uses seed + i")
+    seed: int = param(0, "base seed; chunk i uses seed + i (noise: per_chunk)")
+    noise: str = param("per_chunk", "per_chunk: chunk i samples from seed + i; fixed: every "
+                                     "chunk from seed, so consecutive chunks of similar "
+                                     "observations agree", check=one_of("per_chunk", "fixed"))
     rtc_prefix_steps: int = param(
         0, "committed steps passed as prefix for real-time chunking: 0 off, N fixed, -1 the "
            "measured delay (p90 of observation-to-publication over the last 20 chunks, in "
@@ -107,12 +110,13 @@ class PolicyLoop:
 
     def __init__(self, spec: EmbodimentSpec, max_age: float, seed: int = 0,
                  prefix_steps: int = 0, instruction: str = "", history_frames: int = 0,
-                 history_period: float = 1.0) -> None:
+                 history_period: float = 1.0, fixed_noise: bool = False) -> None:
         if not max_age > 0:
             raise ValueError(f"max_observation_age must be > 0, got {max_age}")
         self.spec = spec
         self.max_age = float(max_age)
         self.seed = int(seed)
+        self.fixed_noise = bool(fixed_noise)  # every chunk from the same noise (seed)
         self.prefix_steps = int(prefix_steps)
         if self.prefix_steps < -1:
             raise ValueError(f"prefix_steps must be >= -1, got {prefix_steps}")
@@ -185,7 +189,8 @@ class PolicyLoop:
         obs = Observation(images=dict(images), state=state, instruction=self.instruction,
                           embodiment=self.spec.name, stamp=stamp, history=history)
         h = self.history
-        return Request(obs, prefix, self.seed + self.accepted, now, inputs,
+        seed = self.seed if self.fixed_noise else self.seed + self.accepted
+        return Request(obs, prefix, seed, now, inputs,
                        h.length if h else 0, h.period if h else 0.0, delay)
 
     def accept(self, request: Request, chunk: ActionChunk, now: float | None = None

@@ -93,3 +93,20 @@ def test_delay_estimate_is_a_high_percentile_in_steps_clamped_to_the_horizon():
     assert est.steps == 49  # clamped below the horizon
     with pytest.raises(ValueError):
         DelayEstimator(dt=0.0, horizon=50)
+
+
+def test_fixed_noise_samples_every_chunk_from_the_base_seed(loop):
+    from qwen_vla_ros.runtime.policy_loop import PolicyLoop
+
+    fixed = PolicyLoop(loop.spec, max_age=0.2, seed=10, instruction="pick", fixed_noise=True)
+    for lp in (loop, fixed):
+        names = [d.joint for d in lp.spec.action]
+        lp.add_joint_state("", names, [0.1] * len(names), 1.00)
+        for cam in lp.spec.cameras:
+            lp.add_image(cam, np.zeros((8, 8, 3), np.uint8), 1.05)
+        seeds = []
+        for _ in range(3):
+            req = lp.request(1.1)
+            seeds.append(req.seed)
+            assert lp.accept(req, chunk_for(lp, req)) is None
+        assert seeds == ([10, 10, 10] if lp is fixed else [10, 11, 12])

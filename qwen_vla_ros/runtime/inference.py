@@ -36,9 +36,12 @@ class LatencyStats:
 class DelayEstimator:
     """How many control steps pass between an observation and the first moment its chunk can
     be executed, from measurements (observation stamp to publication, seconds): the
-    ``quantile`` of the last ``window``, rounded up to whole steps, clamped to
+    ``quantile`` of the last ``window``, rounded up to whole steps, plus ``MARGIN`` steps (the
+    adapter acts at its next control tick, and picks the action nearest in time), clamped to
     [1, ``horizon`` - 1]; 0 until the first measurement. This is the prefix real-time chunking
     must commit: the steps that run while the model thinks."""
+
+    MARGIN = 2
 
     def __init__(self, dt: float, horizon: int, window: int = 20, quantile: float = 90.0):
         if dt <= 0 or horizon < 2:
@@ -53,7 +56,8 @@ class DelayEstimator:
             return False
         self.samples.add(float(seconds))
         high = self.samples.percentile(self.quantile)
-        steps = min(self.horizon - 1, max(1, math.ceil(high / self.dt - 1e-9)))
+        steps = min(self.horizon - 1,
+                    max(1, math.ceil(high / self.dt - 1e-9) + self.MARGIN))
         changed, self.steps = steps != self.steps, steps
         return changed
 

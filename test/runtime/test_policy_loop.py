@@ -66,10 +66,11 @@ def test_measured_delay_sets_the_prefix_and_the_tag(loop):
         for cam in spec.cameras:
             lp.add_image(cam, np.zeros((8, 8, 3), np.uint8), t)
         req = lp.request(t + 0.01)
-        # nothing measured before the first chunk: no prefix; then 0.13 s = 7 steps of 20 ms
-        assert req.delay_steps == (0 if i == 0 else 7)
+        # nothing measured before the first chunk: no prefix; then 0.13 s = 7 steps of 20 ms,
+        # plus the margin
+        assert req.delay_steps == (0 if i == 0 else 9)
         assert (req.prefix is None) == (i == 0)
-        assert i == 0 or len(req.prefix) == 7
+        assert i == 0 or len(req.prefix) == 9
         assert lp.accept(req, chunk_for(lp, req), now=t + 0.13) is None
         assert lp.last_tag.id == i and lp.last_tag.delay == req.delay_steps
         assert lp.last_tag.prefix == (0 if req.prefix is None else len(req.prefix))
@@ -81,12 +82,12 @@ def test_delay_estimate_is_a_high_percentile_in_steps_clamped_to_the_horizon():
 
     est = DelayEstimator(dt=0.02, horizon=50, window=10)
     assert est.steps == 0
-    assert est.add(0.05) and est.steps == 3  # 2.5 steps -> 3
+    assert est.add(0.05) and est.steps == 3 + 2  # 2.5 steps -> 3, and the margin
     for _ in range(8):
         est.add(0.05)
     assert not est.add(0.5)  # one slow chunk in ten is above the p90
-    assert est.add(0.5) and est.steps == 25  # two are the p90
-    assert not est.add(float("nan")) and est.steps == 25
+    assert est.add(0.5) and est.steps == 25 + 2  # two are the p90
+    assert not est.add(float("nan")) and est.steps == 27
     assert not est.add(-0.1)  # a clock that went back is not a measurement
     for _ in range(3):
         est.add(10.0)

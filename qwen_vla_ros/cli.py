@@ -192,7 +192,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr,
                           warmup=args.warmup, seed=args.seed, val_every=args.val_every,
                           checkpoint_every=args.checkpoint_every,
-                          freeze_backbone=args.freeze_backbone, device=args.device)
+                          freeze_backbone=args.freeze_backbone, device=args.device,
+                          prefix_fraction=args.prefix_fraction)
         settings = DatasetSettings(embodiment=args.embodiment, target=args.target,
                                    include_failed=args.include_failed)
         if args.threads:
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--freeze-backbone", action="store_true")
+    p.add_argument("--prefix-fraction", type=float, default=0.5,
+                   help="share of samples trained to continue a committed prefix (real-time "
+                        "chunking at run time)")
     p.add_argument("--target", choices=["commands", "states"], default="commands",
                    help="what the chunk learns: the commands sent, or the followers' states")
     p.add_argument("--include-failed", action="store_true",

@@ -89,6 +89,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
             policy.latency.samples.clear()
             executor = adapter.chunk_executor
             executor.trace = []  # every control tick's command, for the smoothness figures
+            counts0 = dict(adapter.chunk_counts)
             stack.mode("engage_policy")
             r = stack.wait_result(seed, timeout_s)
             smooth = execution_stats(executor.trace, adapter.limits.max_velocity * spec.dt,
@@ -110,6 +111,9 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
                 "inference_ms_p50": policy.latency.percentile(50),
                 "inference_ms_p99": policy.latency.percentile(99),
                 **smooth,
+                # chunks the adapter refused: over on arrival, planned against another plan
+                "chunks_stale": adapter.chunk_counts["stale"] - counts0["stale"],
+                "chunks_diverged": adapter.chunk_counts["diverged"] - counts0["diverged"],
                 # a watchdog that ended POLICY in this episode (docs/reliability.md), or None
                 "adapter_fault": adapter.fault or None})
             traces.append(trace)

@@ -46,12 +46,18 @@ class TrainConfig:
     checkpoint_every: int = 500
     freeze_backbone: bool = False
     device: str = "cpu"
+    # Share of training samples given a committed prefix (1 .. horizon/2 clean leading steps
+    # the model must continue, as real-time chunking asks at run time: rtc_prefix_steps);
+    # without it a prefix at run time is a context the decoder never saw.
+    prefix_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
             raise ConfigError("give --steps or --minutes")
         if self.batch < 1 or self.lr <= 0:
             raise ConfigError("batch must be >= 1 and lr > 0")
+        if not 0.0 <= self.prefix_fraction <= 1.0:
+            raise ConfigError(f"prefix_fraction must be in [0, 1], got {self.prefix_fraction}")
 
 
 
@@ -184,6 +190,7 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
                                        np.concatenate([e.actions for e in train_eps]))
         policy.norm_stats = policy.norm_stats.merged(stats)
     train_set = Samples(train_eps, spec.name, spec.cameras)
+    horizon = spec.horizon
     val_set = Samples(val_eps, spec.name, spec.cameras)
     if cfg.freeze_backbone:
         for p in policy.backbone.parameters():
@@ -233,7 +240,10 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         ks = rng.integers(0, len(train_set), cfg.batch)
-        loss = policy.loss(*train_set.batch(ks), generator=gen)
+        prefix = rng.integers(1, max(horizon // 2, 1) + 1, cfg.batch) * (
+            rng.random(cfg.batch) < cfg.prefix_fraction)
+        loss = policy.loss(*train_set.batch(ks), generator=gen,
+                           prefix_len=torch.as_tensor(prefix, device=policy.device))
         loss.backward()
         grad = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
         opt.step()

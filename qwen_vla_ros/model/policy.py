@@ -249,7 +249,7 @@ class QwenVLAPolicy(nn.Module):
 
     # ---- training -----------------------------------------------------------------------
     def loss(self, obs: Observation | Sequence[Observation], actions: np.ndarray, *,
-             prefix_len: int = 0, generator: torch.Generator | None = None,
+             prefix_len: int | torch.Tensor = 0, generator: torch.Generator | None = None,
              features: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Flow-matching loss for one observation and its target chunk [H, A], or a batch of
         observations of one embodiment and their chunks [B, H, A] (embodiment units): the mean

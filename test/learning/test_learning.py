@@ -206,10 +206,23 @@ def test_eval_refuses_seeds_the_checkpoint_was_trained_on(trained, tmp_path):
 
 
 def test_eval_of_a_known_bad_checkpoint_reports_zero_successes(tiny_checkpoint, tmp_path):
-    from qwen_vla_ros.evaluate import evaluate
+    """A checkpoint that always asks for the start pose (the random-init tiny one with its
+    action statistics pinned there) cannot succeed, whatever the timing. (The random-init
+    one itself flails at the velocity limit and, once in a while, flings the cube into the
+    left gripper: gym-aloha's reward 4 without a transfer.)"""
+    import shutil
 
-    result = evaluate(tiny_checkpoint, tmp_path / "eval", episodes=1, seed_start=9000,
-                      progress=False, log=lambda _: None)  # random init: not competent
+    from qwen_vla_ros.evaluate import evaluate
+    from qwen_vla_ros.sim.aloha import START_ARM
+
+    bad = tmp_path / "frozen"
+    shutil.copytree(tiny_checkpoint, bad)
+    stats = json.loads((bad / "norm_stats.json").read_text())
+    stats["aloha"]["action"]["mean"] = [*START_ARM, 0.0, *START_ARM, 0.0]
+    stats["aloha"]["action"]["std"] = [1e-3] * 14
+    (bad / "norm_stats.json").write_text(json.dumps(stats))
+    result = evaluate(bad, tmp_path / "eval", episodes=1, seed_start=9000,
+                      progress=False, log=lambda _: None)
     assert result["episodes"] == 1 and result["successes"] == 0
     row = result["per_episode"][0]
     assert row["seed"] == 9000 and not row["success"] and row["chunks"] > 10

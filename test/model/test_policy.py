@@ -236,3 +236,18 @@ def test_compiled_inference_equals_eager_and_falls_back_when_it_fails(tiny_check
     assert len(said) == 2  # flow loop and language model, once each
     policy.predict(obs, seed=4)
     assert len(said) == 2
+
+
+def test_training_with_committed_prefixes_scores_only_the_free_steps(tiny_policy):
+    """Real-time chunking at run time continues a committed prefix, so training gives samples
+    one (per-sample lengths): the prefix steps are clean context, never scored."""
+    spec = tiny_policy.spec("aloha")
+    obs = [obs_for(tiny_policy, "aloha", seed=s) for s in (0, 1)]
+    actions = np.random.default_rng(0).uniform(spec.lower(), spec.upper(),
+                                               (2, spec.horizon, spec.action_dim))
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        mixed = tiny_policy.loss(obs, actions, prefix_len=torch.tensor([0, 10]), generator=gen)
+        assert np.isfinite(float(mixed)) and float(mixed) > 0
+        everything = torch.tensor([spec.horizon, spec.horizon])
+        assert float(tiny_policy.loss(obs, actions, prefix_len=everything)) == 0.0

@@ -24,7 +24,7 @@ embodiment's dim names (= urdf/aloha.urdf.xacro joint names), grippers in robot 
 from __future__ import annotations
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -33,6 +33,7 @@ from trajectory_msgs.msg import JointTrajectory
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import stamp_to_sec, trajectory_to_chunk
+from qwen_vla_ros.ros.diagnostics import publish_diagnostics
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.executor import (
     Chunk,
@@ -249,20 +250,14 @@ class ChunkAdapterNode(Node):
             *key[:4], stamp=self.now(), refuses=key[4]).to_json()))
 
     def _publish_diagnostics(self) -> None:
-        st = DiagnosticStatus(name=f"qwen_vla_ros: {self.get_name()}", hardware_id=self.spec.name)
-        st.level = DiagnosticStatus.ERROR if self.fault else \
-            DiagnosticStatus.WARN if self.waiting else DiagnosticStatus.OK
-        st.message = AdapterStatus(self.mode, self.requested, self.waiting, self.fault).text()
-        st.values = [KeyValue(key="mode", value=self.mode.value),
-                     KeyValue(key="requested", value=self.requested.value),
-                     KeyValue(key="policy_timeout_s",
-                              value=f"{self.supervisor.policy_timeout():.2f}"),
-                     KeyValue(key="blend", value=self.chunk_executor.mode),
-                     *[KeyValue(key=f"chunks_{k}", value=str(v))
-                       for k, v in self.chunk_counts.items()]]
-        arr = DiagnosticArray(status=[st])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(arr)
+        publish_diagnostics(
+            self, self.diag_pub, f"qwen_vla_ros: {self.get_name()}", self.spec.name,
+            "ERROR" if self.fault else "WARN" if self.waiting else "OK",
+            AdapterStatus(self.mode, self.requested, self.waiting, self.fault).text(), {
+                "mode": self.mode.value, "requested": self.requested.value,
+                "policy_timeout_s": f"{self.supervisor.policy_timeout():.2f}",
+                "blend": self.chunk_executor.mode,
+                **{f"chunks_{k}": v for k, v in self.chunk_counts.items()}})
 
     def _tick(self) -> None:
         try:

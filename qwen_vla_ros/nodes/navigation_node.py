@@ -45,10 +45,10 @@ from qwen_vla_ros.nodes.policy_io import (
     PolicyHost,
     clock_now,
     open_policy,
-    publish_diagnostics,
 )
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import stamp_to_sec
+from qwen_vla_ros.ros.diagnostics import publish_diagnostics
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.runtime.nav_control import NavigationController, NavigationParams

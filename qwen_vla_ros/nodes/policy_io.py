@@ -1,7 +1,7 @@
 """What every node that hosts the policy does the same way (policy_node, navigation_node):
 load the checkpoint, size torch's thread pool, run inference off the executor, publish a chunk
-with its observation record, decode camera frames, publish diagnostics, tell the clock's time,
-and warn without flooding the log."""
+with its observation record, decode camera frames, tell the clock's time, and warn without
+flooding the log."""
 
 from __future__ import annotations
 
@@ -137,23 +137,6 @@ def free_accelerator_memory() -> None:
             torch.cuda.empty_cache()
     except ImportError:
         pass
-
-
-def publish_diagnostics(node, pub, name: str, hardware_id: str, level: str, message: str,
-                        values: dict[str, Any]) -> None:
-    """One diagnostic_msgs/DiagnosticStatus; ``level`` is OK, WARN or ERROR; a value of None
-    reads "n/a" and a float has one decimal."""
-    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-
-    def text(v: Any) -> str:
-        return "n/a" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
-
-    st = DiagnosticStatus(name=name, hardware_id=hardware_id, message=message,
-                          level=getattr(DiagnosticStatus, level),
-                          values=[KeyValue(key=k, value=text(v)) for k, v in values.items()])
-    arr = DiagnosticArray(status=[st])
-    arr.header.stamp = node.get_clock().now().to_msg()
-    pub.publish(arr)
 
 
 class PolicyHost:

@@ -34,10 +34,10 @@ from qwen_vla_ros.nodes.policy_io import (
     ThrottledWarning,
     clock_now,
     open_policy,
-    publish_diagnostics,
 )
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import stamp_to_sec
+from qwen_vla_ros.ros.diagnostics import publish_diagnostics
 from qwen_vla_ros.ros.params import declare_fields, guard, keyed, read
 from qwen_vla_ros.runtime.executor import RejectedChunk
 from qwen_vla_ros.runtime.inference import LatencyStats

@@ -194,24 +194,28 @@ class ChunkExecutor:
         """The blended (unclamped) action for ``now`` and how many chunks contributed.
 
         Read-only: may be asked about the future (ghost display) without dropping chunks."""
+        target, used, _ = self._plan(now)
+        return target, used
+
+    def _plan(self, now: float) -> tuple[np.ndarray | None, int, float | None]:
+        """``planned`` and the stamp of the newest chunk covering ``now``."""
         covering = [c for c in self.chunks if c.covers(now)]
         if not covering:
-            return None, 0
+            return None, 0, None
+        newest = covering[-1]
         if self.mode == "naive":
-            c = covering[-1]
-            return c.actions[c.index_at(now)], 1
+            return newest.actions[newest.index_at(now)], 1, newest.stamp
         if self.mode == "rtc":
-            c = covering[-1]
-            target = c.actions[c.index_at(now)]
+            target = newest.actions[newest.index_at(now)]
             if self._fade_left > 0 and self._fade_from is not None:
                 w = self._fade_left / (self.blend_steps + 1)
                 target = w * self._fade_from + (1 - w) * target
-            return target, 1
+            return target, 1, newest.stamp
         # ACT temporal ensembling: oldest first, w_i = exp(-m * i).
         weights = np.exp(-self.decay * np.arange(len(covering)))
         weights /= weights.sum()
         stacked = np.stack([c.actions[c.index_at(now)] for c in covering])
-        return weights @ stacked, len(covering)
+        return weights @ stacked, len(covering), newest.stamp
 
     def committed(self, start: float, count: int) -> np.ndarray | None:
         """Actions already planned for ``start + k*dt``, k < count (prefix for RTC sampling).
@@ -238,7 +242,7 @@ class ChunkExecutor:
         if self.last_command is None:
             return None
         self._prune(now)
-        target, used = self.planned(now)
+        target, used, newest = self._plan(now)
         if target is None:
             out = Command(self.last_command.copy(), "hold", False, 0)
         else:
@@ -246,7 +250,6 @@ class ChunkExecutor:
                 self._fade_left -= 1
             cmd, clamped = self.limits.clamp(target, self.last_command, self.dt)
             self.last_command = cmd
-            newest = next(c.stamp for c in reversed(self.chunks) if c.covers(now))
             out = Command(cmd.copy(), "chunk", clamped, used, newest, np.array(target))
         if self.trace is not None:
             self.trace.append((now, out))

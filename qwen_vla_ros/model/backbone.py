@@ -150,6 +150,7 @@ class VLMBackbone(nn.Module):
         self.layout_cache = True  # False: as transformers does it, every call (bench)
         self.compile_error = ""
         self._log = print
+        self._compiled_lm = None  # the language model's compiled forward, once compiled
         self._tokens: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._positions: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.layouts = 0
@@ -306,7 +307,7 @@ class VLMBackbone(nn.Module):
     def use_compiled(self, on: bool) -> None:
         """Switch the language model between its compiled and eager forward."""
         lm = getattr(self.model, "language_model", None)
-        if lm is not None and getattr(self, "_compiled_lm", None) is not None:
+        if lm is not None and self._compiled_lm is not None:
             lm._compiled_call_impl = self._compiled_lm if on else None
 
     def _eager_fallback(self, exc: Exception) -> bool:

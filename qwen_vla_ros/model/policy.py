@@ -96,7 +96,8 @@ class QwenVLAPolicy(nn.Module):
                                   f"max_horizon {decoder.cfg.max_horizon}")
             norm_stats.validate(spec)
         self._calls = 0
-        self._compiled_sampler = self._compiled_kept = None
+        self._compiled = None  # the compiled flow loop, once compile_for_inference ran
+        self._use_compiled = True  # use_compiled(False): eager, the compiled one kept
         self.compile_error = ""  # why the compiled path fell back to eager, if it did
         self._log = print
 
@@ -112,31 +113,31 @@ class QwenVLAPolicy(nn.Module):
         or run falls back to eager for good and says why (``compile_error``, ``log``)."""
         self._log = log
         self.compile_error = ""
-        self._compiled_sampler = torch.compile(sample_actions, mode=mode, backend=backend,
-                                               fullgraph=True, dynamic=False)
-        self._compiled_kept = self._compiled_sampler
+        self._compiled = torch.compile(sample_actions, mode=mode, backend=backend,
+                                       fullgraph=True, dynamic=False)
+        self._use_compiled = True
         if backbone:
             self.backbone.compile_language_model(mode=mode, backend=backend, log=log)
 
     @property
     def compiled(self) -> bool:
-        return self._compiled_sampler is not None
+        return self._compiled is not None and self._use_compiled
 
     def use_compiled(self, on: bool) -> None:
         """Run the compiled (``on``) or the eager path; both are kept, so a benchmark can
         time them in one run. No effect before ``compile_for_inference``."""
-        self._compiled_sampler = self._compiled_kept if on else None
+        self._use_compiled = on
         self.backbone.use_compiled(on)
 
     def _sample(self, *args) -> torch.Tensor:
-        if self._compiled_sampler is not None:
+        if self.compiled:
             try:
-                return self._compiled_sampler(*args)
+                return self._compiled(*args)
             except Exception as exc:  # any compiler failure: eager, once said
                 self.compile_error = f"flow loop: {type(exc).__name__}: {exc}"
                 self._log(f"compiled flow loop failed, running eager from now on: "
                           f"{self.compile_error}")
-                self._compiled_sampler = self._compiled_kept = None
+                self._compiled = None
         return sample_actions(*args)
 
     # ---- helpers ------------------------------------------------------------------------

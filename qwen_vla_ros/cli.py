@@ -21,6 +21,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from qwen_vla_ros.errors import ConfigError
+
 
 def _quiet_transformers() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -184,6 +186,22 @@ def cmd_collect(args: argparse.Namespace) -> int:
         progress=not args.no_progress))
 
 
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise ConfigError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _by_embodiment(items: list[str], default: str) -> dict[str, list[Path]]:
+    """``--data`` items: DIR (the --embodiment's) or EMBODIMENT=DIR (joint training)."""
+    out: dict[str, list[Path]] = {}
+    for item in items:
+        name, path = _pair(item) if "=" in item else (default, item)
+        out.setdefault(name, []).append(Path(path))
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from qwen_vla_ros.learning.dataset import DatasetSettings
     from qwen_vla_ros.learning.train import TrainConfig, train
@@ -200,9 +218,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        train(args.data, args.out, cfg, preset=args.preset, init=args.init,
+        data = _by_embodiment(args.data, args.embodiment)
+        first = next(iter(data.values()))[0]
+        train(data, args.out, cfg, preset=args.preset, init=args.init,
               embodiment=args.embodiment, resume=args.resume, settings=settings,
-              cache=args.cache or args.data[0] / "cache", progress=not args.no_progress)
+              cache=args.cache or first / "cache", progress=not args.no_progress,
+              weights={k: float(v) for k, v in (_pair(w) for w in args.weights)})
 
     return _one_line_errors("train", run)
 
@@ -286,8 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune a policy on demonstration bags "
                                      "(docs/learning.md)")
-    p.add_argument("--data", type=Path, nargs="+", required=True,
-                   help="bag directories, or folders of them (e.g. a collect --out)")
+    p.add_argument("--data", nargs="+", required=True,
+                   help="bag directories, or folders of them (e.g. a collect --out); "
+                        "EMBODIMENT=DIR for one checkpoint of several (aloha=DIR vln=DIR)")
+    p.add_argument("--weights", nargs="*", default=[], metavar="EMBODIMENT=W",
+                   help="joint training: how often each embodiment's batch is drawn "
+                        "(default equal)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory")
     p.add_argument("--preset", default="tiny", help="model shape when not --init")
     p.add_argument("--init", type=Path, help="start from this checkpoint (any backbone size)")

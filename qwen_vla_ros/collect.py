@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_INSTRUCTION = "transfer the red cube to the other arm"
-TASKS = ("transfer_cube",)  # tasks the scripted leader can demonstrate
+TASKS = ("transfer_cube", "vln_goto")  # tasks a scripted demonstrator can show
 EPISODE_TOPIC = "/collect/episode"
 
 
@@ -35,6 +35,10 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
         raise ValueError(f"no scripted demonstrator for task '{task}'; have {list(TASKS)}")
     if episodes < 1:
         raise ValueError("--episodes must be >= 1")
+    if task == "vln_goto":  # the mobile base in its room (vln_episodes.py)
+        from qwen_vla_ros.vln_episodes import collect_vln
+
+        return collect_vln(out, episodes, seed_start, rate_factor, progress, log)
     from std_msgs.msg import String
     from tqdm import tqdm
 

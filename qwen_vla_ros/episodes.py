@@ -74,10 +74,11 @@ class EpisodeStack:
 
 
 @contextmanager
-def episode_stack(seed_start: int, task: str = "transfer_cube", rate_factor: float = 1.0,
-                  drop: tuple[str, ...] = (), values: dict[str, str] | None = None,
-                  extra: dict[str, dict] | None = None) -> Iterator[EpisodeStack]:
-    """The sim stack spinning in this process; on exit: nodes destroyed, rclpy shut down."""
+def bringup_nodes(bringup: str, values: dict[str, str], node_extra: dict[str, dict],
+                  drop: tuple[str, ...] = ()) -> Iterator[tuple[dict[str, Any], Any]]:
+    """A bringup's nodes (less ``drop``) and a harness node on sim time, spinning in this
+    process; yields (nodes by name, harness node). On exit: HOLD is the caller's; nodes
+    destroyed, rclpy shut down."""
     from qwen_vla_ros.paths import share_dir
 
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -89,12 +90,7 @@ def episode_stack(seed_start: int, task: str = "transfer_cube", rate_factor: flo
     from qwen_vla_ros.bringup import create_node, load_bringup
     from qwen_vla_ros.nodes import spinning
 
-    entries = [e for e in load_bringup("aloha_sim").resolve({
-        "seed": str(seed_start), "rate_factor": str(rate_factor), **(values or {})})
-        if e.executable not in drop]
-    node_extra = {"aloha_sim": {"task": task, "auto_reset": False}}
-    for name, params in (extra or {}).items():
-        node_extra[name] = {**node_extra.get(name, {}), **params}
+    entries = [e for e in load_bringup(bringup).resolve(values) if e.executable not in drop]
     rclpy.init()
     nodes: list = []
     try:
@@ -103,12 +99,25 @@ def episode_stack(seed_start: int, task: str = "transfer_cube", rate_factor: flo
         probe = rclpy.create_node("episodes", parameter_overrides=[
             Parameter("use_sim_time", value=True)])
         nodes.append(probe)
-        stack = EpisodeStack({n.get_name(): n for n in nodes}, probe, seed_start)
         with spinning(*nodes):
-            yield stack
-            stack.mode("hold")
+            yield {n.get_name(): n for n in nodes}, probe
     finally:
         for n in nodes:
             n.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+@contextmanager
+def episode_stack(seed_start: int, task: str = "transfer_cube", rate_factor: float = 1.0,
+                  drop: tuple[str, ...] = (), values: dict[str, str] | None = None,
+                  extra: dict[str, dict] | None = None) -> Iterator[EpisodeStack]:
+    """The sim stack spinning in this process; on exit: nodes destroyed, rclpy shut down."""
+    node_extra = {"aloha_sim": {"task": task, "auto_reset": False}}
+    for name, params in (extra or {}).items():
+        node_extra[name] = {**node_extra.get(name, {}), **params}
+    with bringup_nodes("aloha_sim", {"seed": str(seed_start), "rate_factor": str(rate_factor),
+                                     **(values or {})}, node_extra, drop) as (nodes, probe):
+        stack = EpisodeStack(nodes, probe, seed_start)
+        yield stack
+        stack.mode("hold")

@@ -27,11 +27,17 @@ from qwen_vla_ros.runtime.executor import execution_stats
 DEFAULT_INSTRUCTION = "transfer the red cube to the other arm"
 
 
-def trained_seeds(checkpoint: Path) -> list[int]:
+def trained_seeds(checkpoint: Path, embodiment: str = "aloha") -> list[int]:
+    """The seeds of the episodes ``checkpoint`` was trained on for ``embodiment``."""
     log = checkpoint / "train_log.json"
     if not log.exists():
         return []
-    return [int(s) for s in json.loads(log.read_text()).get("train_seeds", [])]
+    info = json.loads(log.read_text())
+    if embodiment in info.get("embodiments", {}):  # joint training
+        return [int(s) for s in info["embodiments"][embodiment].get("train_seeds", [])]
+    if info.get("embodiment", embodiment) != embodiment:
+        return []
+    return [int(s) for s in info.get("train_seeds", [])]
 
 
 def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes: int = 20,
@@ -44,13 +50,23 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     from qwen_vla_ros.episodes import episode_stack
     from qwen_vla_ros.model.checkpoint import read_meta
 
-    read_meta(Path(checkpoint))  # a clear error for what is not a checkpoint
+    meta = read_meta(Path(checkpoint))  # a clear error for what is not a checkpoint
+    embodiment = "vln" if task == "vln_goto" else "aloha"
+    if embodiment not in meta.get("embodiments", []):
+        raise ConfigError(f"{checkpoint} was not trained for the {embodiment} embodiment "
+                          f"that {task} needs (has {meta.get('embodiments')})")
     seeds = list(range(seed_start, seed_start + episodes))
-    overlap = sorted(set(seeds) & set(trained_seeds(checkpoint)))
+    trained = trained_seeds(checkpoint, embodiment)
+    overlap = sorted(set(seeds) & set(trained))
     if overlap and not allow_train_seeds:
         raise ConfigError(f"evaluation seeds {overlap[:10]} were trained on "
                           f"({checkpoint}/train_log.json); choose another --seed-start")
     out.mkdir(parents=True, exist_ok=True)
+    if task == "vln_goto":  # navigation_node drives the base (vln_episodes.py)
+        from qwen_vla_ros.vln_episodes import evaluate_vln
+
+        return evaluate_vln(checkpoint, out, episodes, seed_start, trained, rate_factor,
+                            policy_params, progress, log)
     rows: list[dict[str, Any]] = []
     traces: list[list[tuple[float, int]]] = []
     started = time.monotonic()

@@ -54,6 +54,10 @@ class DatasetSettings:
     include_failed: bool = False  # episodes marked failed by /collect/episode
     modes: tuple[str, ...] = ("TELEOP",)  # where /mode_manager/mode is recorded
     camera_topics: tuple[tuple[str, str], ...] = ()  # (camera, topic); default /CAM/image_raw
+    # Past frames of the first camera in each observation, as navigation_node gives them
+    # (its history_frames / history_period; train() sets them for waypoint embodiments).
+    history_frames: int | None = None  # None: navigation_node's default (waypoints), else 0
+    history_period: float = 1.0
 
     def __post_init__(self) -> None:
         if self.target not in ("commands", "states"):
@@ -92,6 +96,10 @@ class Episode:
     ticks: np.ndarray
     rejected: dict[str, int] = field(default_factory=dict)  # PolicyLoop reasons -> count
     inputs: list[dict[str, float]] = field(default_factory=list)  # stamps used (not cached)
+    # Frame history (navigation): [N, history_frames] indices into the first camera's frames
+    # (-1: none yet) and their ages (s) at the tick.
+    history_idx: np.ndarray | None = None
+    history_age: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ticks)
@@ -138,10 +146,27 @@ def _zoh(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     return out
 
 
+def allowed_at(clock, log_series: Sequence[tuple[int, str]], values: Sequence[str],
+               ticks: np.ndarray) -> np.ndarray:
+    """Which ``ticks`` (the nodes' clock) fall where the last recorded state of a topic
+    (``log_series``: (bag log time, value)) is one of ``values``; all where none recorded."""
+    if not log_series:
+        return np.ones(len(ticks), bool)
+    t = np.array([-np.inf if (c := clock.at(log)) is None else c for log, _ in log_series])
+    order = np.argsort(t, kind="stable")
+    labels = np.array([v for _, v in log_series])[order]
+    idx = np.searchsorted(t[order], ticks, side="right") - 1
+    return (idx >= 0) & np.isin(labels[np.clip(idx, 0, None)], list(values))
+
+
 def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
                  at_ticks: Sequence[float] | None = None) -> Episode | Skipped:
     """Samples of one bag (no cache), or why there are none. ``at_ticks``: assemble the
-    observations at these clock times instead (every one, whatever the mode)."""
+    observations at these clock times instead (every one, whatever the mode; arms only)."""
+    if spec.kind == "waypoints":
+        from qwen_vla_ros.learning.nav_dataset import read_waypoint_episode
+
+        return read_waypoint_episode(bag, spec, settings)
     from qwen_vla_ros.replay.bagio import BagError, open_bag
     from qwen_vla_ros.replay.clock import ClockLog
     from qwen_vla_ros.ros.conversions import ImageConversionError, msg_to_rgb, stamp_to_sec
@@ -215,19 +240,11 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
     first = spec.cameras[0]
     ticks = np.array(sorted(s for s, _, k, p in events if k == "image" and p[0] == first))
 
-    def allowed(log_series, values: Sequence[str]) -> np.ndarray:
-        if not log_series:
-            return np.ones(len(ticks), bool)
-        t = clock_times(log for log, _ in log_series)
-        order = np.argsort(t, kind="stable")
-        labels = np.array([v for _, v in log_series])[order]
-        idx = np.searchsorted(t[order], ticks, side="right") - 1
-        return (idx >= 0) & np.isin(labels[np.clip(idx, 0, None)], list(values))
-
     if at_ticks is not None:
         ticks = np.asarray(at_ticks, np.float64)
     else:
-        ticks = ticks[allowed(modes, settings.modes) & allowed(states_adapter, ["READY"])]
+        ticks = ticks[allowed_at(clock, modes, settings.modes, ticks)
+                      & allowed_at(clock, states_adapter, ["READY"], ticks)]
     if len(ticks) == 0:
         return Skipped(bag, f"no camera frame while in {list(settings.modes)} (and READY)")
     # Targets at t + k*dt: each command stream held between its messages (bag clock).
@@ -294,13 +311,13 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
         return Skipped(bag, f"no valid sample: observation rejected {rejected or '-'}, or "
                             "no command before the first frame")
     ep = Episode(bag, loop.instruction, meta,
-                 {c: _stack(f, settings.resize) for c, f in frames.items()},
+                 {c: stack_frames(f, settings.resize) for c, f in frames.items()},
                  frame_idx[valid], states[valid], actions[valid], ticks[valid], rejected)
     ep.inputs = [inputs[n] for n in np.flatnonzero(valid)]
     return ep
 
 
-def _stack(frames: list[np.ndarray], resize: tuple[int, int, int] | None) -> np.ndarray:
+def stack_frames(frames: list[np.ndarray], resize: tuple[int, int, int] | None) -> np.ndarray:
     if not frames:
         return np.zeros((0, 1, 1, 3), np.uint8)
     if resize is None:
@@ -316,8 +333,10 @@ def _save(ep: Episode, folder: Path) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     for cam, f in ep.frames.items():
         np.save(tmp / f"frames_{cam}.npy", f)
+    history = {} if ep.history_idx is None else {"history_idx": ep.history_idx,
+                                                 "history_age": ep.history_age}
     np.savez(tmp / "samples.npz", frame_idx=ep.frame_idx, states=ep.states,
-             actions=ep.actions, ticks=ep.ticks)
+             actions=ep.actions, ticks=ep.ticks, **history)
     (tmp / "episode.json").write_text(json.dumps({
         "bag": str(ep.bag), "instruction": ep.instruction, "meta": ep.meta,
         "cameras": list(ep.frames), "rejected": ep.rejected}, indent=1))
@@ -329,7 +348,9 @@ def _load(folder: Path) -> Episode:
     s = np.load(folder / "samples.npz")
     frames = {c: np.load(folder / f"frames_{c}.npy", mmap_mode="r") for c in info["cameras"]}
     return Episode(Path(info["bag"]), info["instruction"], info["meta"], frames,
-                   s["frame_idx"], s["states"], s["actions"], s["ticks"], info["rejected"])
+                   s["frame_idx"], s["states"], s["actions"], s["ticks"], info["rejected"],
+                   history_idx=s.get("history_idx"),
+                   history_age=s.get("history_age"))
 
 
 def load_episodes(paths: Iterable[Path], spec: EmbodimentSpec, settings: DatasetSettings,

@@ -26,6 +26,7 @@ from qwen_vla_ros.errors import ConfigError
 from qwen_vla_ros.learning.dataset import DatasetError, DatasetSettings, Episode, load_episodes
 from qwen_vla_ros.model.normalize import NormStats
 from qwen_vla_ros.model.policy import Observation, QwenVLAPolicy
+from qwen_vla_ros.runtime.observation import history_label
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "train_log.json"
@@ -88,8 +89,15 @@ class Samples:
         ep = self.episodes[e]
         images = {c: np.asarray(ep.frames[c][ep.frame_idx[i, j]])
                   for j, c in enumerate(self.cameras)}
+        history: tuple = ()
+        if ep.history_idx is not None:  # oldest first, labelled as the live node does
+            cam = self.cameras[0]
+            history = tuple((history_label(cam, float(age)), np.asarray(ep.frames[cam][idx]))
+                            for idx, age in zip(ep.history_idx[i], ep.history_age[i],
+                                                strict=True) if idx >= 0)
         obs = Observation(images=images, state=ep.states[i], instruction=ep.instruction,
-                          embodiment=self.embodiment, stamp=float(ep.ticks[i]))
+                          embodiment=self.embodiment, stamp=float(ep.ticks[i]),
+                          history=history)
         return obs, ep.actions[i]
 
     def batch(self, ks: Sequence[int]) -> tuple[list[Observation], np.ndarray]:
@@ -157,14 +165,57 @@ def action_error(policy: QwenVLAPolicy, samples: Samples, n: int, seed: int,
     return float(np.mean(errs)), float(np.mean(base))
 
 
-def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny",
-          init: Path | None = None, embodiment: str = "aloha", resume: bool = False,
-          settings: DatasetSettings | None = None, cache: Path | None = None,
-          progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+@dataclass
+class Part:
+    """One embodiment's share of a (joint) training run."""
+
+    spec: Any  # EmbodimentSpec
+    settings: DatasetSettings
+    train: Samples
+    val: Samples
+    skipped: list
+    weight: float  # sampling weight: each step's batch is one embodiment's
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def _settings_for(spec, base: DatasetSettings | None, policy: QwenVLAPolicy) -> DatasetSettings:
+    settings = replace(base, embodiment=spec.name) if base else DatasetSettings(
+        embodiment=spec.name)
+    if settings.resize is None:  # frames resized once, as the model would each step
+        settings = replace(settings, resize=policy.backbone.pixels.resize_rule)
+    if spec.kind != "waypoints":
+        return replace(settings, history_frames=settings.history_frames or 0)
+    # Navigation: what navigation_node gives the model (its parameter defaults); the
+    # instruction is each episode's (a bag without one is skipped, never given the arm's).
+    from qwen_vla_ros.runtime.nav_control import NavigationParams
+
+    nav = NavigationParams()
+    frames = nav.history_frames if settings.history_frames is None else settings.history_frames
+    return replace(settings, history_frames=frames, history_period=nav.history_period_s,
+                   max_age=nav.max_observation_age, instruction="")
+
+
+def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: TrainConfig,
+          preset: str = "tiny", init: Path | None = None, embodiment: str = "aloha",
+          resume: bool = False, settings: DatasetSettings | None = None,
+          cache: Path | None = None, progress: bool = True,
+          log: Callable[[str], None] = print,
+          weights: dict[str, float] | None = None) -> dict[str, Any]:
+    """Train on ``data``: bag folders of ``embodiment``, or {embodiment: folders} for one
+    checkpoint of several bodies (joint training; ``weights``: how often each embodiment's
+    batch is drawn, default equal). The loss and validation loss are logged per embodiment."""
     from tqdm import tqdm
 
     from qwen_vla_ros.model.presets import build_preset
 
+    sources = dict(data) if isinstance(data, dict) else {embodiment: list(data)}
+    weights = weights or {}
+    unknown = sorted(set(weights) - set(sources))
+    if unknown:
+        raise ConfigError(f"sampling weights for {unknown}, which have no --data")
     torch.manual_seed(cfg.seed)
     state = None
     if resume:
@@ -175,23 +226,26 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
     elif init is not None:
         policy = QwenVLAPolicy.from_pretrained(init, device=cfg.device)
     else:
-        policy = build_preset(preset, [embodiment], seed=cfg.seed, device=cfg.device)
-    spec = policy.spec(embodiment)  # a checkpoint for another embodiment fails here
-    settings = settings or DatasetSettings(embodiment=embodiment)
-    if settings.resize is None:  # frames resized once, as the model would each step
-        settings = replace(settings, resize=policy.backbone.pixels.resize_rule)
-    episodes, skipped = load_episodes(data, spec, settings, cache=cache, log=log)
-    if not episodes:
-        raise DatasetError("no usable demonstrations: " + "; ".join(
-            f"{s.bag}: {s.reason}" for s in skipped))
-    train_eps, val_eps = split_episodes(episodes, cfg.val_fraction, cfg.seed)
-    if state is None:
-        stats = NormStats.from_dataset(spec, np.concatenate([e.states for e in train_eps]),
-                                       np.concatenate([e.actions for e in train_eps]))
-        policy.norm_stats = policy.norm_stats.merged(stats)
-    train_set = Samples(train_eps, spec.name, spec.cameras)
-    horizon = spec.horizon
-    val_set = Samples(val_eps, spec.name, spec.cameras)
+        policy = build_preset(preset, list(sources), seed=cfg.seed, device=cfg.device)
+    parts: list[Part] = []
+    for name, paths in sources.items():
+        spec = policy.spec(name)  # a checkpoint without the embodiment fails here
+        part_settings = _settings_for(spec, settings, policy)
+        episodes, skipped = load_episodes(paths, spec, part_settings, cache=cache, log=log)
+        if not episodes:
+            raise DatasetError(f"no usable {name} demonstrations: " + "; ".join(
+                f"{s.bag}: {s.reason}" for s in skipped))
+        train_eps, val_eps = split_episodes(episodes, cfg.val_fraction, cfg.seed)
+        if state is None:
+            stats = NormStats.from_dataset(spec, np.concatenate([e.states for e in train_eps]),
+                                           np.concatenate([e.actions for e in train_eps]))
+            policy.norm_stats = policy.norm_stats.merged(stats)
+        w = float(weights.get(name, 1.0))
+        if not w > 0:
+            raise ConfigError(f"sampling weight of {name} must be > 0, got {w}")
+        parts.append(Part(spec, part_settings, Samples(train_eps, spec.name, spec.cameras),
+                          Samples(val_eps, spec.name, spec.cameras), skipped, w))
+    probs = np.array([p.weight for p in parts]) / sum(p.weight for p in parts)
     if cfg.freeze_backbone:
         for p in policy.backbone.parameters():
             p.requires_grad_(False)
@@ -207,9 +261,13 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
         gen.set_state(state["torch_gen"])
         torch.set_rng_state(state["torch_rng"])
         history, step = state["history"], int(state["step"])
-    log(f"train: {len(train_set)} samples from {len(train_eps)} episodes, validation "
-        f"{len(val_set)} from {len(val_eps)}; {len(skipped)} bag(s) skipped; "
-        f"{sum(p.numel() for p in params) / 1e6:.2f} M trainable parameters")
+    for part in parts:
+        log(f"train {part.name}: {len(part.train)} samples from "
+            f"{len(part.train.episodes)} episodes, validation {len(part.val)} from "
+            f"{len(part.val.episodes)}; {len(part.skipped)} bag(s) skipped"
+            + (f"; sampling weight {part.weight / sum(q.weight for q in parts):.2f}"
+               if len(parts) > 1 else ""))
+    log(f"train: {sum(p.numel() for p in params) / 1e6:.2f} M trainable parameters")
     out.mkdir(parents=True, exist_ok=True)
 
     def snapshot() -> dict[str, Any]:
@@ -217,15 +275,35 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
                 "torch_gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "history": history, "step": step}
 
+    def seeds(samples: Samples) -> list[int]:
+        return sorted(e.meta["seed"] for e in samples.episodes if "seed" in e.meta)
+
+    first = parts[0]
     meta = {"config": asdict(cfg), "preset": preset, "init": str(init) if init else None,
-            "embodiment": spec.name, "dataset": asdict(settings),
-            "train_episodes": [str(e.bag) for e in train_eps],
-            "val_episodes": [str(e.bag) for e in val_eps],
-            "train_seeds": sorted(e.meta["seed"] for e in train_eps if "seed" in e.meta),
-            "skipped": [{"bag": str(s.bag), "reason": s.reason} for s in skipped]}
+            "embodiment": first.name, "dataset": asdict(first.settings),
+            "train_episodes": [str(e.bag) for e in first.train.episodes],
+            "val_episodes": [str(e.bag) for e in first.val.episodes],
+            "train_seeds": seeds(first.train),
+            "skipped": [{"bag": str(s.bag), "reason": s.reason} for s in first.skipped]}
+    if len(parts) > 1:  # joint training: every embodiment's data, and its share of steps
+        meta["embodiments"] = {p.name: {
+            "weight": float(w), "dataset": asdict(p.settings),
+            "train_episodes": [str(e.bag) for e in p.train.episodes],
+            "val_episodes": [str(e.bag) for e in p.val.episodes],
+            "train_seeds": seeds(p.train),
+            "skipped": [{"bag": str(s.bag), "reason": s.reason} for s in p.skipped]}
+            for p, w in zip(parts, probs, strict=True)}
+
+    def validate() -> dict[str, float]:
+        losses = {p.name: evaluate_loss(policy, p.val, 64, cfg.seed) for p in parts}
+        rec = {"val_loss": float(sum(w * losses[p.name] for p, w in zip(parts, probs,
+                                                                        strict=True)))}
+        if len(parts) > 1:
+            rec.update({f"val_loss/{n}": v for n, v in losses.items()})
+        return rec
+
     if not history:  # where the validation curve starts
-        history.append({"step": 0, "val_loss": evaluate_loss(policy, val_set, 64, cfg.seed),
-                        "seconds": 0.0})
+        history.append({"step": 0, **validate(), "seconds": 0.0})
     started = time.monotonic()
     total = cfg.steps
     bar = tqdm(total=total, initial=step, unit="step", disable=not progress, desc="train")
@@ -239,10 +317,14 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        ks = rng.integers(0, len(train_set), cfg.batch)
+        part = parts[int(rng.choice(len(parts), p=probs))] if len(parts) > 1 else first
+        ks = rng.integers(0, len(part.train), cfg.batch)
+        horizon = part.spec.horizon
+        # Committed prefixes where an executor continues one (rtc); navigation never does.
+        share = cfg.prefix_fraction if part.spec.kind != "waypoints" else 0.0
         prefix = rng.integers(1, max(horizon // 2, 1) + 1, cfg.batch) * (
-            rng.random(cfg.batch) < cfg.prefix_fraction)
-        loss = policy.loss(*train_set.batch(ks), generator=gen,
+            rng.random(cfg.batch) < share)
+        loss = policy.loss(*part.train.batch(ks), generator=gen,
                            prefix_len=torch.as_tensor(prefix, device=policy.device))
         loss.backward()
         grad = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
@@ -250,8 +332,10 @@ def train(data: Sequence[Path], out: Path, cfg: TrainConfig, preset: str = "tiny
         step += 1
         rec = {"step": step, "loss": float(loss.detach()), "lr": lr, "grad": grad,
                "seconds": time.monotonic() - started}
+        if len(parts) > 1:
+            rec["embodiment"] = part.name
         if step % cfg.val_every == 0 or step == cfg.steps:
-            rec["val_loss"] = evaluate_loss(policy, val_set, 64, cfg.seed)
+            rec.update(validate())
             policy.train()
         history.append(rec)
         bar.update(1)
@@ -296,6 +380,13 @@ def plot_history(history: Sequence[dict[str, float]], path: Path) -> None:
            if "val_loss" in h and np.isfinite(h["val_loss"])]
     if val:
         ax.plot(*zip(*val, strict=True), "o-", color="#dc2626", label="validation")
+    parts = sorted({k.split("/", 1)[1] for h in history for k in h
+                    if k.startswith("val_loss/")})
+    for name, colour in zip(parts, ("#16a34a", "#9333ea", "#ea580c"), strict=False):
+        pts = [(h["step"], h[f"val_loss/{name}"]) for h in history if f"val_loss/{name}" in h
+               and np.isfinite(h[f"val_loss/{name}"])]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), ".--", color=colour, label=f"validation, {name}")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("flow-matching loss")
     ax.set_yscale("log")

@@ -97,8 +97,11 @@ class NormStats:
         """Mean and std per dimension of demonstration data (grippers included, in the
         embodiment's units): ``states`` [N, state_dim], ``actions`` [..., action_dim]. A
         dimension that barely moves gets ``std_floor``, so noise is not blown up."""
-        states = np.asarray(states, np.float64).reshape(-1, spec.state_dim)
         actions = np.asarray(actions, np.float64).reshape(-1, spec.action_dim)
+        states = np.asarray(states, np.float64)
+        # A body that measures nothing (a base driven by velocity: state_dim 0) has no state.
+        states = (states.reshape(-1, spec.state_dim) if spec.state_dim
+                  else np.zeros((len(actions), 0)))
         if len(states) == 0 or len(actions) == 0:
             raise ValueError("no samples to fit normalisation statistics on")
         if not (np.all(np.isfinite(states)) and np.all(np.isfinite(actions))):

@@ -135,6 +135,8 @@ class NavigationController:
             self.loop.set_instruction(text)
             self.navigator.new_instruction()
             self.follower.clear()
+            if self.loop.history is not None:  # a new task: look back only at its frames,
+                self.loop.history.clear()  # as the demonstrations it learned from did
 
     def set_mode(self, mode: Mode) -> bool:
         """Returns whether the mode changed."""

@@ -140,6 +140,12 @@ class ImageBuffer:
         return {c: s for c, (_, s) in self._frames.items()}
 
 
+def history_label(camera: str, age: float) -> str:
+    """How a past frame is introduced to the model ("front 2.0 s ago"): the live node and
+    training (learning/train.py) label history frames with this one function."""
+    return f"{camera} {age:.1f} s ago"
+
+
 class FrameHistory:
     """Past frames of one camera, sampled by time: a frame is kept when it is at least
     ``period`` s after the last kept one; at most ``length`` are returned (bounded memory)."""
@@ -157,6 +163,9 @@ class FrameHistory:
             self._kept.clear()  # time went backwards (bag loop, sim reset): start again
         if not self._kept or stamp - self._kept[-1][0] >= self.period - 1e-9:
             self._kept.append((stamp, image))
+
+    def clear(self) -> None:
+        self._kept.clear()
 
     def frames(self, current: float) -> list[tuple[float, np.ndarray]]:
         """(stamp, image), oldest first: kept frames at least period/2 older than

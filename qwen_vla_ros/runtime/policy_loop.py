@@ -25,6 +25,7 @@ from qwen_vla_ros.runtime.observation import (
     ImageBuffer,
     JointStateMerger,
     Rejection,
+    history_label,
 )
 
 
@@ -184,7 +185,7 @@ class PolicyLoop:
             cam = self.history.camera
             current = self.images.stamps()[cam]
             past = self.history.frames(current)
-            history = tuple((f"{cam} {current - t:.1f} s ago", im) for t, im in past)
+            history = tuple((history_label(cam, current - t), im) for t, im in past)
             inputs.update({f"history:{cam}:{k}": t for k, (t, _) in enumerate(past)})
         obs = Observation(images=dict(images), state=state, instruction=self.instruction,
                           embodiment=self.spec.name, stamp=stamp, history=history)

@@ -1,0 +1,373 @@
+"""vln_goto episodes through the ROS path: ``collect --task vln_goto`` and
+``eval --task vln_goto``.
+
+The ``vln_sim`` bringup's nodes (base_sim with ``task: vln_goto``, navigation_node,
+mode_manager) in this process, plus a harness node that judges each episode from what the
+robot's own topics say: odometry (path, final pose), ``/base_sim/collisions``,
+navigation_node's ``~/status`` (STOPPED = the base stopped on purpose). Per episode (seed
+``seed_start + i``): HOLD, ``/base_sim/reset`` to that seed's start pose (after the first), the
+instruction to navigation_node's ``~/instruction``, then
+
+- collect: TELEOP, and the scripted navigator (``sim/vln_task.py``) drives ``teleop_cmd_vel``
+  as a joystick would; after it arrives, ``REST_S`` more seconds at rest are recorded (they
+  teach the stop flag);
+- eval: POLICY until navigation_node says STOPPED, or the time limit.
+
+Success, SPL and the distance at the stop use ``sim/vln_task.py``'s definitions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qwen_vla_ros.errors import ConfigError
+from qwen_vla_ros.sim.vln_task import (
+    TIME_LIMIT,
+    ScriptedNavigator,
+    VlnEpisode,
+    footprint_distance,
+    named_object,
+    plan_path,
+    sample_episode,
+    spl,
+    succeeded,
+)
+
+REST_S = 2.0  # s of sim time recorded at rest after the demonstrator arrives
+EPISODE_TOPIC = "/collect/episode"
+
+
+class VlnEpisodeStack:
+    def __init__(self, nodes: dict[str, Any], probe, seed_start: int) -> None:
+        from geometry_msgs.msg import Twist
+        from nav_msgs.msg import Odometry
+        from std_msgs.msg import Int32, String
+        from std_srvs.srv import Trigger
+
+        from qwen_vla_ros.ros import qos
+
+        self.nodes, self.probe, self.seed_start = nodes, probe, seed_start
+        self._twist = Twist
+        self._cond = threading.Condition()
+        self.track: list[tuple[float, float, float, float]] = []  # (t, x, y, yaw)
+        self.announced: dict[int, dict[str, Any]] = {}
+        self.collisions = 0
+        self.status: list[tuple[float, str]] = []
+        self.driver: ScriptedNavigator | None = None
+        self.arrived_at: float | None = None
+        self._clients = {n: probe.create_client(Trigger, f"/mode_manager/{n}")
+                         for n in ("engage_teleop", "engage_policy", "hold")}
+        self._reset = probe.create_client(Trigger, "/base_sim/reset")
+        self.instruction_pub = probe.create_publisher(String, "/navigation_node/instruction",
+                                                      qos.COMMAND)
+        self.teleop_pub = probe.create_publisher(Twist, "/teleop_cmd_vel", qos.COMMAND)
+        probe.create_subscription(Odometry, "/odom", self._on_odom, qos.SENSOR)
+        probe.create_subscription(String, "/base_sim/episode", self._on_episode, qos.LATCHED)
+        probe.create_subscription(Int32, "/base_sim/collisions", self._on_collisions,
+                                  qos.COMMAND)
+        probe.create_subscription(String, "/navigation_node/status", self._on_status,
+                                  qos.LATCHED)
+
+    # ---- topics -------------------------------------------------------------------------
+    def _on_odom(self, msg) -> None:
+        from qwen_vla_ros.ros.conversions import stamp_to_sec
+        from qwen_vla_ros.runtime.navigation import Pose2D, yaw_from_quaternion
+
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        t = stamp_to_sec(msg.header.stamp)
+        pose = (t, p.x, p.y, yaw_from_quaternion(q.x, q.y, q.z, q.w))
+        with self._cond:
+            dt = t - self.track[-1][0] if self.track else 0.0
+            self.track.append(pose)
+            driver = self.driver
+            if driver is not None and self.arrived_at is None and dt > 0:
+                v, w, done = driver.step(Pose2D(*pose[1:]), dt)
+                if done:
+                    v, w, self.arrived_at = 0.0, 0.0, t
+            else:
+                v, w = 0.0, 0.0
+            self._cond.notify_all()
+        if driver is not None:  # the joystick: published on every odometry message
+            cmd = self._twist()
+            cmd.linear.x, cmd.angular.z = float(v), float(w)
+            self.teleop_pub.publish(cmd)
+
+    def _on_episode(self, msg) -> None:
+        info = json.loads(msg.data)
+        with self._cond:
+            self.announced[int(info["seed"])] = info
+            self._cond.notify_all()
+
+    def _on_collisions(self, msg) -> None:
+        with self._cond:
+            self.collisions = int(msg.data)
+
+    def _on_status(self, msg) -> None:
+        with self._cond:
+            now = self.track[-1][0] if self.track else 0.0
+            self.status.append((now, msg.data))
+            self._cond.notify_all()
+
+    # ---- episodes -----------------------------------------------------------------------
+    def mode(self, service: str) -> None:
+        from qwen_vla_ros.demos.common import call_mode
+
+        call_mode(self._clients[service])
+
+    def now(self) -> float:
+        with self._cond:
+            return self.track[-1][0] if self.track else 0.0
+
+    def _wait(self, predicate, timeout: float, what: str) -> None:
+        with self._cond:
+            if not self._cond.wait_for(predicate, timeout):
+                raise TimeoutError(f"{what}: nothing after {timeout:g} s")
+
+    def start(self, i: int, timeout: float = 30.0) -> VlnEpisode:
+        """Begin episode ``i``: HOLD, the sim at its start pose, navigation_node told the
+        instruction. Returns the episode."""
+        from std_msgs.msg import String
+
+        from qwen_vla_ros.demos.common import call_mode
+
+        seed = self.seed_start + i
+        self.mode("hold")
+        with self._cond:
+            self.driver, self.arrived_at = None, None
+        if i > 0:
+            call_mode(self._reset)
+        self._wait(lambda: seed in self.announced, timeout, f"/base_sim/episode seed {seed}")
+        start_time = float(self.announced[seed]["start_time"])
+        self._wait(lambda: bool(self.track) and self.track[-1][0] > start_time, timeout,
+                   "odometry after the reset")
+        episode = sample_episode(seed)
+        with self._cond:
+            self.track = [p for p in self.track if p[0] > start_time]
+            self.collisions, self.status = 0, []
+        self.instruction_pub.publish(String(data=episode.instruction))
+        return episode
+
+    def demonstrate(self, episode: VlnEpisode, timeout: float = 120.0) -> dict[str, Any]:
+        """TELEOP: the scripted navigator drives, then REST_S at rest; returns the result."""
+        t0 = self.now()
+        with self._cond:
+            self.driver = ScriptedNavigator(episode)
+        self.mode("engage_teleop")
+        self._wait(lambda: (self.arrived_at is not None
+                            and self.track[-1][0] >= self.arrived_at + REST_S)
+                   or self.track[-1][0] > t0 + TIME_LIMIT, timeout, "the demonstration")
+        self.mode("hold")
+        with self._cond:
+            stopped, self.driver = self.arrived_at is not None, None
+        return self.result(episode, t0, stopped)
+
+    def run_policy(self, episode: VlnEpisode, timeout: float = 300.0) -> dict[str, Any]:
+        """POLICY until navigation_node says STOPPED or the time limit; returns the result."""
+        t0 = self.now()
+        self.mode("engage_policy")
+
+        def stopped() -> bool:
+            return any(s.startswith("STOPPED") for _, s in self.status)
+
+        self._wait(lambda: stopped() or self.track[-1][0] > t0 + TIME_LIMIT, timeout,
+                   "the policy's episode")
+        self.mode("hold")
+        with self._cond:
+            reason = next((s for _, s in self.status if s.startswith("STOPPED")), None)
+        result = self.result(episode, t0, reason is not None)
+        result["stop_reason"] = reason
+        return result
+
+    def result(self, episode: VlnEpisode, t0: float, stopped: bool) -> dict[str, Any]:
+        from qwen_vla_ros.runtime.navigation import Pose2D
+
+        with self._cond:
+            track = np.array([p for p in self.track if p[0] >= t0])
+            collisions = self.collisions
+            t_stop = self.arrived_at
+        if not stopped:
+            t_stop = None
+        elif t_stop is None:  # policy: the first STOPPED status
+            t_stop = next((t for t, s in self.status if s.startswith("STOPPED")), None)
+        end = track[-1] if t_stop is None else track[np.searchsorted(track[:, 0], t_stop)
+                                                      .clip(max=len(track) - 1)]
+        pose = Pose2D(float(end[1]), float(end[2]), float(end[3]))
+        elapsed = float((t_stop if t_stop is not None else track[-1, 0]) - track[0, 0])
+        travelled = float(np.sum(np.hypot(*np.diff(track[:, 1:3], axis=0).T)))
+        _, shortest = plan_path(episode.start, episode.target)
+        ok = succeeded(pose, episode.target, stopped, collisions > 0, elapsed)
+        return {"seed": episode.seed, "instruction": episode.instruction,
+                "target": episode.target.name, "success": bool(ok),
+                "stopped": bool(stopped), "elapsed_s": round(elapsed, 2),
+                "distance_to_target_m": round(footprint_distance(pose.x, pose.y,
+                                                                 episode.target), 3),
+                "collisions": collisions, "path_m": round(travelled, 3),
+                "shortest_m": round(float(shortest), 3),
+                "spl": round(spl(ok, shortest, travelled), 3),
+                "names_known_object": named_object(episode.instruction) is not None,
+                "start": [episode.start.x, episode.start.y, episode.start.yaw],
+                "end": [pose.x, pose.y, pose.yaw],
+                "path": track[:, 1:3][:: max(1, len(track) // 200)].round(3).tolist()}
+
+
+@contextmanager
+def vln_episode_stack(seed_start: int, rate_factor: float = 1.0,
+                      values: dict[str, str] | None = None,
+                      extra: dict[str, dict] | None = None) -> Iterator[VlnEpisodeStack]:
+    from qwen_vla_ros.episodes import bringup_nodes
+
+    node_extra = {"base_sim": {"task": "vln_goto", "seed": seed_start}}
+    for name, params in (extra or {}).items():
+        node_extra[name] = {**node_extra.get(name, {}), **params}
+    with bringup_nodes("vln_sim", {"rate_factor": str(rate_factor), **(values or {})},
+                       node_extra) as (nodes, probe):
+        yield VlnEpisodeStack(nodes, probe, seed_start)
+
+
+def vln_topics():
+    """What a VLN episode bag holds: the demo's topic set, the episode and the joystick."""
+    from geometry_msgs.msg import Twist
+    from std_msgs.msg import Int32, String
+
+    from qwen_vla_ros.demos.vln import vln_topics as demo_topics
+    from qwen_vla_ros.ros import qos
+
+    return [*demo_topics(), ("/base_sim/episode", String, qos.LATCHED),
+            ("/base_sim/collisions", Int32, qos.COMMAND),
+            ("/teleop_cmd_vel", Twist, qos.COMMAND), (EPISODE_TOPIC, String, qos.LATCHED)]
+
+
+def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 1.0,
+                progress: bool = True, log=print) -> dict[str, Any]:
+    """Record ``episodes`` scripted vln_goto demonstrations, one bag each."""
+    from std_msgs.msg import String
+    from tqdm import tqdm
+
+    from qwen_vla_ros.collect import episode_dir
+    from qwen_vla_ros.ros import qos
+    from qwen_vla_ros.ros.bag_recorder import BagRecorder
+
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in range(seed_start, seed_start + episodes):
+        if episode_dir(out, seed).exists():
+            shutil.rmtree(episode_dir(out, seed))
+    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    with vln_episode_stack(seed_start, rate_factor) as stack:
+        meta_pub = stack.probe.create_publisher(String, EPISODE_TOPIC, qos.LATCHED)
+        recorder = BagRecorder(stack.probe, episode_dir(out, seed_start), vln_topics())
+        bar = tqdm(total=episodes, unit="ep", disable=not progress, desc="collect vln_goto")
+        try:
+            for i in range(episodes):
+                if i > 0:  # the new bag first: the reset's episode message lands in it
+                    stack.mode("hold")
+                    recorder.restart(episode_dir(out, seed_start + i))
+                episode = stack.start(i)
+                r = stack.demonstrate(episode)
+                meta = {"seed": episode.seed, "task": "vln_goto",
+                        "instruction": episode.instruction, "target": episode.target.name,
+                        "success": r["success"], "spl": r["spl"],
+                        "source": "qwen-vla-ros collect (scripted navigator, base_sim)"}
+                n_meta = recorder.counts.get(EPISODE_TOPIC, 0)
+                meta_pub.publish(String(data=json.dumps(meta)))
+                deadline = time.monotonic() + 5
+                while recorder.counts.get(EPISODE_TOPIC, 0) <= n_meta and \
+                        time.monotonic() < deadline:
+                    time.sleep(0.01)  # the recorder writes it on the executor thread
+                rows.append({**meta, **{k: r[k] for k in ("elapsed_s", "path_m",
+                                                           "collisions")}})
+                bar.update(1)
+                bar.set_postfix(success=f"{sum(m['success'] for m in rows)}/{i + 1}")
+        finally:
+            bar.close()
+            recorder.close()
+    minutes = (time.monotonic() - started) / 60
+    result = {"task": "vln_goto", "episodes": len(rows),
+              "successes": sum(m["success"] for m in rows), "minutes": round(minutes, 2),
+              "seeds": [m["seed"] for m in rows], "per_episode": rows,
+              "rate_factor": rate_factor}
+    (out / "collect.json").write_text(json.dumps(result, indent=1))
+    log(f"collected {len(rows)} episodes of vln_goto (seeds {seed_start}.."
+        f"{seed_start + episodes - 1}), {result['successes']} successful, "
+        f"{minutes:.1f} min -> {out}")
+    return result
+
+
+def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
+                 trained: list[int], rate_factor: float = 1.0,
+                 params: dict[str, Any] | None = None, progress: bool = True,
+                 log=print) -> dict[str, Any]:
+    """Closed loop: navigation_node (POLICY) drives base_sim, one episode per seed."""
+    from tqdm import tqdm
+
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    extra = {"navigation_node": {"torch_threads": 1, **(params or {})}}
+    with vln_episode_stack(seed_start, rate_factor, {"checkpoint": str(checkpoint)},
+                           extra) as stack:
+        if stack.nodes["navigation_node"].policy is None:
+            raise ConfigError(f"navigation_node did not load {checkpoint}")
+        bar = tqdm(total=episodes, unit="ep", disable=not progress, desc="eval vln_goto")
+        for i in range(episodes):
+            episode = stack.start(i)
+            rows.append(stack.run_policy(episode))
+            bar.update(1)
+            bar.set_postfix(success=f"{sum(r['success'] for r in rows)}/{i + 1}")
+        bar.close()
+    known = [r for r in rows if r["names_known_object"]]
+    result = {"checkpoint": str(checkpoint), "task": "vln_goto", "episodes": len(rows),
+              "successes": sum(r["success"] for r in known),
+              "success_rate": sum(r["success"] for r in known) / max(len(known), 1),
+              "spl": float(np.mean([r["spl"] for r in known])) if known else None,
+              "distance_at_stop_m_median": float(np.median(
+                  [r["distance_to_target_m"] for r in known])) if known else None,
+              "episodes_with_collision": sum(r["collisions"] > 0 for r in rows),
+              "episodes_naming_no_known_object": len(rows) - len(known),
+              "seeds": [r["seed"] for r in rows], "trained_seeds": trained,
+              "rate_factor": rate_factor, "minutes": round((time.monotonic() - started) / 60,
+                                                           2),
+              "per_episode": rows}
+    (out / "eval.json").write_text(json.dumps(result, indent=1))
+    plot_paths(rows, out / "eval.png")
+    log(f"eval vln_goto: {result['successes']}/{len(known)} successful, SPL "
+        f"{result['spl']}, on seeds {seed_start}..{seed_start + episodes - 1} "
+        f"({checkpoint}) -> {out}/eval.json")
+    return result
+
+
+def plot_paths(rows: list[dict[str, Any]], path: Path) -> None:
+    """Top view: the room, its objects, each episode's path (green: success)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qwen_vla_ros.sim.base import OBJECTS, ROOM
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.add_patch(plt.Rectangle((-ROOM, -ROOM), 2 * ROOM, 2 * ROOM, fill=False, color="k"))
+    for o in OBJECTS:
+        ax.add_patch(plt.Circle((o.x, o.y), o.radius, color=o.name.split("_")[0], alpha=0.8))
+    for r in rows:
+        p = np.array(r["path"]).reshape(-1, 2)
+        colour = "#16a34a" if r["success"] else "#dc2626"
+        ax.plot(p[:, 0], p[:, 1], color=colour, lw=1, alpha=0.8)
+        ax.plot(*r["start"][:2], "o", color=colour, ms=3)
+        ax.annotate(r["target"].split("_")[0], r["end"][:2], fontsize=6)
+    ax.set_aspect("equal")
+    ax.set_xlim(-ROOM - 0.1, ROOM + 0.1)
+    ax.set_ylim(-ROOM - 0.1, ROOM + 0.1)
+    ok = sum(r["success"] for r in rows)
+    ax.set_title(f"vln_goto: {ok}/{len(rows)} successful (green); label: instructed object")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,162 @@
+"""vln_goto through the ROS path: scripted demonstrations recorded with ``collect``, samples
+built from the bags, one checkpoint trained on arm and base episodes together, and the
+closed-loop evaluation's judge."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gym_aloha")
+pytest.importorskip("interbotix_xs_msgs.msg", reason="make fixtures (make test does)")
+
+from qwen_vla_ros.embodiment.spec import load_embodiment
+from qwen_vla_ros.learning.dataset import DatasetSettings, load_episodes
+from qwen_vla_ros.learning.train import TrainConfig, train
+from qwen_vla_ros.sim.vln_task import footprint_distance, sample_episode
+
+pytestmark = [pytest.mark.slow, pytest.mark.ros]
+VLN = load_embodiment("vln")
+SEEDS = (700, 701)
+QUIET = dict(progress=False, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def vln_demos(tmp_path_factory):
+    from qwen_vla_ros.collect import collect
+
+    out = tmp_path_factory.mktemp("vln_demos")
+    return out, collect(out, task="vln_goto", episodes=len(SEEDS), seed_start=SEEDS[0],
+                        rate_factor=1.5, **QUIET)
+
+
+def nav_settings() -> DatasetSettings:
+    from qwen_vla_ros.runtime.nav_control import NavigationParams
+
+    nav = NavigationParams()
+    return DatasetSettings(embodiment="vln", history_frames=nav.history_frames,
+                           history_period=nav.history_period_s,
+                           max_age=nav.max_observation_age, instruction="")
+
+
+def odometry(bag) -> tuple[np.ndarray, np.ndarray]:
+    """(stamps, xy) of /odom, read with rosbags' own reader."""
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == "/odom"]
+        rows = []
+        for c, _, raw in reader.messages(connections=conns):
+            m = reader.deserialize(raw, c.msgtype)
+            rows.append((m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec,
+                         m.pose.pose.position.x, m.pose.pose.position.y))
+    a = np.array(sorted(rows))
+    return a[:, 0], a[:, 1:]
+
+
+def test_the_scripted_navigator_demonstrates_through_teleop(vln_demos):
+    out, summary = vln_demos
+    assert summary["task"] == "vln_goto" and summary["seeds"] == list(SEEDS)
+    assert summary["successes"] == 2, summary["per_episode"]
+    for row in summary["per_episode"]:
+        assert row["instruction"] == sample_episode(row["seed"]).instruction
+        assert row["collisions"] == 0 and row["path_m"] > 1.0
+
+
+def test_samples_are_where_the_base_went(vln_demos, tmp_path):
+    out, _ = vln_demos
+    eps, skipped = load_episodes([out], VLN, nav_settings(), cache=tmp_path / "cache")
+    assert len(eps) == 2 and skipped == []
+    x, y, stop = (VLN.action_names.index(n) for n in ("x", "y", "stop"))
+    for ep in eps:
+        assert ep.instruction == sample_episode(ep.meta["seed"]).instruction
+        assert len(ep) > 20 and ep.states.shape == (len(ep), 0)
+        # the demonstration ends at rest: the last samples say "stop now", the first do not
+        assert ep.actions[-1, :, stop].min() == 1 and ep.actions[0, 0, stop] == 0
+        # |first waypoint| is the distance the base covered in the next step (frame-free)
+        t, xy = odometry(ep.bag)
+        for n in range(0, len(ep), 7):
+            a = np.array([np.interp(ep.ticks[n] + s, t, xy[:, i]) for s in (0, VLN.dt)
+                          for i in (0, 1)]).reshape(2, 2)
+            assert math.hypot(*ep.actions[n, 0, [x, y]]) == pytest.approx(
+                np.linalg.norm(a[1] - a[0]), abs=1e-6)
+        # the history frames are the node's: older than the live one, at most 4 of them
+        assert ep.history_idx.shape == (len(ep), 4)
+        live = ep.frame_idx[:, 0]
+        for n in range(len(ep)):
+            past = ep.history_idx[n][ep.history_idx[n] >= 0]
+            assert np.all(past < live[n]) and np.all(np.diff(past) > 0)
+        assert ep.history_age[-1].min() >= 0.5
+    again, _ = load_episodes([out], VLN, nav_settings(), cache=tmp_path / "cache")
+    np.testing.assert_array_equal(again[0].history_idx, eps[0].history_idx)
+
+
+@pytest.fixture(scope="module")
+def joint(vln_demos, tmp_path_factory):
+    """One checkpoint trained on an arm episode and the base episodes."""
+    from qwen_vla_ros.collect import collect
+
+    arm = tmp_path_factory.mktemp("arm_demos")
+    collect(arm, episodes=1, seed_start=720, rate_factor=2.0, **QUIET)
+    ckpt = tmp_path_factory.mktemp("joint") / "run"
+    cfg = TrainConfig(steps=40, batch=1, lr=1e-3, warmup=5, val_every=20,
+                      checkpoint_every=1000, seed=0, val_fraction=0.5)
+    result = train({"aloha": [arm], "vln": [vln_demos[0]]}, ckpt, cfg,
+                   settings=DatasetSettings(include_failed=True),
+                   weights={"vln": 3.0, "aloha": 1.0}, **QUIET)
+    return ckpt, result
+
+
+def test_joint_training_logs_each_embodiment(joint):
+    from qwen_vla_ros.model.policy import QwenVLAPolicy
+
+    ckpt, result = joint
+    log = json.loads((ckpt / "train_log.json").read_text())
+    assert set(log["embodiments"]) == {"aloha", "vln"}
+    assert log["embodiments"]["vln"]["weight"] == pytest.approx(0.75)
+    assert log["embodiments"]["vln"]["dataset"]["history_frames"] == 4
+    assert set(log["embodiments"]["vln"]["train_seeds"]) < set(SEEDS)
+    steps = [h for h in log["history"] if "loss" in h]
+    share = np.mean([h["embodiment"] == "vln" for h in steps])
+    assert 0.55 < share < 0.95, share  # drawn 3:1
+    last = next(h for h in reversed(log["history"]) if "val_loss" in h)
+    assert {"val_loss/aloha", "val_loss/vln"} <= set(last)
+    policy = QwenVLAPolicy.from_pretrained(ckpt)
+    assert policy.norm_stats.get("vln", "action", "std", 4).shape == (4,)
+    assert (ckpt / "train.png").exists()
+
+
+def test_vln_eval_judges_what_the_base_did(joint, tmp_path):
+    """A checkpoint that says "stop" at once (stop flag statistics pinned at 1) ends the
+    episode at its start: stopped, not successful (every start is >= 1.5 m from the object),
+    and the report's figures agree with its own path."""
+    import shutil
+
+    from qwen_vla_ros.errors import ConfigError
+    from qwen_vla_ros.evaluate import evaluate
+    from qwen_vla_ros.model.presets import build_preset
+
+    ckpt, _ = joint
+    stopper = tmp_path / "stopper"
+    shutil.copytree(ckpt, stopper)
+    stats = json.loads((stopper / "norm_stats.json").read_text())
+    stats["vln"]["action"]["mean"][VLN.action_names.index("stop")] = 1.0
+    stats["vln"]["action"]["std"] = [1e-3] * 4
+    (stopper / "norm_stats.json").write_text(json.dumps(stats))
+    result = evaluate(stopper, tmp_path / "eval", task="vln_goto", episodes=1,
+                      seed_start=9100, rate_factor=2.0, **QUIET)
+    row = result["per_episode"][0]
+    assert row["stopped"] and row["stop_reason"].startswith("STOPPED: the policy decided")
+    assert not row["success"] and result["successes"] == 0 and row["spl"] == 0.0
+    episode = sample_episode(9100)
+    assert row["distance_to_target_m"] == pytest.approx(
+        footprint_distance(row["end"][0], row["end"][1], episode.target), abs=1e-3)
+    assert math.dist(row["end"][:2], row["start"][:2]) < 0.05 and row["path_m"] < 0.05
+    assert (tmp_path / "eval" / "eval.png").exists()
+    arm_only = tmp_path / "arm_only"
+    build_preset("tiny", ["aloha"]).save_pretrained(arm_only)
+    with pytest.raises(ConfigError, match="not trained for the vln embodiment"):
+        evaluate(arm_only, tmp_path / "x", task="vln_goto", episodes=1, **QUIET)

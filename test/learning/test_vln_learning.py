@@ -58,7 +58,7 @@ def odometry(bag) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_the_scripted_navigator_demonstrates_through_teleop(vln_demos):
-    out, summary = vln_demos
+    _, summary = vln_demos
     assert summary["task"] == "vln_goto" and summary["seeds"] == list(SEEDS)
     assert summary["successes"] == 2, summary["per_episode"]
     for row in summary["per_episode"]:
@@ -113,7 +113,7 @@ def joint(vln_demos, tmp_path_factory):
 def test_joint_training_logs_each_embodiment(joint):
     from qwen_vla_ros.model.policy import QwenVLAPolicy
 
-    ckpt, result = joint
+    ckpt, _ = joint
     log = json.loads((ckpt / "train_log.json").read_text())
     assert set(log["embodiments"]) == {"aloha", "vln"}
     assert log["embodiments"]["vln"]["weight"] == pytest.approx(0.75)

@@ -235,7 +235,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.checkpoint, args.out, task=args.task, episodes=args.episodes,
         seed_start=args.seed_start, instruction=args.instruction,
         rate_factor=args.rate_factor, allow_train_seeds=args.allow_train_seeds,
-        blend=args.blend, progress=not args.no_progress))
+        blend=args.blend, colours=args.colours, progress=not args.no_progress))
 
 
 def cmd_embodiments(args: argparse.Namespace) -> int:
@@ -300,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed-start", type=int, default=0, help="seed of the first episode")
     p.add_argument("--out", type=Path, required=True, help="directory for the episode bags")
-    p.add_argument("--instruction", default="transfer the red cube to the other arm")
+    p.add_argument("--instruction", help="transfer_cube: default 'transfer the red cube to "
+                                         "the other arm'; vln_goto: replaces every episode's "
+                                         "(one naming no object is reported apart)")
+    p.add_argument("--colours", default="",
+                   help="vln_goto: each start pose once per colour, e.g. red,green,blue,yellow "
+                        "(the language check)")
     p.add_argument("--rate-factor", type=float, default=1.0, help="sim speed vs wall clock")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_collect)
@@ -348,7 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed-start", type=int, default=10_000,
                    help="first evaluation seed (never one the checkpoint was trained on)")
-    p.add_argument("--instruction", default="transfer the red cube to the other arm")
+    p.add_argument("--instruction", help="transfer_cube: default 'transfer the red cube to "
+                                         "the other arm'; vln_goto: replaces every episode's "
+                                         "(one naming no object is reported apart)")
+    p.add_argument("--colours", default="",
+                   help="vln_goto: each start pose once per colour, e.g. red,green,blue,yellow "
+                        "(the language check)")
     p.add_argument("--rate-factor", type=float, default=1.0,
                    help="sim speed vs wall clock (< 1 when inference is slower than real time)")
     p.add_argument("--allow-train-seeds", action="store_true")

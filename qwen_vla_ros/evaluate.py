@@ -41,10 +41,10 @@ def trained_seeds(checkpoint: Path, embodiment: str = "aloha") -> list[int]:
 
 
 def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes: int = 20,
-             seed_start: int = 10_000, instruction: str = DEFAULT_INSTRUCTION,
+             seed_start: int = 10_000, instruction: str | None = None,
              rate_factor: float = 1.0, timeout_s: float = 300.0, allow_train_seeds: bool = False,
              blend: str | None = None, policy_params: dict[str, Any] | None = None,
-             progress: bool = True, log=print) -> dict[str, Any]:
+             colours: str = "", progress: bool = True, log=print) -> dict[str, Any]:
     from tqdm import tqdm
 
     from qwen_vla_ros.episodes import episode_stack
@@ -52,9 +52,10 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
 
     meta = read_meta(Path(checkpoint))  # a clear error for what is not a checkpoint
     embodiment = "vln" if task == "vln_goto" else "aloha"
-    if embodiment not in meta.get("embodiments", []):
+    known = meta.get("trained_embodiments", meta.get("embodiments", []))
+    if embodiment not in known:
         raise ConfigError(f"{checkpoint} was not trained for the {embodiment} embodiment "
-                          f"that {task} needs (has {meta.get('embodiments')})")
+                          f"that {task} needs (has {known})")
     seeds = list(range(seed_start, seed_start + episodes))
     trained = trained_seeds(checkpoint, embodiment)
     overlap = sorted(set(seeds) & set(trained))
@@ -63,10 +64,14 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
                           f"({checkpoint}/train_log.json); choose another --seed-start")
     out.mkdir(parents=True, exist_ok=True)
     if task == "vln_goto":  # navigation_node drives the base (vln_episodes.py)
+        from qwen_vla_ros.sim.vln_task import parse_colours
         from qwen_vla_ros.vln_episodes import evaluate_vln
 
         return evaluate_vln(checkpoint, out, episodes, seed_start, trained, rate_factor,
-                            policy_params, progress, log)
+                            policy_params, parse_colours(colours), instruction, progress, log)
+    if colours:
+        raise ConfigError("--colours is for --task vln_goto")
+    instruction = instruction or DEFAULT_INSTRUCTION
     rows: list[dict[str, Any]] = []
     traces: list[list[tuple[float, int]]] = []
     started = time.monotonic()

@@ -24,20 +24,23 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qwen_vla_ros.errors import ConfigError
+from qwen_vla_ros.sim.base import OBJECTS
 from qwen_vla_ros.sim.vln_task import (
+    SUCCESS_RADIUS,
     TIME_LIMIT,
     ScriptedNavigator,
     VlnEpisode,
+    episode_at,
     footprint_distance,
     named_object,
     plan_path,
-    sample_episode,
     spl,
     succeeded,
 )
@@ -47,7 +50,8 @@ EPISODE_TOPIC = "/collect/episode"
 
 
 class VlnEpisodeStack:
-    def __init__(self, nodes: dict[str, Any], probe, seed_start: int) -> None:
+    def __init__(self, nodes: dict[str, Any], probe, seed_start: int,
+                 colours: tuple[str, ...] = ()) -> None:
         from geometry_msgs.msg import Twist
         from nav_msgs.msg import Odometry
         from std_msgs.msg import Int32, String
@@ -56,10 +60,11 @@ class VlnEpisodeStack:
         from qwen_vla_ros.ros import qos
 
         self.nodes, self.probe, self.seed_start = nodes, probe, seed_start
+        self.colours = colours
         self._twist = Twist
         self._cond = threading.Condition()
         self.track: list[tuple[float, float, float, float]] = []  # (t, x, y, yaw)
-        self.announced: dict[int, dict[str, Any]] = {}
+        self.announced: dict[int, dict[str, Any]] = {}  # by episode index
         self.collisions = 0
         self.status: list[tuple[float, str]] = []
         self.driver: ScriptedNavigator | None = None
@@ -104,7 +109,7 @@ class VlnEpisodeStack:
     def _on_episode(self, msg) -> None:
         info = json.loads(msg.data)
         with self._cond:
-            self.announced[int(info["seed"])] = info
+            self.announced[int(info.get("index", 0))] = info
             self._cond.notify_all()
 
     def _on_collisions(self, msg) -> None:
@@ -132,24 +137,28 @@ class VlnEpisodeStack:
             if not self._cond.wait_for(predicate, timeout):
                 raise TimeoutError(f"{what}: nothing after {timeout:g} s")
 
-    def start(self, i: int, timeout: float = 30.0) -> VlnEpisode:
+    def start(self, i: int, timeout: float = 30.0, instruction: str | None = None
+              ) -> VlnEpisode:
         """Begin episode ``i``: HOLD, the sim at its start pose, navigation_node told the
-        instruction. Returns the episode."""
+        instruction (the episode's, or ``instruction``). Returns the episode."""
         from std_msgs.msg import String
 
         from qwen_vla_ros.demos.common import call_mode
 
-        seed = self.seed_start + i
         self.mode("hold")
         with self._cond:
             self.driver, self.arrived_at = None, None
         if i > 0:
             call_mode(self._reset)
-        self._wait(lambda: seed in self.announced, timeout, f"/base_sim/episode seed {seed}")
-        start_time = float(self.announced[seed]["start_time"])
+        self._wait(lambda: i in self.announced, timeout, f"/base_sim/episode {i}")
+        start_time = float(self.announced[i]["start_time"])
         self._wait(lambda: bool(self.track) and self.track[-1][0] > start_time, timeout,
                    "odometry after the reset")
-        episode = sample_episode(seed)
+        episode = episode_at(self.seed_start, i, self.colours)
+        if self.announced[i]["instruction"] != episode.instruction:
+            raise RuntimeError(f"base_sim runs {self.announced[i]}, not {episode}")
+        if instruction is not None:
+            episode = replace(episode, instruction=instruction)
         with self._cond:
             self.track = [p for p in self.track if p[0] > start_time]
             self.collisions, self.status = 0, []
@@ -204,13 +213,16 @@ class VlnEpisodeStack:
         elapsed = float((t_stop if t_stop is not None else track[-1, 0]) - track[0, 0])
         travelled = float(np.sum(np.hypot(*np.diff(track[:, 1:3], axis=0).T)))
         _, shortest = plan_path(episode.start, episode.target)
+        near = min(OBJECTS, key=lambda o: footprint_distance(pose.x, pose.y, o))
+        reached = near.name if stopped and footprint_distance(
+            pose.x, pose.y, near) <= SUCCESS_RADIUS else None
         ok = succeeded(pose, episode.target, stopped, collisions > 0, elapsed)
         return {"seed": episode.seed, "instruction": episode.instruction,
                 "target": episode.target.name, "success": bool(ok),
                 "stopped": bool(stopped), "elapsed_s": round(elapsed, 2),
                 "distance_to_target_m": round(footprint_distance(pose.x, pose.y,
                                                                  episode.target), 3),
-                "collisions": collisions, "path_m": round(travelled, 3),
+                "reached": reached, "collisions": collisions, "path_m": round(travelled, 3),
                 "shortest_m": round(float(shortest), 3),
                 "spl": round(spl(ok, shortest, travelled), 3),
                 "names_known_object": named_object(episode.instruction) is not None,
@@ -222,15 +234,17 @@ class VlnEpisodeStack:
 @contextmanager
 def vln_episode_stack(seed_start: int, rate_factor: float = 1.0,
                       values: dict[str, str] | None = None,
-                      extra: dict[str, dict] | None = None) -> Iterator[VlnEpisodeStack]:
+                      extra: dict[str, dict] | None = None,
+                      colours: tuple[str, ...] = ()) -> Iterator[VlnEpisodeStack]:
     from qwen_vla_ros.episodes import bringup_nodes
 
-    node_extra = {"base_sim": {"task": "vln_goto", "seed": seed_start}}
+    node_extra = {"base_sim": {"task": "vln_goto", "seed": seed_start,
+                               "colours": ",".join(colours)}}
     for name, params in (extra or {}).items():
         node_extra[name] = {**node_extra.get(name, {}), **params}
     with bringup_nodes("vln_sim", {"rate_factor": str(rate_factor), **(values or {})},
                        node_extra) as (nodes, probe):
-        yield VlnEpisodeStack(nodes, probe, seed_start)
+        yield VlnEpisodeStack(nodes, probe, seed_start, colours)
 
 
 def vln_topics():
@@ -304,21 +318,27 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
 
 def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
                  trained: list[int], rate_factor: float = 1.0,
-                 params: dict[str, Any] | None = None, progress: bool = True,
+                 params: dict[str, Any] | None = None, colours: tuple[str, ...] = (),
+                 instruction: str | None = None, progress: bool = True,
                  log=print) -> dict[str, Any]:
-    """Closed loop: navigation_node (POLICY) drives base_sim, one episode per seed."""
+    """Closed loop: navigation_node (POLICY) drives base_sim, one episode per seed; with
+    ``colours``, each seed's start pose once per colour (``episodes`` start poses); with
+    ``instruction``, that text instead of each episode's."""
     from tqdm import tqdm
 
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
+    total = episodes * max(len(colours), 1)
     extra = {"navigation_node": {"torch_threads": 1, **(params or {})}}
     with vln_episode_stack(seed_start, rate_factor, {"checkpoint": str(checkpoint)},
-                           extra) as stack:
-        if stack.nodes["navigation_node"].policy is None:
-            raise ConfigError(f"navigation_node did not load {checkpoint}")
-        bar = tqdm(total=episodes, unit="ep", disable=not progress, desc="eval vln_goto")
-        for i in range(episodes):
-            episode = stack.start(i)
+                           extra, colours) as stack:
+        node = stack.nodes["navigation_node"]
+        if node.policy is None:
+            raise ConfigError(f"navigation_node did not load {checkpoint}: "
+                              f"{node.policy_error}")
+        bar = tqdm(total=total, unit="ep", disable=not progress, desc="eval vln_goto")
+        for i in range(total):
+            episode = stack.start(i, instruction=instruction)
             rows.append(stack.run_policy(episode))
             bar.update(1)
             bar.set_postfix(success=f"{sum(r['success'] for r in rows)}/{i + 1}")
@@ -332,12 +352,21 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
                   [r["distance_to_target_m"] for r in known])) if known else None,
               "episodes_with_collision": sum(r["collisions"] > 0 for r in rows),
               "episodes_naming_no_known_object": len(rows) - len(known),
+              # stopped by some object: the instructed one, or another (language errors)
+              "stopped_at_another_object": sum(r["reached"] not in (None, r["target"])
+                                               for r in known),
+              "colours": list(colours),
               "seeds": [r["seed"] for r in rows], "trained_seeds": trained,
               "rate_factor": rate_factor, "minutes": round((time.monotonic() - started) / 60,
                                                            2),
               "per_episode": rows}
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     plot_paths(rows, out / "eval.png")
+    if colours:  # the language check: same start, each colour; chance is 1 in 4 objects
+        result["language_check"] = {
+            "start_poses": episodes, "colours": list(colours),
+            "reached_instructed": result["successes"], "episodes": len(known),
+            "share": result["success_rate"], "chance": 1 / 4}
     log(f"eval vln_goto: {result['successes']}/{len(known)} successful, SPL "
         f"{result['spl']}, on seeds {seed_start}..{seed_start + episodes - 1} "
         f"({checkpoint}) -> {out}/eval.json")

@@ -246,6 +246,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
         parts.append(Part(spec, part_settings, Samples(train_eps, spec.name, spec.cameras),
                           Samples(val_eps, spec.name, spec.cameras), skipped, w))
     probs = np.array([p.weight for p in parts]) / sum(p.weight for p in parts)
+    policy.trained_embodiments = sorted(set(policy.trained_embodiments or []) | set(sources))
     if cfg.freeze_backbone:
         for p in policy.backbone.parameters():
             p.requires_grad_(False)

@@ -122,4 +122,6 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu",
     decoder = ActionDecoder(config.decoder)
     load_decoder_state(decoder, directory / DECODER_FILE)
     policy = QwenVLAPolicy(backbone, decoder, config, embodiments, stats)
+    trained = meta.get("trained_embodiments")
+    policy.trained_embodiments = None if trained is None else [str(n) for n in trained]
     return policy.to(device=device, dtype=torch_dtype).eval()

@@ -95,6 +95,9 @@ class QwenVLAPolicy(nn.Module):
                 raise ConfigError(f"embodiment '{spec.name}': horizon {spec.horizon} > decoder "
                                   f"max_horizon {decoder.cfg.max_horizon}")
             norm_stats.validate(spec)
+        # The embodiments training fitted this checkpoint to (None: never trained, e.g. a
+        # random-init preset); a node for another embodiment refuses it (require_trained).
+        self.trained_embodiments: list[str] | None = None
         self._calls = 0
         self._compiled = None  # the compiled flow loop, once compile_for_inference ran
         self._use_compiled = True  # use_compiled(False): eager, the compiled one kept
@@ -281,6 +284,16 @@ class QwenVLAPolicy(nn.Module):
                                   sm.expand(b, -1), kvs, attn_mask, prefix_len=prefix_len,
                                   generator=generator)
 
+    def require_trained(self, embodiment: str) -> EmbodimentSpec:
+        """The embodiment's spec; a clear error when this checkpoint was trained, but not for
+        it (its prompt then conditions nothing the decoder learned: noise, not actions)."""
+        spec = self.spec(embodiment)
+        if self.trained_embodiments is not None and embodiment not in self.trained_embodiments:
+            raise ConfigError(f"this checkpoint was trained for {self.trained_embodiments}, "
+                              f"not '{embodiment}': fine-tune it on {embodiment} "
+                              "demonstrations first (qwen-vla-ros train --init)")
+        return spec
+
     # ---- checkpoint io ------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -301,6 +314,8 @@ class QwenVLAPolicy(nn.Module):
         meta = {"format_version": FORMAT_VERSION, "policy": self.config.to_dict(),
                 "embodiments": sorted(self.embodiments),
                 "backbone_model_type": self.backbone.model_type}
+        if self.trained_embodiments is not None:
+            meta["trained_embodiments"] = sorted(self.trained_embodiments)
         (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
         return directory
 

@@ -8,12 +8,13 @@ Topics:
   pub  ~/bumped             std_msgs/Bool, true while a move is refused by a wall or object
   sub  cmd_vel              geometry_msgs/Twist (linear.x, angular.z); older than
                             ``cmd_timeout`` s -> the base stops, as a real base driver does
-  pub  ~/episode            std_msgs/String, latched, task vln_goto: JSON with task, seed,
+  pub  ~/episode            std_msgs/String, latched, task vln_goto: JSON with task, index
+                            (episodes since the start), seed,
                             instruction, target (object name), start [x, y, yaw], start
                             time; the instruction is for navigation_node's ~/instruction
   pub  ~/collisions         std_msgs/Int32: moves refused in this episode (vln_goto)
   srv  ~/reset              std_srvs/Trigger: back to the start pose; vln_goto: the next
-                            seed's episode
+                            episode (the next seed, or the next colour with ``colours``)
 RViz: fixed frame ``odom``.
 """
 
@@ -36,7 +37,7 @@ from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.navigation import Pose2D, quaternion_from_yaw
 from qwen_vla_ros.sim.base import BaseSimParams
-from qwen_vla_ros.sim.vln_task import sample_episode
+from qwen_vla_ros.sim.vln_task import episode_at, parse_colours
 
 DT = 0.02
 
@@ -56,7 +57,9 @@ class BaseSimNode(Node):
         self.cmd_timeout = params.cmd_timeout
         self.start = Pose2D(params.start_x, params.start_y, params.start_yaw)
         self.task, self.seed = params.task, params.seed
-        self.episode = sample_episode(self.seed) if self.task == "vln_goto" else None
+        self.colours, self.k = parse_colours(params.colours), 0  # k: episodes since start
+        self.episode = episode_at(self.seed, 0, self.colours) if self.task == "vln_goto" \
+            else None
         if self.episode is not None:
             self.start = self.episode.start
         self.sim = BaseSim(image_size=(h, w), start=self.start)
@@ -98,15 +101,15 @@ class BaseSimNode(Node):
 
     def _reset_srv(self, _req, response):
         if self.episode is not None:
-            self.seed += 1
-            self.episode = sample_episode(self.seed)
+            self.k += 1
+            self.episode = episode_at(self.seed, self.k, self.colours)
             self.start = self.episode.start
         self.sim.reset(self.start)
         self._cmd, self._cmd_time = (0.0, 0.0), -math.inf
         self.collisions = 0
         self._announce()
         response.success = True
-        response.message = (f"vln_goto seed {self.seed}: {self.episode.instruction}"
+        response.message = (f"vln_goto seed {self.episode.seed}: {self.episode.instruction}"
                             if self.episode else "base back at the start pose")
         return response
 
@@ -116,7 +119,7 @@ class BaseSimNode(Node):
         if ep is None:
             return
         self.episode_pub.publish(String(data=json.dumps({
-            "task": self.task, "seed": ep.seed, "instruction": ep.instruction,
+            "task": self.task, "index": self.k, "seed": ep.seed, "instruction": ep.instruction,
             "target": ep.target.name, "start": [ep.start.x, ep.start.y, ep.start.yaw],
             "start_time": self.sim.time})))
         self.get_logger().info(f"episode: vln_goto seed {ep.seed}: {ep.instruction!r}")

@@ -43,7 +43,7 @@ def open_policy(policy, params, embodiment: str, logger):
     set_torch_threads(params.torch_threads)
     if policy is None:
         policy = load_checkpoint(params.checkpoint, params.device, params.dtype, logger)
-    policy.spec(embodiment)  # the checkpoint must know this embodiment
+    policy.require_trained(embodiment)  # known to the checkpoint, and trained if it was
     if getattr(params, "compile", "off") != "off":
         compile_policy(policy, params.compile, params.compile_mode, params.compile_cache_dir,
                        logger)

@@ -155,6 +155,16 @@ class BaseSim:
             self._renderer = None
 
 
+def _colours_error(text: str) -> str | None:
+    from qwen_vla_ros.sim.vln_task import parse_colours
+
+    try:
+        parse_colours(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass
 class BaseSimParams:
     """base_sim's parameters (the node declares them from this list)."""
@@ -171,6 +181,9 @@ class BaseSimParams:
                           "pose and instruction from sim/vln_task.py, ~/episode)",
                       check=one_of("", "vln_goto"))
     seed: int = param(0, "vln_goto: seed of the first episode; each ~/reset adds 1")
+    colours: str = param("", "vln_goto: e.g. 'red,green,blue,yellow': each start pose once "
+                             "per colour (the language check); '' = the seed's colour",
+                         check=lambda v: _colours_error(v))
 
     def __post_init__(self) -> None:
         validate(self)

@@ -80,6 +80,23 @@ def sample_episode(seed: int, colour: str | None = None, template: int | None = 
                       words.format(colour=target.name.split("_")[0], shape=shape_word(target)))
 
 
+def parse_colours(text: str) -> tuple[str, ...]:
+    """"red,blue" -> ("red", "blue"); an unknown colour is an error naming the known ones."""
+    colours = tuple(c.strip().lower() for c in text.split(",") if c.strip())
+    unknown = [c for c in colours if c not in COLOURS]
+    if unknown:
+        raise ValueError(f"unknown colour(s) {unknown}; the room has {sorted(COLOURS)}")
+    return colours
+
+
+def episode_at(seed_start: int, k: int, colours: tuple[str, ...] = ()) -> VlnEpisode:
+    """Episode ``k`` of a run: seed ``seed_start + k``; with ``colours`` (the language
+    check), each start pose (seed ``seed_start + k // len(colours)``) once per colour."""
+    if not colours:
+        return sample_episode(seed_start + k)
+    return sample_episode(seed_start + k // len(colours), colour=colours[k % len(colours)])
+
+
 def free(x: float, y: float, clearance: float = BASE_RADIUS + MARGIN) -> bool:
     """The base centred at (x, y) keeps ``clearance`` from every wall and object."""
     if abs(x) > ROOM - clearance or abs(y) > ROOM - clearance:

@@ -160,3 +160,33 @@ def test_vln_eval_judges_what_the_base_did(joint, tmp_path):
     build_preset("tiny", ["aloha"]).save_pretrained(arm_only)
     with pytest.raises(ConfigError, match="not trained for the vln embodiment"):
         evaluate(arm_only, tmp_path / "x", task="vln_goto", episodes=1, **QUIET)
+
+
+def test_a_body_the_checkpoint_was_not_trained_for_is_refused_at_load(joint, tmp_path):
+    """A checkpoint fine-tuned for the arm only, from a preset that also knows the base: the
+    base's prompt conditions nothing it learned, so navigation_node refuses it by name (and
+    stays up, holding) instead of driving on noise."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from qwen_vla_ros.model.policy import QwenVLAPolicy
+    from qwen_vla_ros.nodes.navigation_node import NavigationNode
+
+    ckpt, _ = joint
+    arm = QwenVLAPolicy.from_pretrained(ckpt)
+    assert arm.trained_embodiments == ["aloha", "vln"]
+    arm.trained_embodiments = ["aloha"]
+    arm.save_pretrained(tmp_path / "arm")
+    again = QwenVLAPolicy.from_pretrained(tmp_path / "arm")
+    assert again.trained_embodiments == ["aloha"] and "vln" in again.embodiments
+    rclpy.init()
+    try:
+        node = NavigationNode(parameter_overrides=[
+            Parameter("checkpoint", value=str(tmp_path / "arm"))])
+        try:
+            assert node.policy is None
+            assert "trained for ['aloha'], not 'vln'" in node.policy_error
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown()

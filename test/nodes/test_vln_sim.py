@@ -108,3 +108,43 @@ def test_vln_goto_episodes_are_announced_and_reset_to_the_next_seed():
             n.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def test_the_language_check_runs_each_start_once_per_colour():
+    """``colours``: the same start pose with each colour named in turn, then the next seed;
+    each reset's episode carries its index (seeds repeat)."""
+    import json
+
+    from std_msgs.msg import String
+
+    from qwen_vla_ros.errors import ConfigError
+    from qwen_vla_ros.nodes.base_sim import BaseSimNode
+    from qwen_vla_ros.ros.services import call_trigger
+    from qwen_vla_ros.sim.vln_task import named_object
+
+    rclpy.init()
+    try:
+        with pytest.raises(ConfigError, match=r"unknown colour\(s\) \['purple'\]"):
+            BaseSimNode(parameter_overrides=[Parameter("colours", value="red,purple")])
+        sim = BaseSimNode(parameter_overrides=[
+            Parameter("task", value="vln_goto"), Parameter("seed", value=40),
+            Parameter("colours", value="blue,red"), Parameter("camera_rate_hz", value=0.0)])
+        probe = rclpy.create_node("probe")
+        episodes = []
+        probe.create_subscription(String, "/base_sim/episode",
+                                  lambda m: episodes.append(json.loads(m.data)), qos.LATCHED)
+        reset = probe.create_client(Trigger, "/base_sim/reset")
+        with spinning(sim, probe):
+            assert wait_for(lambda: episodes, 10)
+            for k in (1, 2):
+                assert call_trigger(reset).success
+                assert wait_for(lambda k=k: len(episodes) == k + 1, 10)
+        assert [e["index"] for e in episodes] == [0, 1, 2]
+        assert [e["seed"] for e in episodes] == [40, 40, 41]
+        assert [named_object(e["instruction"]).name.split("_")[0] for e in episodes] == \
+            ["blue", "red", "blue"]
+        assert episodes[0]["start"] == episodes[1]["start"] != episodes[2]["start"]
+        for n in (sim, probe):
+            n.destroy_node()
+    finally:
+        rclpy.shutdown()

@@ -49,6 +49,20 @@ def test_swapping_the_colour_keeps_the_start():
     assert [e.target for e in eps] == list(COLOURS.values())
 
 
+def test_a_run_of_episodes_cycles_colours_at_each_start():
+    from qwen_vla_ros.sim.vln_task import episode_at, parse_colours
+
+    assert episode_at(3, 2) == sample_episode(5)
+    colours = parse_colours(" Red, yellow ")
+    assert colours == ("red", "yellow")
+    run = [episode_at(3, k, colours) for k in range(4)]
+    assert [e.seed for e in run] == [3, 3, 4, 4]
+    assert [e.target.name for e in run] == ["red_box", "yellow_box"] * 2
+    assert run[0].start == run[1].start != run[2].start
+    with pytest.raises(ValueError, match="unknown colour"):
+        parse_colours("red,pink")
+
+
 def drive(ep, dt=0.1):
     sim = BaseSim(image_size=(16, 16), start=ep.start)
     nav = ScriptedNavigator(ep)

@@ -300,12 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed-start", type=int, default=0, help="seed of the first episode")
     p.add_argument("--out", type=Path, required=True, help="directory for the episode bags")
-    p.add_argument("--instruction", help="transfer_cube: default 'transfer the red cube to "
-                                         "the other arm'; vln_goto: replaces every episode's "
-                                         "(one naming no object is reported apart)")
-    p.add_argument("--colours", default="",
-                   help="vln_goto: each start pose once per colour, e.g. red,green,blue,yellow "
-                        "(the language check)")
+    p.add_argument("--instruction", default="transfer the red cube to the other arm",
+                   help="transfer_cube's (vln_goto episodes name their own goal)")
     p.add_argument("--rate-factor", type=float, default=1.0, help="sim speed vs wall clock")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_collect)

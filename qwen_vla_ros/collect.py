@@ -70,25 +70,37 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
                 meta = {"seed": seed, "task": task, "instruction": instruction,
                         "success": bool(r["success"]), "max_reward": int(r["max_reward"]),
                         "source": "qwen-vla-ros collect (scripted leader, aloha_sim)"}
-                n_meta = recorder.counts.get(EPISODE_TOPIC, 0)
-                meta_pub.publish(String(data=json.dumps(meta)))
-                deadline = time.monotonic() + 5
-                while recorder.counts.get(EPISODE_TOPIC, 0) <= n_meta and \
-                        time.monotonic() < deadline:
-                    time.sleep(0.01)  # the recorder writes it on the executor thread
+                record_meta(recorder, meta_pub, meta)
                 summary.append(meta)
                 bar.update(1)
                 bar.set_postfix(success=f"{sum(m['success'] for m in summary)}/{i + 1}")
         finally:
             bar.close()
             recorder.close()
+    return summarize(out, task, summary, started, rate_factor, log)
+
+
+def record_meta(recorder, publisher, meta: dict[str, Any], timeout: float = 5.0) -> None:
+    """Publish the episode's ``/collect/episode`` and wait until the recorder wrote it (it
+    writes on the executor thread) before the bag is closed."""
+    from std_msgs.msg import String
+
+    n_meta = recorder.counts.get(EPISODE_TOPIC, 0)
+    publisher.publish(String(data=json.dumps(meta)))
+    deadline = time.monotonic() + timeout
+    while recorder.counts.get(EPISODE_TOPIC, 0) <= n_meta and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def summarize(out: Path, task: str, rows: list[dict[str, Any]], started: float,
+              rate_factor: float, log=print) -> dict[str, Any]:
+    """``OUT/collect.json`` and the summary line."""
     minutes = (time.monotonic() - started) / 60
-    result = {"task": task, "episodes": len(summary),
-              "successes": sum(m["success"] for m in summary), "minutes": round(minutes, 2),
-              "seeds": [m["seed"] for m in summary], "per_episode": summary,
-              "rate_factor": rate_factor}
+    seeds = [m["seed"] for m in rows]
+    result = {"task": task, "episodes": len(rows),
+              "successes": sum(m["success"] for m in rows), "minutes": round(minutes, 2),
+              "seeds": seeds, "per_episode": rows, "rate_factor": rate_factor}
     (out / "collect.json").write_text(json.dumps(result, indent=1))
-    log(f"collected {result['episodes']} episodes of {task} (seeds {seed_start}.."
-        f"{seed_start + episodes - 1}), {result['successes']} successful, "
-        f"{minutes:.1f} min -> {out}")
+    log(f"collected {len(rows)} episodes of {task} (seeds {seeds[0]}..{seeds[-1]}), "
+        f"{result['successes']} successful, {minutes:.1f} min -> {out}")
     return result

@@ -266,7 +266,7 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
     from std_msgs.msg import String
     from tqdm import tqdm
 
-    from qwen_vla_ros.collect import episode_dir
+    from qwen_vla_ros.collect import episode_dir, record_meta, summarize
     from qwen_vla_ros.ros import qos
     from qwen_vla_ros.ros.bag_recorder import BagRecorder
 
@@ -291,12 +291,7 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
                         "instruction": episode.instruction, "target": episode.target.name,
                         "success": r["success"], "spl": r["spl"],
                         "source": "qwen-vla-ros collect (scripted navigator, base_sim)"}
-                n_meta = recorder.counts.get(EPISODE_TOPIC, 0)
-                meta_pub.publish(String(data=json.dumps(meta)))
-                deadline = time.monotonic() + 5
-                while recorder.counts.get(EPISODE_TOPIC, 0) <= n_meta and \
-                        time.monotonic() < deadline:
-                    time.sleep(0.01)  # the recorder writes it on the executor thread
+                record_meta(recorder, meta_pub, meta)
                 rows.append({**meta, **{k: r[k] for k in ("elapsed_s", "path_m",
                                                            "collisions")}})
                 bar.update(1)
@@ -304,16 +299,7 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
         finally:
             bar.close()
             recorder.close()
-    minutes = (time.monotonic() - started) / 60
-    result = {"task": "vln_goto", "episodes": len(rows),
-              "successes": sum(m["success"] for m in rows), "minutes": round(minutes, 2),
-              "seeds": [m["seed"] for m in rows], "per_episode": rows,
-              "rate_factor": rate_factor}
-    (out / "collect.json").write_text(json.dumps(result, indent=1))
-    log(f"collected {len(rows)} episodes of vln_goto (seeds {seed_start}.."
-        f"{seed_start + episodes - 1}), {result['successes']} successful, "
-        f"{minutes:.1f} min -> {out}")
-    return result
+    return summarize(out, "vln_goto", rows, started, rate_factor, log)
 
 
 def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,

@@ -80,7 +80,7 @@ def run_vln_demo(out: Path, seconds: float = 20.0, checkpoint: Path | None = Non
 
 def read_vln_bag(bag: Path) -> dict[str, Any]:
     from qwen_vla_ros.replay.bagio import open_bag
-    from qwen_vla_ros.runtime.navigation import yaw_from_quaternion
+    from qwen_vla_ros.ros.conversions import pose_2d
 
     src = open_bag(bag)
     store = src.typestore()
@@ -91,9 +91,8 @@ def read_vln_bag(bag: Path) -> dict[str, Any]:
         t = (log_ns - src.start_ns) * 1e-9
         msg = store.deserialize_cdr(raw, src.topics[topic])
         if topic == "/odom":
-            q = msg.pose.pose.orientation
-            d["odom"].append((t, msg.pose.pose.position.x, msg.pose.pose.position.y,
-                              yaw_from_quaternion(q.x, q.y, q.z, q.w),
+            p = pose_2d(msg.pose.pose.position, msg.pose.pose.orientation)
+            d["odom"].append((t, p.x, p.y, p.yaw,
                               msg.twist.twist.linear.x, msg.twist.twist.angular.z))
         elif topic == "/cmd_vel":
             d["cmd"].append((t, msg.linear.x, msg.angular.z))

@@ -81,8 +81,12 @@ def read_waypoint_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSett
     """Samples of one navigation bag (no cache), or why there are none."""
     from qwen_vla_ros.replay.bagio import BagError, open_bag
     from qwen_vla_ros.replay.clock import ClockLog
-    from qwen_vla_ros.ros.conversions import ImageConversionError, msg_to_rgb, stamp_to_sec
-    from qwen_vla_ros.runtime.navigation import yaw_from_quaternion
+    from qwen_vla_ros.ros.conversions import (
+        ImageConversionError,
+        msg_to_rgb,
+        pose_2d,
+        stamp_to_sec,
+    )
 
     try:
         source = open_bag(bag)
@@ -108,9 +112,8 @@ def read_waypoint_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSett
             if topic == "/clock":
                 clocks.add(log_ns, msg)
             elif topic == ODOM_TOPIC:
-                p, q = msg.pose.pose.position, msg.pose.pose.orientation
-                odom.append((stamp_to_sec(msg.header.stamp), p.x, p.y,
-                             yaw_from_quaternion(q.x, q.y, q.z, q.w)))
+                p = pose_2d(msg.pose.pose.position, msg.pose.pose.orientation)
+                odom.append((stamp_to_sec(msg.header.stamp), p.x, p.y, p.yaw))
             elif topic == "/mode_manager/mode":
                 modes.append((log_ns, msg.data))
             elif topic == EPISODE_TOPIC:

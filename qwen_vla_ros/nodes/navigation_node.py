@@ -47,12 +47,11 @@ from qwen_vla_ros.nodes.policy_io import (
     open_policy,
 )
 from qwen_vla_ros.ros import qos
-from qwen_vla_ros.ros.conversions import stamp_to_sec
+from qwen_vla_ros.ros.conversions import pose_2d, stamp_to_sec
 from qwen_vla_ros.ros.diagnostics import publish_diagnostics
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.runtime.nav_control import NavigationController, NavigationParams
-from qwen_vla_ros.runtime.navigation import Pose2D, yaw_from_quaternion
 from qwen_vla_ros.runtime.policy_loop import Request, stamp_or
 
 
@@ -150,8 +149,8 @@ class NavigationNode(Node):
                 self._add_pose(tf.header.stamp, tf.transform.translation, tf.transform.rotation)
 
     def _add_pose(self, stamp, position, q) -> None:
-        pose = Pose2D(position.x, position.y, yaw_from_quaternion(q.x, q.y, q.z, q.w))
-        reason = self.nav.add_pose(stamp_or(stamp_to_sec(stamp), self.now()), pose)
+        reason = self.nav.add_pose(stamp_or(stamp_to_sec(stamp), self.now()),
+                                   pose_2d(position, q))
         if reason:
             self._warn("odom", f"odometry rejected: {reason}")
 

@@ -92,6 +92,16 @@ def rgb_to_image(rgb: np.ndarray, msg_cls, stamp=None, frame_id: str = ""):
     return msg
 
 
+def pose_2d(position, orientation):
+    """The planar pose (x, y, yaw about z) of a geometry_msgs Point/Vector3 and Quaternion,
+    e.g. an Odometry's pose or a TransformStamped's transform."""
+    from qwen_vla_ros.runtime.navigation import Pose2D, yaw_from_quaternion
+
+    q = orientation
+    return Pose2D(float(position.x), float(position.y),
+                  yaw_from_quaternion(q.x, q.y, q.z, q.w))
+
+
 def pose_stamped(msg_cls, x: float, y: float, yaw: float, header):
     """A geometry_msgs/PoseStamped (``msg_cls``) at (x, y) turned ``yaw`` about z."""
     from qwen_vla_ros.runtime.navigation import quaternion_from_yaw

@@ -22,14 +22,14 @@ class EpisodeStack:
         from std_msgs.msg import Int32, String
         from std_srvs.srv import Trigger
 
+        from qwen_vla_ros.demos.common import mode_switch
         from qwen_vla_ros.ros import qos
 
         self.nodes, self.probe, self.seed_start = nodes, probe, seed_start
         self.results: dict[int, dict[str, Any]] = {}
         self.rewards: list[tuple[float, int]] = []  # (sim time, reward) of the episode
         self._cond = threading.Condition()
-        self._clients = {n: probe.create_client(Trigger, f"/mode_manager/{n}")
-                         for n in ("engage_teleop", "engage_policy", "hold")}
+        self.mode = mode_switch(probe)  # mode("hold"), mode("engage_teleop"), ...
         self._reset = probe.create_client(Trigger, "/aloha_sim/reset")
         probe.create_subscription(String, "/aloha_sim/episode_result", self._on_result,
                                   qos.COMMAND)
@@ -45,11 +45,6 @@ class EpisodeStack:
         t = self.probe.get_clock().now().nanoseconds * 1e-9
         with self._cond:
             self.rewards.append((t, int(msg.data)))
-
-    def mode(self, service: str) -> None:
-        from qwen_vla_ros.demos.common import call_mode as _call
-
-        _call(self._clients[service])
 
     def start(self, i: int) -> int:
         """Begin episode ``i``; returns its seed."""

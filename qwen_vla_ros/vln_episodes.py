@@ -57,6 +57,7 @@ class VlnEpisodeStack:
         from std_msgs.msg import Int32, String
         from std_srvs.srv import Trigger
 
+        from qwen_vla_ros.demos.common import mode_switch
         from qwen_vla_ros.ros import qos
 
         self.nodes, self.probe, self.seed_start = nodes, probe, seed_start
@@ -69,8 +70,7 @@ class VlnEpisodeStack:
         self.status: list[tuple[float, str]] = []
         self.driver: ScriptedNavigator | None = None
         self.arrived_at: float | None = None
-        self._clients = {n: probe.create_client(Trigger, f"/mode_manager/{n}")
-                         for n in ("engage_teleop", "engage_policy", "hold")}
+        self.mode = mode_switch(probe)  # mode("hold"), mode("engage_teleop"), ...
         self._reset = probe.create_client(Trigger, "/base_sim/reset")
         self.instruction_pub = probe.create_publisher(String, "/navigation_node/instruction",
                                                       qos.COMMAND)
@@ -84,18 +84,16 @@ class VlnEpisodeStack:
 
     # ---- topics -------------------------------------------------------------------------
     def _on_odom(self, msg) -> None:
-        from qwen_vla_ros.ros.conversions import stamp_to_sec
-        from qwen_vla_ros.runtime.navigation import Pose2D, yaw_from_quaternion
+        from qwen_vla_ros.ros.conversions import pose_2d, stamp_to_sec
 
-        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        pose = pose_2d(msg.pose.pose.position, msg.pose.pose.orientation)
         t = stamp_to_sec(msg.header.stamp)
-        pose = (t, p.x, p.y, yaw_from_quaternion(q.x, q.y, q.z, q.w))
         with self._cond:
             dt = t - self.track[-1][0] if self.track else 0.0
-            self.track.append(pose)
+            self.track.append((t, pose.x, pose.y, pose.yaw))
             driver = self.driver
             if driver is not None and self.arrived_at is None and dt > 0:
-                v, w, done = driver.step(Pose2D(*pose[1:]), dt)
+                v, w, done = driver.step(pose, dt)
                 if done:
                     v, w, self.arrived_at = 0.0, 0.0, t
             else:
@@ -123,11 +121,6 @@ class VlnEpisodeStack:
             self._cond.notify_all()
 
     # ---- episodes -----------------------------------------------------------------------
-    def mode(self, service: str) -> None:
-        from qwen_vla_ros.demos.common import call_mode
-
-        call_mode(self._clients[service])
-
     def now(self) -> float:
         with self._cond:
             return self.track[-1][0] if self.track else 0.0
@@ -176,8 +169,8 @@ class VlnEpisodeStack:
                    or self.track[-1][0] > t0 + TIME_LIMIT, timeout, "the demonstration")
         self.mode("hold")
         with self._cond:
-            stopped, self.driver = self.arrived_at is not None, None
-        return self.result(episode, t0, stopped)
+            arrived, self.driver = self.arrived_at, None
+        return self.result(episode, t0, arrived)
 
     def run_policy(self, episode: VlnEpisode, timeout: float = 300.0) -> dict[str, Any]:
         """POLICY until navigation_node says STOPPED or the time limit; returns the result."""
@@ -191,22 +184,21 @@ class VlnEpisodeStack:
                    "the policy's episode")
         self.mode("hold")
         with self._cond:
-            reason = next((s for _, s in self.status if s.startswith("STOPPED")), None)
-        result = self.result(episode, t0, reason is not None)
+            t_stop, reason = next(((t, s) for t, s in self.status if s.startswith("STOPPED")),
+                                  (None, None))
+        result = self.result(episode, t0, t_stop)
         result["stop_reason"] = reason
         return result
 
-    def result(self, episode: VlnEpisode, t0: float, stopped: bool) -> dict[str, Any]:
+    def result(self, episode: VlnEpisode, t0: float, t_stop: float | None) -> dict[str, Any]:
+        """The episode judged from the track since ``t0``; ``t_stop``: when the base stopped
+        on purpose (the demonstrator arrived, navigation_node said STOPPED), or None."""
         from qwen_vla_ros.runtime.navigation import Pose2D
 
+        stopped = t_stop is not None
         with self._cond:
             track = np.array([p for p in self.track if p[0] >= t0])
             collisions = self.collisions
-            t_stop = self.arrived_at
-        if not stopped:
-            t_stop = None
-        elif t_stop is None:  # policy: the first STOPPED status
-            t_stop = next((t for t, s in self.status if s.startswith("STOPPED")), None)
         end = track[-1] if t_stop is None else track[np.searchsorted(track[:, 0], t_stop)
                                                       .clip(max=len(track) - 1)]
         pose = Pose2D(float(end[1]), float(end[2]), float(end[3]))

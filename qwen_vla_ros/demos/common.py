@@ -53,6 +53,16 @@ def call_mode(client) -> None:
         raise QwenVLAError(f"service {client.srv_name} refused: {response.message}")
 
 
+def mode_switch(node) -> Callable[[str], None]:
+    """mode_manager's mode services on ``node``, as one call: ``switch("engage_policy")``
+    (engage_teleop, engage_policy, hold); a refused switch raises with its reason."""
+    from std_srvs.srv import Trigger
+
+    clients = {n: node.create_client(Trigger, f"/mode_manager/{n}")
+               for n in ("engage_teleop", "engage_policy", "hold")}
+    return lambda service: call_mode(clients[service])
+
+
 @contextmanager
 def running_bringup(name: str, values: dict[str, str], bag: Path,
                     topics: Callable[[dict[str, Any]], list], node_extra: dict[str, dict]
@@ -65,7 +75,6 @@ def running_bringup(name: str, values: dict[str, str], bag: Path,
                           str(share_dir() / "config" / "fastdds_shm.xml"))
     import rclpy
     from rclpy.parameter import Parameter
-    from std_srvs.srv import Trigger
 
     from qwen_vla_ros.bringup import create_node, load_bringup
     from qwen_vla_ros.nodes import spinning
@@ -84,11 +93,10 @@ def running_bringup(name: str, values: dict[str, str], bag: Path,
             Parameter("use_sim_time", value=True)])
         nodes.append(probe)
         recorder = BagRecorder(probe, bag, topics(by_name))
-        clients = {n: probe.create_client(Trigger, f"/mode_manager/{n}")
-                   for n in ("engage_teleop", "engage_policy", "hold")}
+        switch = mode_switch(probe)
         try:
             with spinning(*nodes):
-                yield by_name, lambda service: call_mode(clients[service])
+                yield by_name, switch
                 time.sleep(0.3)  # let the last messages reach the recorder
         finally:
             recorder.close()

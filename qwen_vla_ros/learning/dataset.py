@@ -146,13 +146,18 @@ def _zoh(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     return out
 
 
+def clock_times(clock, logs: Iterable[int]) -> np.ndarray:
+    """Bag log times -> the nodes' clock (-inf before the first /clock message)."""
+    return np.array([-np.inf if (c := clock.at(log)) is None else c for log in logs])
+
+
 def allowed_at(clock, log_series: Sequence[tuple[int, str]], values: Sequence[str],
                ticks: np.ndarray) -> np.ndarray:
     """Which ``ticks`` (the nodes' clock) fall where the last recorded state of a topic
     (``log_series``: (bag log time, value)) is one of ``values``; all where none recorded."""
     if not log_series:
         return np.ones(len(ticks), bool)
-    t = np.array([-np.inf if (c := clock.at(log)) is None else c for log, _ in log_series])
+    t = clock_times(clock, (log for log, _ in log_series))
     order = np.argsort(t, kind="stable")
     labels = np.array([v for _, v in log_series])[order]
     idx = np.searchsorted(t[order], ticks, side="right") - 1
@@ -233,10 +238,6 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
             frames[cam].append(rgb)
     except BagError as exc:
         return Skipped(bag, f"damaged: {exc}")
-    def clock_times(logs) -> np.ndarray:
-        """Bag log times -> the nodes' clock (-inf before the first /clock message)."""
-        return np.array([-np.inf if (c := clock.at(log)) is None else c for log in logs])
-
     first = spec.cameras[0]
     ticks = np.array(sorted(s for s, _, k, p in events if k == "image" and p[0] == first))
 
@@ -259,7 +260,7 @@ def read_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSettings,
                 stream = cmds.get((robot, kind), [])
                 if not stream or not dims:
                     continue
-                t = clock_times(log for log, _ in stream)
+                t = clock_times(clock, (log for log, _ in stream))
                 v = np.stack([x[:len(dims)] for _, x in stream])
                 if kind == "joint_single":  # motor angle -> normalised opening
                     v = np.stack([spec.action[d].gripper.to_normalised(v[:, j])

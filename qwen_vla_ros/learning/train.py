@@ -262,12 +262,11 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
         gen.set_state(state["torch_gen"])
         torch.set_rng_state(state["torch_rng"])
         history, step = state["history"], int(state["step"])
-    for part in parts:
+    for part, share in zip(parts, probs, strict=True):
         log(f"train {part.name}: {len(part.train)} samples from "
             f"{len(part.train.episodes)} episodes, validation {len(part.val)} from "
             f"{len(part.val.episodes)}; {len(part.skipped)} bag(s) skipped"
-            + (f"; sampling weight {part.weight / sum(q.weight for q in parts):.2f}"
-               if len(parts) > 1 else ""))
+            + (f"; sampling weight {share:.2f}" if len(parts) > 1 else ""))
     log(f"train: {sum(p.numel() for p in params) / 1e6:.2f} M trainable parameters")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -276,24 +275,20 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
                 "torch_gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "history": history, "step": step}
 
-    def seeds(samples: Samples) -> list[int]:
-        return sorted(e.meta["seed"] for e in samples.episodes if "seed" in e.meta)
+    def data_of(p: Part) -> dict[str, Any]:
+        return {"dataset": asdict(p.settings),
+                "train_episodes": [str(e.bag) for e in p.train.episodes],
+                "val_episodes": [str(e.bag) for e in p.val.episodes],
+                "train_seeds": sorted(e.meta["seed"] for e in p.train.episodes
+                                      if "seed" in e.meta),
+                "skipped": [{"bag": str(s.bag), "reason": s.reason} for s in p.skipped]}
 
     first = parts[0]
     meta = {"config": asdict(cfg), "preset": preset, "init": str(init) if init else None,
-            "embodiment": first.name, "dataset": asdict(first.settings),
-            "train_episodes": [str(e.bag) for e in first.train.episodes],
-            "val_episodes": [str(e.bag) for e in first.val.episodes],
-            "train_seeds": seeds(first.train),
-            "skipped": [{"bag": str(s.bag), "reason": s.reason} for s in first.skipped]}
+            "embodiment": first.name, **data_of(first)}
     if len(parts) > 1:  # joint training: every embodiment's data, and its share of steps
-        meta["embodiments"] = {p.name: {
-            "weight": float(w), "dataset": asdict(p.settings),
-            "train_episodes": [str(e.bag) for e in p.train.episodes],
-            "val_episodes": [str(e.bag) for e in p.val.episodes],
-            "train_seeds": seeds(p.train),
-            "skipped": [{"bag": str(s.bag), "reason": s.reason} for s in p.skipped]}
-            for p, w in zip(parts, probs, strict=True)}
+        meta["embodiments"] = {p.name: {"weight": float(w), **data_of(p)}
+                               for p, w in zip(parts, probs, strict=True)}
 
     def validate() -> dict[str, float]:
         losses = {p.name: evaluate_loss(policy, p.val, 64, cfg.seed) for p in parts}

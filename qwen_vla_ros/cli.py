@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="offline: run a checkpoint on a recorded bag; report")
     from qwen_vla_ros.options import add_arguments
-    from qwen_vla_ros.replay.offline import ReplayOptions
+    from qwen_vla_ros.replay.options import ReplayOptions
 
     add_arguments(p, ReplayOptions)
     p.set_defaults(func=cmd_replay)

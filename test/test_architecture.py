@@ -108,3 +108,24 @@ def test_offline_replay_runs_with_ros_blocked(tmp_path, tiny_checkpoint):
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert (tmp_path / "out" / "report.html").exists()
+
+
+BLOCK_BAGS_AND_SIM = BLOCK_ROS.replace(
+    "name.startswith('qwen_vla_ros.nodes')",
+    "name.startswith('qwen_vla_ros.nodes') or top in ('rosbags', 'mujoco', 'mcap')")
+
+
+def test_bench_model_runs_without_ros_bags_or_sim(tmp_path):
+    """`bench model` (bench/gpu.sh on a lent GPU machine that has torch and transformers but
+    no rosbags, MuJoCo or ROS): building the CLI imports none of them. On an H200 the parser
+    once failed here, importing the replay bag writer for `replay`'s options."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_BAGS_AND_SIM, "bench", "model", "--iters", "1",
+         "--warmup", "0", "--json", str(tmp_path / "b.json")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert json.loads((tmp_path / "b.json").read_text())["variants"]["eager"]["latency_ms"]

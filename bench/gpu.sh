@@ -18,17 +18,38 @@ PRESET=${PRESET:-full}
 DEVICE=${DEVICE:-cuda}
 DTYPE=${DTYPE:-bfloat16}
 ITERS=${ITERS:-30}
-VARIANTS=${VARIANTS:-eager;eager, 4 steps;compiled;compiled, 4 steps}
+VARIANTS=${VARIANTS:-eager;eager, 4 steps;compiled decoder;compiled;compiled, 4 steps}
 COMPILE_MODE=${COMPILE_MODE:-reduce-overhead}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-420}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-if compgen -G ".whl/*.whl" > /dev/null; then
+# GPU-kernel packages (flash-linear-attention, causal-conv1d) go to their own folder: once
+# importable, transformers binds Qwen3.5's gated-delta rule to fla's Triton kernels for every
+# device, and the tiny preset on CPU then fails ("cannot be accessed from Triton (cpu
+# tensor?)", seen on an H200, 2026-11-26), so the CPU run below goes without them.
+CPU_PYTHONPATH=$PYTHONPATH
+kernels=() others=()
+for w in .whl/*.whl; do
+    [ -e "$w" ] || continue
+    case "$(basename "$w")" in
+        fla_core-* | flash_linear_attention-* | causal_conv1d-*) kernels+=("$w") ;;
+        *) others+=("$w") ;;
+    esac
+done
+install() {  # install WHEELS... into folder $1
+    local dir=$1; shift
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH="/tmp/site:$PYTHONPATH"
+        --target "$dir" "$@" || exit 1
+}
+if [ ${#others[@]} -gt 0 ]; then
+    install /tmp/site "${others[@]}"
+    export PYTHONPATH="/tmp/site:$PYTHONPATH" CPU_PYTHONPATH="/tmp/site:$CPU_PYTHONPATH"
+fi
+if [ ${#kernels[@]} -gt 0 ]; then
+    install /tmp/site-kernels "${kernels[@]}"
+    export PYTHONPATH="/tmp/site-kernels:$PYTHONPATH"
 fi
 
 {
@@ -49,11 +70,13 @@ echo "== $PRESET on $DEVICE ($DTYPE), variants: ${variant_list[*]}"
 timeout "$BENCH_TIMEOUT" "$PY" -m qwen_vla_ros.cli bench model --preset "$PRESET" \
     --device "$DEVICE" --dtype "$DTYPE" --iters "$ITERS" --warmup 3 \
     --variants "${variant_list[@]}" --compile-mode "$COMPILE_MODE" \
+    --max-seconds "$((BENCH_TIMEOUT - 90))" \
     --json "$OUT/bench_model_${PRESET}.json" 2>&1 | tee "$OUT/bench_model_${PRESET}.log" \
     || status=$?
 
 echo "== tiny on CPU (the ratio must not regress)"
-timeout 120 "$PY" -m qwen_vla_ros.cli bench model --preset tiny --device cpu --iters 20 \
+PYTHONPATH=$CPU_PYTHONPATH timeout 90 "$PY" -m qwen_vla_ros.cli bench model --preset tiny \
+    --device cpu --iters 20 \
     --variants eager "no layout cache" --json "$OUT/bench_model_tiny_cpu.json" 2>&1 \
     | tee "$OUT/bench_model_tiny_cpu.log" || status=$?
 exit "$status"

@@ -52,7 +52,9 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
     result = run_model_bench(args.preset, device=args.device, dtype=args.dtype,
                              iters=args.iters, warmup=args.warmup, steps=args.steps,
-                             variants=tuple(args.variants), compile_mode=args.compile_mode)
+                             variants=tuple(args.variants), compile_mode=args.compile_mode,
+                             log=lambda line: print(line, flush=True),
+                             max_seconds=args.max_seconds)
     print(format_result(result))
     save_results(args.json, result)
     return 0
@@ -274,9 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--variants", nargs="+", default=["eager"],
                    help="timed in one run, interleaved: " + ", ".join(
                        repr(v) for v in ("eager", "eager, 4 steps", "no layout cache",
-                                         "compiled", "compiled, 4 steps")))
+                                         "compiled decoder", "compiled",
+                                         "compiled, 4 steps")))
     m.add_argument("--compile-mode", default=None,
                    help="torch.compile mode of the compiled variants (e.g. reduce-overhead)")
+    m.add_argument("--max-seconds", type=float, default=None,
+                   help="budget (s) of building and warming up (compiling): a warm-up still "
+                        "running at its end is interrupted and it and later variants skipped")
     m.add_argument("--json", help="write the figures here")
     m.set_defaults(func=cmd_bench_model)
 

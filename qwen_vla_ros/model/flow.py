@@ -43,29 +43,36 @@ def flow_matching_loss(decoder: ActionDecoder, actions: torch.Tensor, state: tor
     return ((pred - target) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
 
 
+def euler_step(decoder: ActionDecoder, x: torch.Tensor, t: torch.Tensor, dt: torch.Tensor,
+               state: torch.Tensor, action_mask: torch.Tensor, state_mask: torch.Tensor,
+               pmask: torch.Tensor, kvs, attn_mask, prefix: torch.Tensor) -> torch.Tensor:
+    """One Euler step from flow time ``t`` to ``t + dt`` (both 0-d tensors on the device), the
+    committed prefix (``pmask``) held at ``prefix``. Every input is a tensor of a fixed shape,
+    so one compiled graph of this serves every flow-step count, time and prefix length."""
+    t_tok = torch.where(pmask, torch.ones_like(x[..., 0]), t.expand(pmask.shape))
+    v = decoder(x, t_tok, state, action_mask, state_mask, pmask, kvs, attn_mask)
+    return torch.where(pmask[..., None], prefix, x + dt * v)
+
+
 def sample_actions(decoder: ActionDecoder, kvs, attn_mask, state: torch.Tensor,
                    action_mask: torch.Tensor, state_mask: torch.Tensor, noise: torch.Tensor,
                    steps: int, prefix: torch.Tensor | None = None,
-                   prefix_len: int = 0) -> torch.Tensor:
-    """Integrate the flow from noise (t=0) to actions (t=1) with ``steps`` Euler steps.
+                   prefix_len: int = 0, step=euler_step) -> torch.Tensor:
+    """Integrate the flow from noise (t=0) to actions (t=1) with ``steps`` Euler steps of
+    ``step`` (``euler_step``, or a compiled copy of it).
 
-    No host synchronisation inside the loop: every time value is a Python constant or a
-    tensor built on the device, and the loop count is fixed.
+    No host synchronisation inside the loop: the step times are built on the device once, and
+    the loop count is fixed.
     """
     if steps < 1:
         raise ValueError(f"flow steps must be >= 1, got {steps}")
     b, h, _ = noise.shape
-    pmask = prefix_mask(b, h, prefix_len, noise.device)
-    x = noise
-    if prefix is not None and prefix_len > 0:
-        keep = pmask[..., None]
-        x = torch.where(keep, prefix, x)
-    dt = 1.0 / steps
-    ones = torch.ones((b, h), device=noise.device, dtype=noise.dtype)
+    pmask = prefix_mask(b, h, prefix_len if prefix is not None else 0, noise.device)
+    held = prefix if prefix is not None else torch.zeros_like(noise)
+    x = torch.where(pmask[..., None], held, noise)
+    times = torch.arange(steps, device=noise.device, dtype=noise.dtype) / steps
+    dt = torch.full((), 1.0 / steps, device=noise.device, dtype=noise.dtype)
     for i in range(steps):
-        t_tok = torch.where(pmask, ones, ones * (i * dt))
-        v = decoder(x, t_tok, state, action_mask, state_mask, pmask, kvs, attn_mask)
-        x = x + dt * v
-        if prefix is not None and prefix_len > 0:
-            x = torch.where(keep, prefix, x)
+        x = step(decoder, x, times[i], dt, state, action_mask, state_mask, pmask, kvs,
+                 attn_mask, held)
     return x

@@ -29,7 +29,7 @@ from qwen_vla_ros.embodiment.spec import EmbodimentSpec
 from qwen_vla_ros.errors import ConfigError
 from qwen_vla_ros.model.backbone import VLMBackbone
 from qwen_vla_ros.model.dit import ActionDecoder, DecoderConfig
-from qwen_vla_ros.model.flow import flow_matching_loss, sample_actions
+from qwen_vla_ros.model.flow import euler_step, flow_matching_loss, sample_actions
 from qwen_vla_ros.model.normalize import NormStats
 from qwen_vla_ros.model.types import ActionChunk, Observation  # re-exported
 
@@ -99,7 +99,7 @@ class QwenVLAPolicy(nn.Module):
         # random-init preset); a node for another embodiment refuses it (require_trained).
         self.trained_embodiments: list[str] | None = None
         self._calls = 0
-        self._compiled = None  # the compiled flow loop, once compile_for_inference ran
+        self._compiled = None  # the compiled flow step, once compile_for_inference ran
         self._use_compiled = True  # use_compiled(False): eager, the compiled one kept
         self.compile_error = ""  # why the compiled path fell back to eager, if it did
         self._log = print
@@ -107,8 +107,11 @@ class QwenVLAPolicy(nn.Module):
     # ---- compilation --------------------------------------------------------------------
     def compile_for_inference(self, mode: str | None = None, backend: str = "inductor",
                               backbone: bool = True, log=print) -> None:
-        """``torch.compile`` the flow loop (every Euler step in one graph, ``fullgraph``: no
-        host synchronisation inside) and, with ``backbone``, the backbone's language model
+        """``torch.compile`` one Euler step of the flow loop (``euler_step``, ``fullgraph``: no
+        host synchronisation inside; its times are device tensors, so the one graph serves
+        every step count and prefix length, and compile time does not grow with the steps, as
+        it did when the unrolled loop was one graph) and, with ``backbone``, the backbone's
+        language model
         (its rope positions come from the per-layout cache, so no ``.item()`` remains there;
         the vision tower stays eager). Shapes are static per layout (cameras, token grids,
         prompt), so each layout compiles once. ``mode``: torch.compile's, e.g.
@@ -116,7 +119,7 @@ class QwenVLAPolicy(nn.Module):
         or run falls back to eager for good and says why (``compile_error``, ``log``)."""
         self._log = log
         self.compile_error = ""
-        self._compiled = torch.compile(sample_actions, mode=mode, backend=backend,
+        self._compiled = torch.compile(euler_step, mode=mode, backend=backend,
                                        fullgraph=True, dynamic=False)
         self._use_compiled = True
         if backbone:
@@ -135,10 +138,10 @@ class QwenVLAPolicy(nn.Module):
     def _sample(self, *args) -> torch.Tensor:
         if self.compiled:
             try:
-                return self._compiled(*args)
+                return sample_actions(*args, step=self._compiled)
             except Exception as exc:  # any compiler failure: eager, once said
-                self.compile_error = f"flow loop: {type(exc).__name__}: {exc}"
-                self._log(f"compiled flow loop failed, running eager from now on: "
+                self.compile_error = f"flow step: {type(exc).__name__}: {exc}"
+                self._log(f"compiled flow step failed, running eager from now on: "
                           f"{self.compile_error}")
                 self._compiled = None
         return sample_actions(*args)
@@ -210,6 +213,8 @@ class QwenVLAPolicy(nn.Module):
         if not obs.instruction or not obs.instruction.strip():
             raise ValueError("instruction is empty")
         steps = int(steps or self.config.flow_steps)
+        if self.compiled:  # a new chunk: CUDA-graph outputs of the last one may be reused
+            torch.compiler.cudagraph_mark_step_begin()
         t0 = time.perf_counter()
         state = self.state_tensor(spec, obs.state)
         images, order = obs.camera_inputs(spec.cameras)

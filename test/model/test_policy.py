@@ -206,7 +206,7 @@ def test_layout_cache_reuses_positions_and_replans_a_new_layout(tiny_policy):
 
 
 def test_compiled_inference_equals_eager_and_falls_back_when_it_fails(tiny_checkpoint):
-    """The flow loop captures as one graph (fullgraph: no host sync between steps) and the
+    """The flow step captures as one graph (fullgraph: no host sync inside) and the
     language model compiles; chunks equal eager ones. ``aot_eager`` traces as inductor does
     without generating kernels (bench/gpu.sh runs inductor on the GPU). A compiler that
     fails: eager chunks, the reason kept and logged once."""
@@ -233,7 +233,7 @@ def test_compiled_inference_equals_eager_and_falls_back_when_it_fails(tiny_check
     np.testing.assert_allclose(again, eager[0], atol=1e-5, rtol=1e-5)
     assert not policy.compiled and "no compiler on this machine" in policy.compile_error
     assert "no compiler on this machine" in policy.backbone.compile_error
-    assert len(said) == 2  # flow loop and language model, once each
+    assert len(said) == 2  # flow step and language model, once each
     policy.predict(obs, seed=4)
     assert len(said) == 2
 
@@ -251,3 +251,27 @@ def test_training_with_committed_prefixes_scores_only_the_free_steps(tiny_policy
         assert np.isfinite(float(mixed)) and float(mixed) > 0
         everything = torch.tensor([spec.horizon, spec.horizon])
         assert float(tiny_policy.loss(obs, actions, prefix_len=everything)) == 0.0
+
+
+def test_one_compiled_flow_step_serves_every_step_count_and_prefix(tiny_checkpoint):
+    """The flow step is compiled once: 10 and 4 flow steps, with and without committed
+    prefixes of two lengths, all run the same graph (no recompiling per step count or per
+    prefix, which made the unrolled loop's compile grow with the steps) and equal eager."""
+    policy = QwenVLAPolicy.from_pretrained(tiny_checkpoint)
+    obs = obs_for(policy, "aloha")
+    spec = policy.spec("aloha")
+    mid = (spec.lower() + spec.upper()) / 2
+    cases = [dict(steps=10), dict(steps=4), dict(steps=10, prefix=np.tile(mid, (4, 1))),
+             dict(steps=4, prefix=np.tile(mid, (7, 1)))]
+    eager = [policy.predict(obs, seed=5, **c).actions for c in cases]
+    graphs = []
+
+    def counting(gm, example_inputs):  # a real backend: runs the captured graph as traced
+        graphs.append(gm)
+        return gm.forward
+
+    policy.compile_for_inference(backend=counting, backbone=False)
+    compiled = [policy.predict(obs, seed=5, **c).actions for c in cases]
+    for a, b in zip(compiled, eager, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert len(graphs) == 1 and policy.compile_error == ""

@@ -48,10 +48,23 @@ class DrillResult:
     reported: str = ""  # the adapter's fault
     policy_reported: str = ""  # policy_node's /diagnostics message then (if it is up)
     mode_manager_after: str = ""  # its mode after detection ("" if it is the one killed)
-    commands_after: int = 0  # follower commands (all streams) in the second after detection
+    commands_after: int = 0  # follower commands (all streams) sent after the fault status,
+    # in the second after it
     motion_after: float = 0.0  # largest change between those commands (rad / normalised)
     within_limits: bool = True
     died: list[str] = field(default_factory=list)  # processes other than the target
+
+
+def _with_sent_time(cb: Callable[[Any, int], None]) -> Callable:
+    """A subscription callback that passes ``cb`` the message and its send time (ns): the
+    DDS source timestamp where rclpy offers message info, else the receipt time."""
+    from rclpy.subscription import Subscription
+
+    if hasattr(Subscription, "CallbackType"):  # rclpy with message info (Iron and later)
+        def with_info(msg, info) -> None:
+            cb(msg, int(info["source_timestamp"]))
+        return with_info
+    return lambda msg: cb(msg, time.time_ns())
 
 
 class _Probe:
@@ -72,15 +85,20 @@ class _Probe:
         self.spec = spec
         self.lock = threading.Lock()
         self.sim_t = 0.0
-        self.statuses: list[tuple[float, dict]] = []  # (wall, status)
+        # (wall, status, sent): wall = time.monotonic() at receipt; sent = the publisher's
+        # source timestamp (ns) where rclpy hands it to callbacks (Iron and later), else the
+        # receipt time. Commands and statuses travel on different topics, and one executor
+        # takes them in its wait-set order, not arrival order: a command sent before the
+        # fault status can reach its callback after it, so "after detection" compares `sent`.
+        self.statuses: list[tuple[float, dict, int]] = []
         self.modes: list[str] = []
         self.chunks = 0
         self.policy_diag = ""
-        self.commands: list[tuple[float, str, np.ndarray]] = []  # (wall, stream, values)
+        self.commands: list[tuple[float, str, np.ndarray, int]] = []  # (wall, stream, v, sent)
         n = self.node
         n.create_subscription(Clock, "/clock", self._clock, 10)
-        n.create_subscription(String, "/aloha_adapter/effective_mode", self._status,
-                              qos.LATCHED)
+        n.create_subscription(String, "/aloha_adapter/effective_mode",
+                              _with_sent_time(self._status), qos.LATCHED)
         n.create_subscription(String, "/mode_manager/mode", lambda m: self.modes.append(m.data),
                               qos.LATCHED)
         n.create_subscription(JointTrajectory, "/policy_node/action_chunk", self._chunk,
@@ -88,9 +106,10 @@ class _Probe:
         n.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)
         for arm in ARMS:
             n.create_subscription(JointGroupCommand, f"/{arm}/commands/joint_group",
-                                  self._command(f"{arm}/arm"), qos.COMMAND)
+                                  _with_sent_time(self._command(f"{arm}/arm")), qos.COMMAND)
             n.create_subscription(JointSingleCommand, f"/{arm}/commands/joint_single",
-                                  self._command(f"{arm}/gripper"), qos.COMMAND)
+                                  _with_sent_time(self._command(f"{arm}/gripper")),
+                                  qos.COMMAND)
         self.clients = {k: n.create_client(Trigger, f"/mode_manager/{k}")
                         for k in ("engage_teleop", "engage_policy", "hold")}
         self.clock_pub = n.create_publisher(Clock, "/clock", 10)
@@ -99,9 +118,9 @@ class _Probe:
         with self.lock:
             self.sim_t = max(self.sim_t, msg.clock.sec + msg.clock.nanosec * 1e-9)
 
-    def _status(self, msg) -> None:
+    def _status(self, msg, sent: int) -> None:
         with self.lock:
-            self.statuses.append((time.monotonic(), json.loads(msg.data)))
+            self.statuses.append((time.monotonic(), json.loads(msg.data), sent))
 
     def _diag(self, msg) -> None:
         for st in msg.status:
@@ -114,10 +133,10 @@ class _Probe:
             self.chunks += 1
 
     def _command(self, stream: str) -> Callable:
-        def cb(msg) -> None:
+        def cb(msg, sent: int) -> None:
             with self.lock:
                 self.commands.append((time.monotonic(), stream,
-                                      np.atleast_1d(np.asarray(msg.cmd, float))))
+                                      np.atleast_1d(np.asarray(msg.cmd, float)), sent))
         return cb
 
     def status(self) -> dict:
@@ -286,13 +305,14 @@ def run_drill(name: str, mode: str, target: str | None, stack: DrillStack,
     t0, sim0 = time.monotonic(), probe.sim_t
     undo = _inject(name, stack, probe)
 
-    def fault() -> tuple[float, dict] | None:
+    def fault() -> tuple[float, dict, int] | None:
         with probe.lock:
-            return next(((w, s) for w, s in probe.statuses[n_status:] if s.get("fault")), None)
+            return next(((w, s, sent) for w, s, sent in probe.statuses[n_status:]
+                         if s.get("fault")), None)
 
     limit = 40.0 if name == "mode_manager killed" else 15.0  # a SIGKILLed node's DDS lease
     if _wait(fault, limit):
-        wall, status = fault()
+        wall, status, sent = fault()
         res.detected, res.reported = True, status["fault"]
         res.detect_wall_s = round(wall - t0, 3)
         res.detect_sim_s = round(status["stamp"] - sim0, 3) if name != "clock jumps back" \
@@ -300,7 +320,9 @@ def run_drill(name: str, mode: str, target: str | None, stack: DrillStack,
         time.sleep(1.0)  # what the arms do in the second after detection
         res.policy_reported = probe.policy_diag if target != "policy_node" else ""
         with probe.lock:
-            after = [(s, v) for w, s, v in probe.commands if w > wall]
+            # sent after the fault status was (the hold command at the measured pose goes
+            # out just before it)
+            after = [(s, v) for _, s, v, t in probe.commands if t > sent]
         res.commands_after = len(after)
         by_stream: dict[str, list[np.ndarray]] = {}
         for s, v in after:
@@ -310,7 +332,7 @@ def run_drill(name: str, mode: str, target: str | None, stack: DrillStack,
         if target != "mode_manager":
             res.mode_manager_after = probe.modes[-1] if probe.modes else ""
     with probe.lock:
-        cmds = [(s, v) for w, s, v in probe.commands if w > t0 - 5.0]
+        cmds = [(s, v) for w, s, v, _ in probe.commands if w > t0 - 5.0]
     for s, v in cmds:
         arm, kind = s.split("/")
         idx = [i for i in stack.spec.dims_of(arm)

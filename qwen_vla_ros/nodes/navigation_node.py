@@ -206,15 +206,13 @@ class NavigationNode(Node):
         now = self.now()
         stale = self.nav.stale(now)
         latest = self.nav.poses.latest()
-        lat = self.host.latency
         publish_diagnostics(
             self, self.diag_pub, "qwen_vla_ros: navigation", self.spec.name,
             "ERROR" if self.policy is None else "WARN" if stale else "OK",
             self.status + (f" ({stale})" if stale else ""), {
                 "mode": self.nav.mode.value, "state": self.nav.navigator.state.value,
                 "odom_age_ms": None if latest is None else (now - latest[0]) * 1e3,
-                "inference_ms_p50": lat.percentile(50), "inference_ms_p99": lat.percentile(99),
-                "chunks": self.host.published})
+                **self.host.diagnostic_values()})
 
     def destroy_node(self) -> None:
         self.host.release(keep=self._given_policy)

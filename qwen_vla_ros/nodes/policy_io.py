@@ -199,6 +199,13 @@ class PolicyHost:
             self._times.popleft()
         return len(self._times) / window
 
+    def diagnostic_values(self) -> dict[str, Any]:
+        """The figures both policy-running nodes put on /diagnostics."""
+        return {"inference_ms_p50": self.latency.percentile(50),
+                "inference_ms_p99": self.latency.percentile(99),
+                "chunk_rate_hz": self.chunk_rate(), "chunks_published": self.published,
+                "requests_dropped": self.worker.dropped}
+
     def subscribe_camera(self, topic: str, compressed: bool, label: str,
                          sink: Callable[[Any, float], None]) -> None:
         """Decode each frame to RGB and hand it with its stamp (the clock's time when the

@@ -221,21 +221,16 @@ class PolicyNode(LifecycleNode):
 
     # ---- diagnostics --------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        host = self.host
         loop = self.loop if self.host else None
         blind = loop is not None and loop.blind(self.now())
         level = ("OK" if self.status == "ok" else
                  "ERROR" if (self.last_error and not self.active) or blind else "WARN")
-        lat, age = self.latency, loop.obs_age if loop else LatencyStats()
+        age = loop.obs_age if loop else LatencyStats()
         publish_diagnostics(self, self.diag_pub, "qwen_vla_ros: policy",
                             self.spec.name if self.spec else "", level, self.status, {
-                                "inference_ms_p50": lat.percentile(50),
-                                "inference_ms_p99": lat.percentile(99),
+                                **(self.host.diagnostic_values() if self.host else {}),
                                 "observation_age_ms_p50": age.percentile(50),
-                                "observation_age_ms_p99": age.percentile(99),
-                                "chunk_rate_hz": host.chunk_rate() if host else 0.0,
-                                "chunks_published": self.chunks_published,
-                                "requests_dropped": host.worker.dropped if host else 0})
+                                "observation_age_ms_p99": age.percentile(99)})
 
     def destroy_node(self) -> None:
         self._release()

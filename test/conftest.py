@@ -24,6 +24,26 @@ import pytest  # noqa: E402
 from qwen_vla_ros.nodes import spinning  # noqa: E402, F401  (node tests import it from here)
 
 
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """``QVR_TEST_SHUFFLE=<seed>``: run the test files in a shuffled order and each file's
+    tests shuffled too (files stay whole, so module fixtures are built once), to check that
+    no test depends on another's leftovers. The seed is printed, so a failing order can be
+    run again."""
+    seed = os.environ.get("QVR_TEST_SHUFFLE")
+    if not seed:
+        return
+    import random
+
+    rng = random.Random(int(seed))
+    by_file: dict[str, list] = {}
+    for item in items:
+        by_file.setdefault(str(item.path), []).append(item)
+    files = list(by_file)
+    rng.shuffle(files)
+    items[:] = [it for f in files for it in rng.sample(by_file[f], len(by_file[f]))]
+    print(f"\nQVR_TEST_SHUFFLE={seed}: {len(files)} files, {len(items)} tests, shuffled")
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 

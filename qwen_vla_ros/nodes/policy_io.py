@@ -206,6 +206,44 @@ class PolicyHost:
                 "chunk_rate_hz": self.chunk_rate(), "chunks_published": self.published,
                 "requests_dropped": self.worker.dropped}
 
+    def subscribe_observation(self, loop, profile, on_rejected: Callable[[str, str], None]
+                              ) -> None:
+        """policy_node's inputs into ``loop`` (a ``PolicyLoop``): every camera slot of its
+        embodiment (parameters ``camera_topics.<slot>``, ``camera_compressed.<slot>``) and
+        every robot's joint states (``joint_state_topics.<robot>``), defaults from the robot
+        ``profile`` (or the embodiment's). A rejected joint state goes to
+        ``on_rejected(key, text)``."""
+        from sensor_msgs.msg import JointState
+
+        from qwen_vla_ros.embodiment.robot_profile import input_topics
+        from qwen_vla_ros.ros.params import keyed
+
+        node, spec = self.node, loop.spec
+        cams, joints = input_topics(spec, loop.merger.robots(), profile)
+        what = f"cameras of '{spec.name}'"
+        for cam, default in cams.items():
+            topic = keyed(node, "camera_topics", cam, default, f"topic of camera slot '{cam}'",
+                          cams, what)
+            compressed = keyed(node, "camera_compressed", cam, False,
+                               f"'{cam}' is sensor_msgs/CompressedImage", cams, what)
+            self.subscribe_camera(topic, compressed, cam,
+                                  lambda rgb, t, cam=cam: loop.add_image(cam, rgb, t))
+
+        def joint_cb(robot: str) -> Callable:
+            def cb(msg) -> None:
+                reason = loop.add_joint_state(robot, msg.name, msg.position, stamp_or(
+                    stamp_to_sec(msg.header.stamp), clock_now(node)))
+                if reason:
+                    on_rejected(f"js:{robot}", f"joint state rejected: {reason}")
+            return cb
+
+        for robot in loop.merger.robots():
+            key = robot or "robot"
+            topic = keyed(node, "joint_state_topics", key, joints[key],
+                          f"JointState topic of '{key}'", joints, f"robots of '{spec.name}'")
+            self.entities.append(node.create_subscription(JointState, topic, joint_cb(robot),
+                                                          qos.SENSOR))
+
     def subscribe_camera(self, topic: str, compressed: bool, label: str,
                          sink: Callable[[Any, float], None]) -> None:
         """Decode each frame to RGB and hand it with its stamp (the clock's time when the

@@ -24,10 +24,9 @@ import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from qwen_vla_ros.embodiment.robot_profile import input_topics, load_profile
+from qwen_vla_ros.embodiment.robot_profile import load_profile
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.nodes.policy_io import (
     PolicyHost,
@@ -36,13 +35,12 @@ from qwen_vla_ros.nodes.policy_io import (
     open_policy,
 )
 from qwen_vla_ros.ros import qos
-from qwen_vla_ros.ros.conversions import stamp_to_sec
 from qwen_vla_ros.ros.diagnostics import publish_diagnostics
-from qwen_vla_ros.ros.params import declare_fields, guard, keyed, read
+from qwen_vla_ros.ros.params import declare_fields, guard, read
 from qwen_vla_ros.runtime.executor import RejectedChunk
 from qwen_vla_ros.runtime.inference import LatencyStats
 from qwen_vla_ros.runtime.observation import Rejection
-from qwen_vla_ros.runtime.policy_loop import PolicyLoop, PolicyParams, Request, stamp_or
+from qwen_vla_ros.runtime.policy_loop import PolicyLoop, PolicyParams, Request
 
 OK = TransitionCallbackReturn.SUCCESS
 
@@ -126,24 +124,10 @@ class PolicyNode(LifecycleNode):
                                       instruction=params.instruction,
                                       fixed_noise=params.noise == "fixed")
         profile = load_profile(params.robot_profile) if params.robot_profile else None
-        cams, joints = input_topics(spec, loop.merger.robots(), profile)
         self.host = host = PolicyHost(self, spec.action_names, params.flow_steps,
                                       self._on_chunk, self._set_status)
         host.added_latency = params.added_latency_ms / 1e3
-        what = f"cameras of '{spec.name}'"
-        for cam, default in cams.items():
-            topic = keyed(self, "camera_topics", cam, default, f"topic of camera slot '{cam}'",
-                          cams, what)
-            compressed = keyed(self, "camera_compressed", cam, False,
-                               f"'{cam}' is sensor_msgs/CompressedImage", cams, what)
-            host.subscribe_camera(topic, compressed, cam,
-                                  lambda rgb, t, cam=cam: loop.add_image(cam, rgb, t))
-        for robot in loop.merger.robots():
-            key = robot or "robot"
-            topic = keyed(self, "joint_state_topics", key, joints[key],
-                          f"JointState topic of '{key}'", joints, f"robots of '{spec.name}'")
-            host.entities.append(self.create_subscription(JointState, topic,
-                                                          self._joint_cb(robot), qos.SENSOR))
+        host.subscribe_observation(loop, profile, self._warn)
         host.entities.append(self.create_subscription(String, "~/instruction",
                                                       self._instruction_cb, qos.COMMAND))
         host.policy = open_policy(self._injected_policy, params, spec.name, self.get_logger())
@@ -160,15 +144,6 @@ class PolicyNode(LifecycleNode):
         self.status = text
 
     # ---- inputs -------------------------------------------------------------------------
-    def _joint_cb(self, robot: str):
-        def cb(msg: JointState) -> None:
-            reason = self.loop.add_joint_state(robot, msg.name, msg.position,
-                                               stamp_or(stamp_to_sec(msg.header.stamp),
-                                                        self.now()))
-            if reason:
-                self._warn(f"js:{robot}", f"joint state rejected: {reason}")
-        return cb
-
     def _instruction_cb(self, msg: String) -> None:
         reason = self.loop.set_instruction(msg.data)
         if reason:

@@ -37,6 +37,8 @@ setup(
         *_tree("checkpoints"),  # small trained checkpoints (docs/learning.md)
     ],
     install_requires=["setuptools"],
+    # GPU kernels for the full-size model (requirements-gpu.txt says why and where)
+    extras_require={"gpu": ["flash-linear-attention==0.6.0", "fla-core==0.6.0"]},
     zip_safe=True,
     maintainer="qwen_vla_ros maintainers",
     maintainer_email="maintainers@qwen-vla-ros.invalid",

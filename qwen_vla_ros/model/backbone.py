@@ -8,6 +8,9 @@ the real Qwen image processor, and a tokenizer. Nothing is fetched from a hub.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -115,6 +118,28 @@ def model_class(model_type: str):
             f"backbone model_type '{model_type}' is not supported; use one of "
             f"{SUPPORTED_MODEL_TYPES}")
     return getattr(transformers, names[model_type])
+
+
+@functools.cache
+def gpu_only_kernels() -> str:
+    """Why Qwen3.5's linear-attention layers would fail on CPU tensors in this environment, or
+    "". Once flash-linear-attention imports (with Triton), transformers binds its gated-delta
+    rule to fla's Triton kernels for every device, and those refuse CPU tensors ("Pointer
+    argument cannot be accessed from Triton (cpu tensor?)", seen on an H200 machine)."""
+    if importlib.util.find_spec("fla") is None:
+        return ""
+    try:
+        importlib.import_module("fla.ops.gated_delta_rule")
+    except Exception:  # no Triton or a broken install: transformers falls back to torch
+        return ""
+    return ("flash-linear-attention is installed, and transformers then runs Qwen3.5's "
+            "linear attention in its GPU-only Triton kernels; use a CUDA device, or uninstall "
+            "flash-linear-attention for CPU runs")
+
+
+def _has_linear_attention(model: nn.Module) -> bool:
+    cfg = getattr(model.config, "text_config", model.config)
+    return "linear_attention" in (getattr(cfg, "layer_types", None) or ())
 
 
 class VLMBackbone(nn.Module):
@@ -283,6 +308,8 @@ class VLMBackbone(nn.Module):
         positions = self._layout_positions(inputs, moved)
         if positions is not None:
             moved["position_ids"] = positions
+        if device.type == "cpu" and _has_linear_attention(self.model) and gpu_only_kernels():
+            raise ConfigError(f"this policy cannot run on the CPU here: {gpu_only_kernels()}")
         try:
             out = self.model(**moved, use_cache=False)
         except Exception as exc:

@@ -275,3 +275,31 @@ def test_one_compiled_flow_step_serves_every_step_count_and_prefix(tiny_checkpoi
     for a, b in zip(compiled, eager, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
     assert len(graphs) == 1 and policy.compile_error == ""
+
+
+def test_cpu_run_with_gpu_only_linear_attention_kernels_is_a_clear_error(tiny_policy,
+                                                                         monkeypatch):
+    """With flash-linear-attention importable, transformers routes Qwen3.5's linear attention
+    to fla's Triton kernels on every device, and a CPU run failed deep inside Triton (seen on
+    an H200 machine). The package's presence is simulated here (it is GPU-only); the policy
+    refuses by name instead, and works again once it is gone."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from qwen_vla_ros.errors import ConfigError
+    from qwen_vla_ros.model.backbone import gpu_only_kernels
+
+    obs = obs_for(tiny_policy, "aloha")
+    for name in ("fla", "fla.ops", "fla.ops.gated_delta_rule"):
+        module = types.ModuleType(name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        monkeypatch.setitem(sys.modules, name, module)
+    gpu_only_kernels.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="flash-linear-attention"):
+            tiny_policy.predict(obs, seed=0)
+    finally:
+        monkeypatch.undo()
+        gpu_only_kernels.cache_clear()
+    assert tiny_policy.predict(obs, seed=0).actions.shape[0] > 0

@@ -185,7 +185,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return _one_line_errors("collect", lambda: collect(
         args.out, task=args.task, episodes=args.episodes, seed_start=args.seed_start,
         instruction=args.instruction, rate_factor=args.rate_factor,
-        progress=not args.no_progress))
+        progress=not args.no_progress, disturbance=args.disturbance))
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -309,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instruction", default="transfer the red cube to the other arm",
                    help="transfer_cube's (vln_goto episodes name their own goal)")
     p.add_argument("--rate-factor", type=float, default=1.0, help="sim speed vs wall clock")
+    p.add_argument("--disturbance", type=float, default=0.0, metavar="RAD",
+                   help="arm tasks: std of a slow offset the sim adds to the arm joints' "
+                        "targets, so the demonstrations show recoveries (the recorded "
+                        "commands stay the leader's); 0: off")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_collect)
 

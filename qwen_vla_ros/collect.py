@@ -29,8 +29,11 @@ def episode_dir(out: Path, seed: int) -> Path:
 
 def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_start: int = 0,
             instruction: str = DEFAULT_INSTRUCTION, rate_factor: float = 1.0,
-            timeout_s: float = 120.0, progress: bool = True, log=print) -> dict[str, Any]:
-    """Record ``episodes`` teleop episodes; returns the summary (also ``OUT/collect.json``)."""
+            timeout_s: float = 120.0, progress: bool = True, log=print,
+            disturbance: float = 0.0) -> dict[str, Any]:
+    """Record ``episodes`` teleop episodes; returns the summary (also ``OUT/collect.json``).
+    ``disturbance`` (rad, transfer_cube/insertion): aloha_sim's ``disturbance_rad``, recovery
+    data; each episode's record says which it was."""
     if task not in TASKS:
         raise ValueError(f"no scripted demonstrator for task '{task}'; have {list(TASKS)}")
     if episodes < 1:
@@ -52,7 +55,10 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
             shutil.rmtree(episode_dir(out, seed))
     started = time.monotonic()
     summary: list[dict[str, Any]] = []
-    with episode_stack(seed_start, task, rate_factor, drop=("policy_node",)) as stack:
+    if disturbance < 0:
+        raise ValueError("--disturbance must be >= 0 (rad)")
+    with episode_stack(seed_start, task, rate_factor, drop=("policy_node",),
+                       extra={"aloha_sim": {"disturbance_rad": float(disturbance)}}) as stack:
         spec = stack.nodes["aloha_adapter"].spec
         meta_pub = stack.probe.create_publisher(String, EPISODE_TOPIC, qos.LATCHED)
         recorder = BagRecorder(stack.probe, episode_dir(out, seed_start),
@@ -69,6 +75,7 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
                 r = stack.wait_result(seed, timeout_s)
                 meta = {"seed": seed, "task": task, "instruction": instruction,
                         "success": bool(r["success"]), "max_reward": int(r["max_reward"]),
+                        "disturbance_rad": float(disturbance),
                         "source": "qwen-vla-ros collect (scripted leader, aloha_sim)"}
                 record_meta(recorder, meta_pub, meta)
                 summary.append(meta)

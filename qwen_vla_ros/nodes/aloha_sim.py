@@ -60,7 +60,8 @@ class AlohaSimNode(Node):
         self.spec = load_embodiment(params.embodiment)
         gripper_mode, task = params.gripper_mode, params.task
         self.camera_map = dict(c.split("=", 1) for c in cams if c)
-        self.sim = AlohaSim(task, image_size=(h, w), fast_render=fast)
+        self.sim = AlohaSim(task, image_size=(h, w), fast_render=fast,
+                            disturbance=params.disturbance_rad)
         self.bridge = InterbotixSimBridge(self.spec, self.sim, gripper_mode)
         self._time_cls = Time
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)

@@ -27,6 +27,8 @@ SIDES = ("left", "right")
 TASKS = ("transfer_cube", "insertion")
 CAMERAS = ("top", "angle", "front_close", "left_pillar", "right_pillar", "left_wrist",
            "right_wrist")
+DISTURBANCE_TAU_S = 0.5  # correlation time of the collection disturbance (AlohaSim)
+
 # Rig camera names (as on the real ALOHA) -> MJCF cameras.
 DEFAULT_CAMERA_MAP = {"cam_high": "top", "cam_low": "angle", "cam_left_wrist": "left_wrist",
                       "cam_right_wrist": "right_wrist"}
@@ -55,6 +57,11 @@ class AlohaSimParams:
                                                  "follower_modes_*.yaml sets it")
     drop_topics: tuple[str, ...] = param(("",), "topics not published (fault drills; settable "
                                                "at run time)")
+    disturbance_rad: float = param(
+        0.0, "collection: std (rad) of a slowly varying offset added to the arm joints' "
+             "position targets in the sim, so demonstrations show the arm pushed off and the "
+             "leader's commands pulling it back (DART-style recovery data); the commands "
+             "recorded stay the leader's. 0: off", check=at_least(0.0))
 
     def __post_init__(self) -> None:
         validate(self)
@@ -120,7 +127,10 @@ class AlohaSim:
     """Joint-position-controlled bimanual ALOHA (gym-aloha's ``bimanual_viperx_*.xml``)."""
 
     def __init__(self, task: str = "transfer_cube", image_size: tuple[int, int] = (480, 640),
-                 fast_render: bool = True) -> None:
+                 fast_render: bool = True, disturbance: float = 0.0) -> None:
+        """``disturbance``: std (rad) of an offset on the 12 arm joints' targets, an
+        Ornstein-Uhlenbeck process with ``DISTURBANCE_TAU_S`` correlation time, seeded by the
+        episode's seed (the grippers are not disturbed)."""
         import mujoco
 
         if task not in TASKS:
@@ -137,6 +147,9 @@ class AlohaSim:
         self._arm_qpos = [self._qpos_adr(f"vx300s_{s}/{j}") for s in SIDES for j in ARM_JOINTS]
         self._finger_qpos = [self._qpos_adr(f"vx300s_{s}/left_finger") for s in SIDES]
         self._mj = mujoco
+        self.disturbance = float(disturbance)
+        self.offset = np.zeros(12)  # the disturbance now, on [left arm 6, right arm 6]
+        self._rng = np.random.default_rng(0)
 
     def _qpos_adr(self, joint: str) -> int:
         jid = self.model.joint(joint).id
@@ -153,6 +166,8 @@ class AlohaSim:
         self.max_reward = 0
         self.steps = 0
         self.seed = seed
+        self.offset = np.zeros(12)
+        self._rng = np.random.default_rng([seed, 0xD157])  # apart from the object poses' stream
         return self.qpos()
 
     def qpos(self) -> np.ndarray:
@@ -167,9 +182,13 @@ class AlohaSim:
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (14,) or not np.all(np.isfinite(a)):
             raise ValueError(f"action must be 14 finite values, got {a.shape}")
+        if self.disturbance > 0:  # exact OU update: stationary std = disturbance
+            keep = np.exp(-DT / DISTURBANCE_TAU_S)
+            self.offset = keep * self.offset + self.disturbance * np.sqrt(1 - keep ** 2) \
+                * self._rng.standard_normal(12)
         ctrl = []
         for side in range(2):
-            arm = a[7 * side: 7 * side + 6]
+            arm = a[7 * side: 7 * side + 6] + self.offset[6 * side: 6 * side + 6]
             f = float(normalised_to_finger(a[7 * side + 6]))
             ctrl += [*arm, f, -f]
         self.data.ctrl[:] = ctrl

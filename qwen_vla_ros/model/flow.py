@@ -46,12 +46,14 @@ def flow_matching_loss(decoder: ActionDecoder, actions: torch.Tensor, state: tor
 def euler_step(decoder: ActionDecoder, x: torch.Tensor, t: torch.Tensor, dt: torch.Tensor,
                state: torch.Tensor, action_mask: torch.Tensor, state_mask: torch.Tensor,
                pmask: torch.Tensor, kvs, attn_mask, prefix: torch.Tensor) -> torch.Tensor:
-    """One Euler step from flow time ``t`` to ``t + dt`` (both 0-d tensors on the device), the
-    committed prefix (``pmask``) held at ``prefix``. Every input is a tensor of a fixed shape,
-    so one compiled graph of this serves every flow-step count, time and prefix length."""
+    """One Euler step from flow time ``t`` to ``t + dt`` (0-d tensors on the device; ``dt``
+    float32), the committed prefix (``pmask``) held at ``prefix``. Every input is a tensor of
+    a fixed shape, so one compiled graph of this serves every flow-step count, time and prefix
+    length. ``dt * v`` is formed in float32 and rounded once, as a Python-float step was: a
+    bfloat16 ``dt`` (0.1 -> 0.10009765625) would overshoot t = 1 by 0.1 %."""
     t_tok = torch.where(pmask, torch.ones_like(x[..., 0]), t.expand(pmask.shape))
     v = decoder(x, t_tok, state, action_mask, state_mask, pmask, kvs, attn_mask)
-    return torch.where(pmask[..., None], prefix, x + dt * v)
+    return torch.where(pmask[..., None], prefix, x + (dt * v.float()).to(x.dtype))
 
 
 def sample_actions(decoder: ActionDecoder, kvs, attn_mask, state: torch.Tensor,
@@ -70,8 +72,9 @@ def sample_actions(decoder: ActionDecoder, kvs, attn_mask, state: torch.Tensor,
     pmask = prefix_mask(b, h, prefix_len if prefix is not None else 0, noise.device)
     held = prefix if prefix is not None else torch.zeros_like(noise)
     x = torch.where(pmask[..., None], held, noise)
-    times = torch.arange(steps, device=noise.device, dtype=noise.dtype) / steps
-    dt = torch.full((), 1.0 / steps, device=noise.device, dtype=noise.dtype)
+    times = (torch.arange(steps, device=noise.device, dtype=torch.float32) / steps) \
+        .to(noise.dtype)
+    dt = torch.full((), 1.0 / steps, device=noise.device, dtype=torch.float32)
     for i in range(steps):
         x = step(decoder, x, times[i], dt, state, action_mask, state_mask, pmask, kvs,
                  attn_mask, held)

@@ -125,6 +125,13 @@ class QwenVLAPolicy(nn.Module):
         if backbone:
             self.backbone.compile_language_model(mode=mode, backend=backend, log=log)
 
+    def _compiled_step(self, *args) -> torch.Tensor:
+        # With CUDA graphs (reduce-overhead) each call of the compiled step may start a new
+        # graph generation and reuse its output buffer; the loop feeds each output to the next
+        # call, so it takes a copy (one small kernel per step) instead of relying on when
+        # cudagraph trees free a prior output.
+        return self._compiled(*args).clone()
+
     @property
     def compiled(self) -> bool:
         return self._compiled is not None and self._use_compiled
@@ -138,7 +145,7 @@ class QwenVLAPolicy(nn.Module):
     def _sample(self, *args) -> torch.Tensor:
         if self.compiled:
             try:
-                return sample_actions(*args, step=self._compiled)
+                return sample_actions(*args, step=self._compiled_step)
             except Exception as exc:  # any compiler failure: eager, once said
                 self.compile_error = f"flow step: {type(exc).__name__}: {exc}"
                 self._log(f"compiled flow step failed, running eager from now on: "

@@ -9,6 +9,7 @@
     qwen-vla-ros bringup NAME [arg:=value ...]  the launch file's nodes, in one process
     qwen-vla-ros collect --episodes N --out DIR  scripted teleop episodes, one bag each
     qwen-vla-ros train --data DIR --out CKPT     fine-tune on demonstration bags
+    qwen-vla-ros pack --data DIR --out PACK      those bags as one small folder (train --data PACK)
     qwen-vla-ros eval --checkpoint CKPT --out DIR  closed-loop success in the sim
     qwen-vla-ros embodiments                    list the embodiments in config/
 """
@@ -230,6 +231,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _one_line_errors("train", run)
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from qwen_vla_ros.embodiment.spec import load_embodiment
+    from qwen_vla_ros.learning.dataset import DatasetSettings, load_episodes, training_settings
+    from qwen_vla_ros.learning.pack import write_pack
+    from qwen_vla_ros.model.presets import image_resize_rule
+
+    def run() -> None:
+        spec = load_embodiment(args.embodiment)
+        settings = training_settings(spec, DatasetSettings(
+            embodiment=spec.name, target=args.target, include_failed=args.include_failed),
+            image_resize_rule(args.preset))
+        episodes, skipped = load_episodes(args.data, spec, settings,
+                                          cache=args.cache or args.data[0] / "cache")
+        write_pack(episodes, skipped, settings, args.out, quality=args.quality)
+        mb = sum(f.stat().st_size for f in args.out.iterdir()) / 1e6
+        print(f"packed {len(episodes)} episodes ({sum(map(len, episodes))} samples; "
+              f"{len(skipped)} bag(s) skipped), JPEG quality {args.quality}: {mb:.1f} MB -> "
+              f"{args.out}")
+
+    return _one_line_errors("pack", run)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from qwen_vla_ros.evaluate import evaluate
 
@@ -350,6 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("pack", help="the training episodes of some bags in one small folder "
+                                    "(frames as JPEG): train --data PACK where bags can't go")
+    p.add_argument("--data", nargs="+", type=Path, required=True, help="bag directories")
+    p.add_argument("--out", type=Path, required=True, help="the pack folder")
+    p.add_argument("--preset", default="tiny", help="frames resized as this preset's model")
+    p.add_argument("--embodiment", default="aloha")
+    p.add_argument("--target", choices=["commands", "states"], default="commands")
+    p.add_argument("--include-failed", action="store_true")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality (1-100)")
+    p.add_argument("--cache", type=Path, help="decoded-frame cache (default DATA[0]/cache)")
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("eval", help="closed-loop success of a checkpoint in the simulated "
                                     "ALOHA, through the full ROS path")

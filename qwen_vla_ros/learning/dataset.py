@@ -111,6 +111,29 @@ class Skipped:
     reason: str
 
 
+def training_settings(spec: EmbodimentSpec, base: DatasetSettings | None,
+                      resize_rule: tuple[int, int, int]) -> DatasetSettings:
+    """What training assembles for ``spec`` (train and pack alike): ``base`` for this
+    embodiment, frames resized by the model's ``resize_rule`` unless ``base`` says, and for
+    waypoint embodiments what navigation_node gives the model (its parameter defaults: frame
+    history, observation age; the instruction is each episode's, a bag without one is
+    skipped, never given the arm's)."""
+    from dataclasses import replace
+
+    settings = replace(base, embodiment=spec.name) if base else DatasetSettings(
+        embodiment=spec.name)
+    if settings.resize is None:  # frames resized once, as the model would each step
+        settings = replace(settings, resize=tuple(resize_rule))
+    if spec.kind != "waypoints":
+        return replace(settings, history_frames=settings.history_frames or 0)
+    from qwen_vla_ros.runtime.nav_control import NavigationParams
+
+    nav = NavigationParams()
+    frames = nav.history_frames if settings.history_frames is None else settings.history_frames
+    return replace(settings, history_frames=frames, history_period=nav.history_period_s,
+                   max_age=nav.max_observation_age, instruction="")
+
+
 def find_bags(paths: Iterable[Path]) -> list[Path]:
     """Bag directories (with metadata.yaml) or bare .mcap/.db3 files under ``paths``."""
     out: list[Path] = []
@@ -357,9 +380,21 @@ def _load(folder: Path) -> Episode:
 def load_episodes(paths: Iterable[Path], spec: EmbodimentSpec, settings: DatasetSettings,
                   cache: Path | None = None, log=print
                   ) -> tuple[list[Episode], list[Skipped]]:
-    """Every bag under ``paths``: its episode (from the cache when there) or why skipped."""
-    episodes, skipped = [], []
-    for bag in find_bags(paths):
+    """Every bag under ``paths``: its episode (from the cache when there) or why skipped. A
+    path that is a pack (``learning/pack.py``) gives its episodes instead of bags."""
+    from qwen_vla_ros.learning.pack import is_pack, read_pack
+
+    episodes: list[Episode] = []
+    skipped: list[Skipped] = []
+    bags = []
+    for p in map(Path, paths):
+        if is_pack(p):
+            eps, sk = read_pack(p, settings)
+            episodes += eps
+            skipped += sk
+        else:
+            bags.append(p)
+    for bag in find_bags(bags) if bags else []:
         folder = None
         if cache is not None:
             key = hashlib.sha256((bag_hash(bag) + settings.key()).encode()).hexdigest()[:20]

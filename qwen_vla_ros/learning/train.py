@@ -15,7 +15,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,13 @@ import numpy as np
 import torch
 
 from qwen_vla_ros.errors import ConfigError
-from qwen_vla_ros.learning.dataset import DatasetError, DatasetSettings, Episode, load_episodes
+from qwen_vla_ros.learning.dataset import (
+    DatasetError,
+    DatasetSettings,
+    Episode,
+    load_episodes,
+    training_settings,
+)
 from qwen_vla_ros.model.normalize import NormStats
 from qwen_vla_ros.model.policy import Observation, QwenVLAPolicy
 from qwen_vla_ros.runtime.observation import history_label
@@ -181,23 +187,6 @@ class Part:
         return self.spec.name
 
 
-def _settings_for(spec, base: DatasetSettings | None, policy: QwenVLAPolicy) -> DatasetSettings:
-    settings = replace(base, embodiment=spec.name) if base else DatasetSettings(
-        embodiment=spec.name)
-    if settings.resize is None:  # frames resized once, as the model would each step
-        settings = replace(settings, resize=policy.backbone.pixels.resize_rule)
-    if spec.kind != "waypoints":
-        return replace(settings, history_frames=settings.history_frames or 0)
-    # Navigation: what navigation_node gives the model (its parameter defaults); the
-    # instruction is each episode's (a bag without one is skipped, never given the arm's).
-    from qwen_vla_ros.runtime.nav_control import NavigationParams
-
-    nav = NavigationParams()
-    frames = nav.history_frames if settings.history_frames is None else settings.history_frames
-    return replace(settings, history_frames=frames, history_period=nav.history_period_s,
-                   max_age=nav.max_observation_age, instruction="")
-
-
 def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: TrainConfig,
           preset: str = "tiny", init: Path | None = None, embodiment: str = "aloha",
           resume: bool = False, settings: DatasetSettings | None = None,
@@ -230,7 +219,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     parts: list[Part] = []
     for name, paths in sources.items():
         spec = policy.spec(name)  # a checkpoint without the embodiment fails here
-        part_settings = _settings_for(spec, settings, policy)
+        part_settings = training_settings(spec, settings, policy.backbone.pixels.resize_rule)
         episodes, skipped = load_episodes(paths, spec, part_settings, cache=cache, log=log)
         if not episodes:
             raise DatasetError(f"no usable {name} demonstrations: " + "; ".join(

@@ -71,6 +71,15 @@ def build_preset(name: str, embodiments: Sequence[str | EmbodimentSpec] | None =
     return policy.to(dtype=dtype).eval()
 
 
+def image_resize_rule(name: str) -> tuple[int, int, int]:
+    """The preset's image resize rule (factor, min and max pixels), from its configuration
+    alone (no weights built): what training frames are resized by."""
+    from qwen_vla_ros.model.preprocess import TorchImageProcessor
+
+    _, pol_cfg = preset_configs(name, train_tiny_tokenizer())
+    return TorchImageProcessor(make_image_processor(pol_cfg.image_pixels)).resize_rule
+
+
 def count_parameters(name: str) -> dict[str, int]:
     """Parameter counts of a preset, built on the meta device (no memory, no time)."""
     tokenizer = train_tiny_tokenizer()

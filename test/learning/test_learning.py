@@ -229,3 +229,37 @@ def test_eval_of_a_known_bad_checkpoint_reports_zero_successes(tiny_checkpoint, 
     assert row["max_step_over_limit"] <= 1.001  # the adapter's limits held at every boundary
     assert (tmp_path / "eval" / "eval.png").exists()
     assert json.loads((tmp_path / "eval" / "eval.json").read_text())["seeds"] == [9000]
+
+
+def test_a_pack_carries_the_episodes_and_trains_without_the_bags(demos, tmp_path):
+    """`pack`: the training episodes as one small folder (frames as JPEG) come back equal
+    (frames within JPEG's loss), train from it alone, and a pack made with other settings
+    is refused by name rather than trained on."""
+    from dataclasses import replace
+
+    from qwen_vla_ros.learning.dataset import training_settings
+    from qwen_vla_ros.learning.pack import write_pack
+    from qwen_vla_ros.model.presets import image_resize_rule
+
+    out, _ = demos
+    s = training_settings(SPEC, settings(), image_resize_rule("tiny"))
+    eps, skipped = load_episodes([out], SPEC, s, cache=tmp_path / "cache")
+    write_pack(eps, skipped, s, tmp_path / "pack", quality=90)
+    packed_mb = sum(f.stat().st_size for f in (tmp_path / "pack").iterdir()) / 1e6
+    cached_mb = sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*.np*")) / 1e6
+    assert packed_mb < cached_mb / 5, (packed_mb, cached_mb)
+    back, _ = load_episodes([tmp_path / "pack"], SPEC, s)
+    assert [e.meta["seed"] for e in back] == [e.meta["seed"] for e in eps]
+    for a, b in zip(eps, back, strict=True):
+        for name in ("frame_idx", "states", "actions", "ticks"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        for cam, frames in a.frames.items():
+            assert b.frames[cam].shape == frames.shape
+            assert np.abs(b.frames[cam].astype(float) - frames).mean() < 3.0  # of 255
+    cfg = TrainConfig(steps=4, batch=2, warmup=1, val_every=2, checkpoint_every=1000, seed=0)
+    train([tmp_path / "pack"], tmp_path / "ckpt", cfg, settings=settings(), progress=False,
+          log=lambda _: None)
+    log = json.loads((tmp_path / "ckpt" / "train_log.json").read_text())
+    assert set(log["train_seeds"]) <= set(SEEDS) and (tmp_path / "ckpt" / "qwen_vla.json").exists()
+    with pytest.raises(DatasetError, match="other dataset settings"):
+        load_episodes([tmp_path / "pack"], SPEC, replace(s, target="states"))

@@ -10,6 +10,7 @@ the checkpoint; a checkpoint given with ``init`` keeps its weights and other emb
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -289,6 +290,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
 
     if not history:  # where the validation curve starts
         history.append({"step": 0, **validate(), "seconds": 0.0})
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) \
+        if policy.device.type == "cuda" else contextlib.nullcontext()
     started = time.monotonic()
     total = cfg.steps
     bar = tqdm(total=total, initial=step, unit="step", disable=not progress, desc="train")
@@ -309,8 +312,9 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
         share = cfg.prefix_fraction if part.spec.kind != "waypoints" else 0.0
         prefix = rng.integers(1, max(horizon // 2, 1) + 1, cfg.batch) * (
             rng.random(cfg.batch) < share)
-        loss = policy.loss(*part.train.batch(ks), generator=gen,
-                           prefix_len=torch.as_tensor(prefix, device=policy.device))
+        with autocast:  # bf16 on a GPU (fp32 weights and optimiser), fp32 on CPU
+            loss = policy.loss(*part.train.batch(ks), generator=gen,
+                               prefix_len=torch.as_tensor(prefix, device=policy.device))
         loss.backward()
         grad = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
         opt.step()
@@ -337,12 +341,16 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
                                                                       "history": history}})
     plot_history(history, out / "train.png")
     final = {"steps": step, "samples_per_s": step * cfg.batch / max(
-        time.monotonic() - started, 1e-9),
+        time.monotonic() - started, 1e-9), "device": str(policy.device),
+        "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9
+        if policy.device.type == "cuda" else None,
         "last_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
         "val_loss": next((h["val_loss"] for h in reversed(history) if "val_loss" in h), None),
         "initial_val_loss": history[0].get("val_loss")}
-    log(f"train: {step} steps, loss {final['last_loss']}, validation {final['val_loss']} "
-        f"-> {out}")
+    peak = final["peak_gpu_memory_gb"]
+    log(f"train: {step} steps ({final['samples_per_s']:.0f} samples/s on {final['device']}"
+        + (f", peak {peak:.2f} GB" if peak is not None else "") + f"), loss "
+        f"{final['last_loss']}, validation {final['val_loss']} -> {out}")
     return {**meta, **final}
 
 

@@ -75,6 +75,7 @@ class _Probe:
         from diagnostic_msgs.msg import DiagnosticArray
         from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
         from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import JointState
         from std_msgs.msg import String
         from std_srvs.srv import Trigger
         from trajectory_msgs.msg import JointTrajectory
@@ -104,7 +105,9 @@ class _Probe:
         n.create_subscription(JointTrajectory, "/policy_node/action_chunk", self._chunk,
                               qos.COMMAND)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)
+        self.last_js_stamp = 0.0  # sim time of the newest follower joint state received
         for arm in ARMS:
+            n.create_subscription(JointState, f"/{arm}/joint_states", self._js, qos.SENSOR)
             n.create_subscription(JointGroupCommand, f"/{arm}/commands/joint_group",
                                   _with_sent_time(self._command(f"{arm}/arm")), qos.COMMAND)
             n.create_subscription(JointSingleCommand, f"/{arm}/commands/joint_single",
@@ -113,6 +116,11 @@ class _Probe:
         self.clients = {k: n.create_client(Trigger, f"/mode_manager/{k}")
                         for k in ("engage_teleop", "engage_policy", "hold")}
         self.clock_pub = n.create_publisher(Clock, "/clock", 10)
+
+    def _js(self, msg) -> None:
+        with self.lock:
+            t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            self.last_js_stamp = max(self.last_js_stamp, t)
 
     def _clock(self, msg) -> None:
         with self.lock:
@@ -315,6 +323,10 @@ def run_drill(name: str, mode: str, target: str | None, stack: DrillStack,
         wall, status, sent = fault()
         res.detected, res.reported = True, status["fault"]
         res.detect_wall_s = round(wall - t0, 3)
+        if name == "joint states stopped":  # from the last state published, not from the
+            # request to drop them (a parameter service call, slow on a loaded machine)
+            with probe.lock:
+                sim0 = probe.last_js_stamp
         res.detect_sim_s = round(status["stamp"] - sim0, 3) if name != "clock jumps back" \
             else None
         time.sleep(1.0)  # what the arms do in the second after detection

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from qwen_vla_ros.ros.conversions import sec_to_stamp, stamp_to_sec
+
 # (name, mode it is injected in, process it targets)
 DRILLS = (
     ("policy_node killed", "POLICY", "policy_node"),
@@ -119,12 +121,11 @@ class _Probe:
 
     def _js(self, msg) -> None:
         with self.lock:
-            t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-            self.last_js_stamp = max(self.last_js_stamp, t)
+            self.last_js_stamp = max(self.last_js_stamp, stamp_to_sec(msg.header.stamp))
 
     def _clock(self, msg) -> None:
         with self.lock:
-            self.sim_t = max(self.sim_t, msg.clock.sec + msg.clock.nanosec * 1e-9)
+            self.sim_t = max(self.sim_t, stamp_to_sec(msg.clock))
 
     def _status(self, msg, sent: int) -> None:
         with self.lock:
@@ -282,7 +283,6 @@ def _inject(name: str, stack: DrillStack, probe: _Probe) -> Callable[[], None]:
     from builtin_interfaces.msg import Time
     from rosgraph_msgs.msg import Clock
 
-    from qwen_vla_ros.ros.conversions import sec_to_stamp
 
     procs = stack.procs
     if name == "policy_node killed":

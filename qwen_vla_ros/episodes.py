@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+SETTLE_STEPS = 5  # sim steps after a reset before a mode is engaged (0.1 s at 50 Hz)
+
 
 class EpisodeStack:
     def __init__(self, nodes: dict[str, Any], probe, seed_start: int) -> None:
@@ -34,6 +36,14 @@ class EpisodeStack:
         probe.create_subscription(String, "/aloha_sim/episode_result", self._on_result,
                                   qos.COMMAND)
         probe.create_subscription(Int32, "/aloha_sim/reward", self._on_reward, qos.COMMAND)
+        self.adapter_state = ""  # aloha_adapter's start-up phase (~/state)
+        probe.create_subscription(String, "/aloha_adapter/state", self._on_adapter_state,
+                                  qos.LATCHED)
+
+    def _on_adapter_state(self, msg) -> None:
+        with self._cond:
+            self.adapter_state = msg.data
+            self._cond.notify_all()
 
     def _on_result(self, msg) -> None:
         r = json.loads(msg.data)
@@ -45,14 +55,32 @@ class EpisodeStack:
         t = self.probe.get_clock().now().nanoseconds * 1e-9
         with self._cond:
             self.rewards.append((t, int(msg.data)))
+            self._cond.notify_all()
 
-    def start(self, i: int) -> int:
-        """Begin episode ``i``; returns its seed."""
+    def start(self, i: int, timeout: float = 10.0) -> int:
+        """Begin episode ``i``; returns its seed. The first returns once aloha_adapter's
+        start-up is done (a mode engaged before then waits, while a scripted leader has
+        started). After a reset it returns once the sim has stepped ``SETTLE_STEPS`` times
+        from the new state: the adapter measures the arms where they were before the reset
+        until then, and a mode engaged earlier ramped from that stale pose (recorded episodes
+        began with the followers commanded toward the previous episode's end pose)."""
         from qwen_vla_ros.demos.common import call_mode as _call
 
+        if i == 0 and "aloha_adapter" in self.nodes:
+            with self._cond:
+                if not self._cond.wait_for(lambda: self.adapter_state == "READY", timeout):
+                    raise TimeoutError(f"aloha_adapter not READY within {timeout} s "
+                                       f"(state {self.adapter_state!r})")
         if i > 0:
             self.mode("hold")
+            with self._cond:
+                self.rewards.clear()
             _call(self._reset)
+            with self._cond:
+                if not self._cond.wait_for(lambda: len(self.rewards) >= SETTLE_STEPS + 1,
+                                           timeout):
+                    raise TimeoutError(f"episode {i}: the sim did not step after its reset "
+                                       f"within {timeout} s")
         with self._cond:
             self.rewards.clear()
         return self.seed_start + i

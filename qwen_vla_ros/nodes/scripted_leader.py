@@ -5,6 +5,12 @@ transfer-cube demonstration for that seed (sim/scripted.py) and publishes it as 
 states (``/<leader>/joint_states``, xs_sdk names, gripper in the leader's rad) on sim time.
 Run with use_sim_time:=true. In TELEOP, aloha_adapter makes the followers track it.
 
+With ``start_with_teleop`` (default) the demonstration starts when the mode (``mode``, remap to
+/mode_manager/mode) is TELEOP, not at the episode's start: the followers engage some time after
+a reset (about 0.9 s of sim time in ``collect``), and a leader already under way then made them
+race at the velocity limit to catch up, so recorded episodes began mid-motion and no training
+sample showed the start pose a policy starts from.
+
 Computing a demonstration takes a few hundred milliseconds of MuJoCo; done when the episode is
 announced, the leader would fall silent (and, on a loaded machine, behind the sim's clock) just
 as the episode starts. So the next seed's (aloha_sim's resets go seed + 1) is computed on a
@@ -24,6 +30,7 @@ from std_msgs.msg import String
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.params import declare
+from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.sim.aloha import ARM_JOINTS
 from qwen_vla_ros.sim.scripted import ScriptedLeaderParams, scripted_transfer_cube
 
@@ -31,7 +38,9 @@ from qwen_vla_ros.sim.scripted import ScriptedLeaderParams, scripted_transfer_cu
 class ScriptedLeader(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("scripted_leader", **kwargs)
-        name = declare(self, ScriptedLeaderParams).embodiment
+        params = declare(self, ScriptedLeaderParams)
+        name = params.embodiment
+        self.start_with_teleop = params.start_with_teleop
         self.spec = load_embodiment(name)
         self.leaders = [self.spec.leader_of(r) for r in self.spec.robots]
         if any(leader is None for leader in self.leaders):
@@ -39,8 +48,10 @@ class ScriptedLeader(Node):
         self.pubs = [self.create_publisher(JointState, f"/{lead.robot}/joint_states",
                                            qos.SENSOR) for lead in self.leaders]
         self.create_subscription(String, "/aloha_sim/episode", self._episode, qos.LATCHED)
+        self.create_subscription(String, "mode", self._mode_cb, qos.LATCHED)
         self.traj: np.ndarray | None = None
-        self.t_start = 0.0
+        self.t_start: float | None = None  # sim time of the demonstration's step 0
+        self.mode: Mode | None = None
         self._ahead: tuple[int, threading.Thread, dict[int, np.ndarray]] | None = None
         self.create_timer(self.spec.dt, self._tick)
 
@@ -52,9 +63,19 @@ class ScriptedLeader(Node):
             return
         seed = int(ep["seed"])
         self.traj = self._demonstration(seed)
-        self.t_start = float(ep["start"])
+        waits = self.start_with_teleop and self.mode is not Mode.TELEOP
+        self.t_start = None if waits else float(ep["start"])
         self.get_logger().info(f"scripted demonstration for seed {seed}")
         self._prepare(seed + 1)
+
+    def _mode_cb(self, msg: String) -> None:
+        try:
+            self.mode = Mode.parse(msg.data)
+        except ValueError:
+            return  # mode_manager's own concern; the leader keeps doing what it did
+        if self.mode is Mode.TELEOP and self.traj is not None and self.t_start is None:
+            self.t_start = self.get_clock().now().nanoseconds * 1e-9
+            self.get_logger().info("TELEOP: demonstration started")
 
     def _demonstration(self, seed: int) -> np.ndarray:
         """The one computed ahead when it is this seed's, else computed now."""
@@ -81,8 +102,8 @@ class ScriptedLeader(Node):
         if self.traj is None:
             return
         now = self.get_clock().now()
-        k = int(np.clip(round((now.nanoseconds * 1e-9 - self.t_start) / self.spec.dt), 0,
-                        len(self.traj) - 1))
+        k = 0 if self.t_start is None else int(np.clip(
+            round((now.nanoseconds * 1e-9 - self.t_start) / self.spec.dt), 0, len(self.traj) - 1))
         q = self.traj[k]
         for robot, leader, pub in zip(self.spec.robots, self.leaders, self.pubs, strict=True):
             idx = self.spec.dims_of(robot)

@@ -34,6 +34,12 @@ class ScriptedLeaderParams:
     """scripted_leader's parameters (the node declares them from this list)."""
 
     embodiment: str = param("aloha", "embodiment (its teleop section names the leader arms)")
+    start_with_teleop: bool = param(
+        True, "play each episode's demonstration from when the mode (topic 'mode') becomes "
+              "TELEOP, holding its first pose until then, as a person at the leader waits for "
+              "teleop to engage; false: from the episode's start, whatever the mode")
+
+
 CUBE_REF_FREEZE = 270  # the left plans against the cube as seen before its final approach
 MEET = np.array([0.0, 0.5, 0.25])
 INIT_LINK = {"left": np.array([-0.31718881, 0.5, 0.29525084]),  # mocap at the start pose

@@ -87,6 +87,23 @@ def test_samples_come_from_the_teleop_window_in_embodiment_units(demos, tmp_path
     assert len(list((tmp_path / "cache").iterdir())) == 4  # other settings, other entries
 
 
+def test_each_episode_starts_where_its_demonstration_starts(demos, tmp_path):
+    """The first episode after the adapter's start-up, the second after a reset: the first
+    sample shows the arms at the start pose and the leader at the start of its
+    demonstration (not mid-way, not the previous episode's end pose)."""
+    from qwen_vla_ros.sim.aloha import START_ARM
+    from qwen_vla_ros.sim.scripted import scripted_transfer_cube
+
+    out, _ = demos
+    eps, _ = load_episodes([out], SPEC, settings())
+    arm = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
+    for ep in sorted(eps, key=lambda e: e.meta["seed"]):
+        demo = scripted_transfer_cube(ep.meta["seed"])[:, arm]
+        first = ep.actions[0, 0, arm]
+        assert np.abs(demo[:10] - first).max(axis=1).min() < 0.03, ep.meta["seed"]
+        assert np.abs(ep.states[0, arm] - np.tile(START_ARM, 2)).max() < 0.25, ep.meta["seed"]
+
+
 def test_bad_data_is_named(demos, tmp_path):
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore

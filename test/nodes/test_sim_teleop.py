@@ -34,7 +34,8 @@ def test_scripted_leader_solves_transfer_cube_through_the_teleop_path():
     sim = AlohaSimNode(parameter_overrides=[
         Parameter("seed", value=0), Parameter("rate_factor", value=3.0),
         Parameter("camera_rate_hz", value=0.0), Parameter("episode_steps", value=450)])
-    leader = ScriptedLeader(parameter_overrides=sim_time)
+    leader = ScriptedLeader(cli_args=["--ros-args", "-r", "mode:=/mode_manager/mode"],
+                            parameter_overrides=sim_time)  # it starts with TELEOP
     adapter = AlohaAdapter(cli_args=["--ros-args", "-r", "mode:=/mode_manager/mode"],
                            parameter_overrides=[*sim_time,
                                                 Parameter("robot_profile", value="aloha_sim")])

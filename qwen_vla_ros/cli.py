@@ -214,7 +214,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                           warmup=args.warmup, seed=args.seed, val_every=args.val_every,
                           checkpoint_every=args.checkpoint_every,
                           freeze_backbone=args.freeze_backbone, device=args.device,
-                          prefix_fraction=args.prefix_fraction)
+                          prefix_fraction=args.prefix_fraction,
+                          state_noise=args.state_noise)
         settings = DatasetSettings(embodiment=args.embodiment, target=args.target,
                                    include_failed=args.include_failed)
         if args.threads:
@@ -363,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-fraction", type=float, default=0.5,
                    help="share of samples trained to continue a committed prefix (real-time "
                         "chunking at run time)")
+    p.add_argument("--state-noise", type=float, default=0.0, metavar="STD",
+                   help="Gaussian noise on each sample's observed joint state, in standard "
+                        "deviations of each dimension (targets unchanged); 0: off")
     p.add_argument("--target", choices=["commands", "states"], default="commands",
                    help="what the chunk learns: the commands sent, or the followers' states")
     p.add_argument("--include-failed", action="store_true",

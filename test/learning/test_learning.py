@@ -89,8 +89,9 @@ def test_samples_come_from_the_teleop_window_in_embodiment_units(demos, tmp_path
 
 def test_each_episode_starts_where_its_demonstration_starts(demos, tmp_path):
     """The first episode after the adapter's start-up, the second after a reset: the first
-    sample shows the arms at the start pose and the leader at the start of its
-    demonstration (not mid-way, not the previous episode's end pose)."""
+    sample shows the arms at the start pose, and 0.1-0.3 s in, the commands follow the
+    leader's first steps (not a leader mid-way, not the previous episode's end pose). The
+    very first command may still be on the adapter's short ramp from the measured pose."""
     from qwen_vla_ros.sim.aloha import START_ARM
     from qwen_vla_ros.sim.scripted import scripted_transfer_cube
 
@@ -99,9 +100,12 @@ def test_each_episode_starts_where_its_demonstration_starts(demos, tmp_path):
     arm = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
     for ep in sorted(eps, key=lambda e: e.meta["seed"]):
         demo = scripted_transfer_cube(ep.meta["seed"])[:, arm]
-        first = ep.actions[0, 0, arm]
-        assert np.abs(demo[:10] - first).max(axis=1).min() < 0.03, ep.meta["seed"]
-        assert np.abs(ep.states[0, arm] - np.tile(START_ARM, 2)).max() < 0.25, ep.meta["seed"]
+        # one of the next three samples' commands is on the demonstration's first 0.5 s
+        # (before: 0.7-0.9 s in for a first episode, or the previous end pose)
+        off = [np.abs(demo[:25] - ep.actions[n, 0, arm]).max(axis=1).min() for n in (1, 2, 3)]
+        assert min(off) < 0.03, (ep.meta["seed"], off)
+        # the arms start at the start pose, already moving (before: up to 1.24 rad away)
+        assert np.abs(ep.states[0, arm] - np.tile(START_ARM, 2)).max() < 0.4, ep.meta["seed"]
 
 
 def test_bad_data_is_named(demos, tmp_path):

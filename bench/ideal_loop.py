@@ -37,14 +37,6 @@ def seed_range(text: str) -> list[int]:
     return list(range(int(lo), int(hi or lo) + 1))
 
 
-def fingertips_to_cube(sim, side: str) -> float:
-    """Distance (m) from the midpoint of ``side``'s fingers to the cube's centre."""
-    a = sim.data.geom(f"vx300s_{side}/10_left_gripper_finger").xpos
-    b = sim.data.geom(f"vx300s_{side}/10_right_gripper_finger").xpos
-    cube = sim.data.geom("red_box").xpos
-    return float(np.linalg.norm((a + b) / 2 - cube))
-
-
 def against_demo(executed: np.ndarray, demo: np.ndarray, tip_cube: list[float],
                  arm: list[int], names: list[str], window: int = 50) -> list[dict]:
     """Per ``window`` steps: mean |executed - demo| over the arm joints (rad), the joint
@@ -89,7 +81,7 @@ def main() -> None:
     from qwen_vla_ros.runtime.limits import Limits
     from qwen_vla_ros.runtime.observation import Rejection
     from qwen_vla_ros.runtime.policy_loop import PolicyLoop
-    from qwen_vla_ros.sim.aloha import DEFAULT_CAMERA_MAP, DT, AlohaSim
+    from qwen_vla_ros.sim.aloha import DEFAULT_CAMERA_MAP, DT, AlohaSim, fingertip_centre
     from qwen_vla_ros.sim.bridge import InterbotixSimBridge
 
     policy = QwenVLAPolicy.from_pretrained(args.checkpoint)
@@ -145,8 +137,10 @@ def main() -> None:
                 i = round((t - newest[1]) / DT)
                 bridge.target = np.clip(newest[0][min(i, len(newest[0]) - 1)], lower, upper)
             info = bridge.step()
-            executed.append(bridge.target.copy())
-            tip_cube.append(fingertips_to_cube(sim, "right"))
+            if demo is not None:
+                executed.append(bridge.target.copy())
+                tip_cube.append(float(np.linalg.norm(fingertip_centre(sim.data, "right")
+                                                     - sim.data.geom("red_box").xpos)))
             if info.success and success_t is None:
                 success_t = t
         row = {"seed": seed, "success": sim.max_reward >= 4,

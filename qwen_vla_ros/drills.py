@@ -283,7 +283,6 @@ def _inject(name: str, stack: DrillStack, probe: _Probe) -> Callable[[], None]:
     from builtin_interfaces.msg import Time
     from rosgraph_msgs.msg import Clock
 
-
     procs = stack.procs
     if name == "policy_node killed":
         procs["policy_node"].kill()

@@ -314,6 +314,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
         history.append({"step": 0, **validate(), "seconds": 0.0})
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) \
         if policy.device.type == "cuda" else contextlib.nullcontext()
+    noise_std = {p.name: cfg.state_noise * state_std(policy, p.spec) for p in parts}
     started = time.monotonic()
     total = cfg.steps
     bar = tqdm(total=total, initial=step, unit="step", disable=not progress, desc="train")
@@ -336,8 +337,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
             rng.random(cfg.batch) < share)
         observations, targets = part.train.batch(ks)
         if cfg.state_noise > 0:
-            observations = jitter_states(observations, rng, cfg.state_noise * state_std(
-                policy, part.spec))
+            observations = jitter_states(observations, rng, noise_std[part.name])
         with autocast:  # bf16 on a GPU (fp32 weights and optimiser), fp32 on CPU
             loss = policy.loss(observations, targets, generator=gen,
                                prefix_len=torch.as_tensor(prefix, device=policy.device))

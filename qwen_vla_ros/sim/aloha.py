@@ -67,6 +67,14 @@ class AlohaSimParams:
         validate(self)
 
 
+def fingertip_centre(data, side: str) -> np.ndarray:
+    """World position of the midpoint between ``side``'s two finger geoms (MuJoCo data of a
+    gym-aloha ALOHA model)."""
+    a = data.geom(f"vx300s_{side}/10_left_gripper_finger").xpos
+    b = data.geom(f"vx300s_{side}/10_right_gripper_finger").xpos
+    return (a + b) / 2
+
+
 def assets_dir() -> Path:
     import gym_aloha
 

@@ -21,6 +21,7 @@ from qwen_vla_ros.params import param
 from qwen_vla_ros.sim.aloha import (
     DT,
     START_ARM,
+    fingertip_centre,
     load_model,
     normalised_to_finger,
     sample_object_poses,
@@ -170,9 +171,7 @@ def scripted_transfer_cube(seed: int, steps: int = EPISODE_STEPS) -> np.ndarray:
     sides = ("left", "right")
 
     def tips(side: str) -> np.ndarray:
-        a = data.geom(f"vx300s_{side}/10_left_gripper_finger").xpos
-        b = data.geom(f"vx300s_{side}/10_right_gripper_finger").xpos
-        return (a + b) / 2
+        return fingertip_centre(data, side)
 
     plan = transfer_cube_plan(box[:3], {s: tips(s).copy() for s in sides})
     correction = {s: np.zeros(3) for s in sides}

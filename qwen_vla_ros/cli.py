@@ -205,6 +205,16 @@ def _by_embodiment(items: list[str], default: str) -> dict[str, list[Path]]:
     return out
 
 
+def _model_view_args(p: argparse.ArgumentParser) -> None:
+    """What a new model sees (train; pack must assemble the same)."""
+    p.add_argument("--cameras", nargs="+", metavar="CAMERA",
+                   help="the --embodiment's cameras the policy sees (default all of them); "
+                        "stored in the checkpoint, so the policy node feeds it those")
+    p.add_argument("--image-pixels", type=int, metavar="N",
+                   help="about how many pixels each camera frame is resized to (a new "
+                        "model; default the preset's)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from qwen_vla_ros.learning.dataset import DatasetSettings
     from qwen_vla_ros.learning.train import TrainConfig, train
@@ -227,7 +237,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         train(data, args.out, cfg, preset=args.preset, init=args.init,
               embodiment=args.embodiment, resume=args.resume, settings=settings,
               cache=args.cache or first / "cache", progress=not args.no_progress,
-              weights={k: float(v) for k, v in (_pair(w) for w in args.weights)})
+              weights={k: float(v) for k, v in (_pair(w) for w in args.weights)},
+              cameras=args.cameras, image_pixels=args.image_pixels)
 
     return _one_line_errors("train", run)
 
@@ -240,9 +251,11 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     def run() -> None:
         spec = load_embodiment(args.embodiment)
+        if args.cameras:
+            spec = spec.with_cameras(args.cameras)
         settings = training_settings(spec, DatasetSettings(
             embodiment=spec.name, target=args.target, include_failed=args.include_failed),
-            image_resize_rule(args.preset))
+            image_resize_rule(args.preset, args.image_pixels))
         episodes, skipped = load_episodes(args.data, spec, settings,
                                           cache=args.cache or args.data[0] / "cache")
         write_pack(episodes, skipped, settings, args.out, quality=args.quality)
@@ -376,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true")
+    _model_view_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("pack", help="the training episodes of some bags in one small folder "
@@ -388,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-failed", action="store_true")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality (1-100)")
     p.add_argument("--cache", type=Path, help="decoded-frame cache (default DATA[0]/cache)")
+    _model_view_args(p)
     p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("eval", help="closed-loop success of a checkpoint in the simulated "

@@ -8,8 +8,8 @@ else. Unknown keys are rejected by name.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,15 @@ class EmbodimentSpec:
         if self.extras:
             out["extras"] = dict(self.extras)
         return out
+
+    def with_cameras(self, cameras: Sequence[str]) -> EmbodimentSpec:
+        """This body seen through ``cameras`` only (a subset of its cameras, in that order):
+        what a checkpoint trained on fewer cameras stores."""
+        cams = tuple(cameras)
+        if not cams or len(set(cams)) != len(cams) or not set(cams) <= set(self.cameras):
+            raise ConfigError(f"cameras {list(cams)}: embodiment '{self.name}' has "
+                              f"{list(self.cameras)} (a non-empty subset, each once)")
+        return replace(self, cameras=cams)
 
     # ---- derived views ------------------------------------------------------------------
     @property

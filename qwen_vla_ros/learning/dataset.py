@@ -54,6 +54,8 @@ class DatasetSettings:
     include_failed: bool = False  # episodes marked failed by /collect/episode
     modes: tuple[str, ...] = ("TELEOP",)  # where /mode_manager/mode is recorded
     camera_topics: tuple[tuple[str, str], ...] = ()  # (camera, topic); default /CAM/image_raw
+    # The cameras assembled, in order: the policy's (training_settings sets them).
+    cameras: tuple[str, ...] = ()
     # Past frames of the first camera in each observation, as navigation_node gives them
     # (its history_frames / history_period; train() sets them for waypoint embodiments).
     history_frames: int | None = None  # None: navigation_node's default (waypoints), else 0
@@ -74,6 +76,7 @@ class DatasetSettings:
             d["resize"] = tuple(d["resize"])
         d["modes"] = tuple(d.get("modes", cls.modes))
         d["camera_topics"] = tuple(tuple(pair) for pair in d.get("camera_topics", ()))
+        d["cameras"] = tuple(d.get("cameras", ()))
         return cls(**d)
 
     def key(self) -> str:
@@ -120,8 +123,8 @@ def training_settings(spec: EmbodimentSpec, base: DatasetSettings | None,
     skipped, never given the arm's)."""
     from dataclasses import replace
 
-    settings = replace(base, embodiment=spec.name) if base else DatasetSettings(
-        embodiment=spec.name)
+    settings = replace(base or DatasetSettings(), embodiment=spec.name,
+                       cameras=tuple(spec.cameras))
     if settings.resize is None:  # frames resized once, as the model would each step
         settings = replace(settings, resize=tuple(resize_rule))
     if spec.kind != "waypoints":

@@ -215,10 +215,16 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
           resume: bool = False, settings: DatasetSettings | None = None,
           cache: Path | None = None, progress: bool = True,
           log: Callable[[str], None] = print,
-          weights: dict[str, float] | None = None) -> dict[str, Any]:
+          weights: dict[str, float] | None = None,
+          cameras: Sequence[str] | None = None,
+          image_pixels: int | None = None) -> dict[str, Any]:
     """Train on ``data``: bag folders of ``embodiment``, or {embodiment: folders} for one
     checkpoint of several bodies (joint training; ``weights``: how often each embodiment's
-    batch is drawn, default equal). The loss and validation loss are logged per embodiment."""
+    batch is drawn, default equal). The loss and validation loss are logged per embodiment.
+
+    ``cameras``: the ``embodiment``'s cameras this checkpoint sees (a subset of its spec's;
+    default all), stored in the checkpoint's embodiment, so the policy node feeds it those.
+    ``image_pixels``: per camera frame, for a new model (default the preset's)."""
     from tqdm import tqdm
 
     from qwen_vla_ros.model.presets import build_preset
@@ -238,7 +244,13 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     elif init is not None:
         policy = QwenVLAPolicy.from_pretrained(init, device=cfg.device)
     else:
-        policy = build_preset(preset, list(sources), seed=cfg.seed, device=cfg.device)
+        policy = build_preset(preset, list(sources), seed=cfg.seed, device=cfg.device,
+                              image_pixels=image_pixels)
+    if image_pixels is not None and (resume or init is not None):
+        raise ConfigError("image_pixels shapes a new model; --init and --resume keep the "
+                          f"checkpoint's ({policy.config.image_pixels})")
+    if cameras:
+        policy.embodiments[embodiment] = policy.spec(embodiment).with_cameras(cameras)
     parts: list[Part] = []
     for name, paths in sources.items():
         spec = policy.spec(name)  # a checkpoint without the embodiment fails here
@@ -297,7 +309,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
 
     first = parts[0]
     meta = {"config": asdict(cfg), "preset": preset, "init": str(init) if init else None,
-            "embodiment": first.name, **data_of(first)}
+            "embodiment": first.name, "cameras": list(first.spec.cameras),
+            "image_pixels": policy.config.image_pixels, **data_of(first)}
     if len(parts) > 1:  # joint training: every embodiment's data, and its share of steps
         meta["embodiments"] = {p.name: {"weight": float(w), **data_of(p)}
                                for p, w in zip(parts, probs, strict=True)}

@@ -34,34 +34,38 @@ PRESETS = ("tiny", "full")
 TINY_IMAGE_PIXELS = 128 * 192
 
 
-def preset_configs(name: str, tokenizer):
-    """(backbone transformers config, PolicyConfig) for a preset."""
+def preset_configs(name: str, tokenizer, image_pixels: int | None = None):
+    """(backbone transformers config, PolicyConfig) for a preset; ``image_pixels``: about
+    how many pixels each camera frame is resized to (default: the preset's)."""
     if name == "tiny":
+        pixels = image_pixels or TINY_IMAGE_PIXELS
         bb = tiny_backbone_config(tokenizer, hidden_size=128, num_layers=2, vision_depth=2,
-                                  image_pixels=TINY_IMAGE_PIXELS, vision_hidden=64)
+                                  image_pixels=pixels, vision_hidden=64)
         dec = DecoderConfig(width=128, depth=2, heads=4, context_dim=128, max_horizon=64,
                             time_embed_dim=64)
-        return bb, PolicyConfig(decoder=dec, image_pixels=TINY_IMAGE_PIXELS, flow_steps=10,
+        return bb, PolicyConfig(decoder=dec, image_pixels=pixels, flow_steps=10,
                                 preset="tiny")
     if name == "full":
         bb = qwen3_5_4b_config(tokenizer)
         dec = DecoderConfig(width=1536, depth=18, heads=16, mlp_ratio=4.25, context_dim=2560,
                             max_horizon=64, time_embed_dim=256)
-        return bb, PolicyConfig(decoder=dec, image_pixels=224 * 224, flow_steps=10,
-                                preset="full")
+        return bb, PolicyConfig(decoder=dec, image_pixels=image_pixels or 224 * 224,
+                                flow_steps=10, preset="full")
     raise ConfigError(f"unknown preset '{name}'; choose one of {PRESETS}")
 
 
 def build_preset(name: str, embodiments: Sequence[str | EmbodimentSpec] | None = None,
                  seed: int = 0, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> QwenVLAPolicy:
-    """A random-init policy of the preset's shape, for every embodiment in config/."""
+                 dtype: torch.dtype = torch.float32, image_pixels: int | None = None
+                 ) -> QwenVLAPolicy:
+    """A random-init policy of the preset's shape, for every embodiment in config/
+    (``image_pixels``: per camera frame, default the preset's)."""
     specs: dict[str, EmbodimentSpec] = {}
     for e in embodiments if embodiments is not None else available_embodiments():
         spec = e if isinstance(e, EmbodimentSpec) else load_embodiment(e)
         specs[spec.name] = spec
     tokenizer = train_tiny_tokenizer()
-    bb_cfg, pol_cfg = preset_configs(name, tokenizer)
+    bb_cfg, pol_cfg = preset_configs(name, tokenizer, image_pixels)
     processor = make_image_processor(pol_cfg.image_pixels)
     torch.manual_seed(seed)
     with torch.device(device):
@@ -71,12 +75,12 @@ def build_preset(name: str, embodiments: Sequence[str | EmbodimentSpec] | None =
     return policy.to(dtype=dtype).eval()
 
 
-def image_resize_rule(name: str) -> tuple[int, int, int]:
+def image_resize_rule(name: str, image_pixels: int | None = None) -> tuple[int, int, int]:
     """The preset's image resize rule (factor, min and max pixels), from its configuration
     alone (no weights built): what training frames are resized by."""
     from qwen_vla_ros.model.preprocess import TorchImageProcessor
 
-    _, pol_cfg = preset_configs(name, train_tiny_tokenizer())
+    _, pol_cfg = preset_configs(name, train_tiny_tokenizer(), image_pixels)
     return TorchImageProcessor(make_image_processor(pol_cfg.image_pixels)).resize_rule
 
 

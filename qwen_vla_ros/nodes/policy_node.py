@@ -118,7 +118,10 @@ class PolicyNode(LifecycleNode):
 
     def _configure(self) -> None:
         self.params = params = read(self, PolicyParams)
-        self.spec = spec = load_embodiment(params.embodiment)
+        policy = open_policy(self._injected_policy, params, params.embodiment, self.get_logger())
+        # The cameras the checkpoint was trained to see (train --cameras), a subset of the body's.
+        self.spec = spec = load_embodiment(params.embodiment).with_cameras(
+            policy.spec(params.embodiment).cameras)
         self.loop = loop = PolicyLoop(spec, params.max_observation_age, seed=params.seed,
                                       prefix_steps=params.rtc_prefix_steps,
                                       instruction=params.instruction,
@@ -130,7 +133,7 @@ class PolicyNode(LifecycleNode):
         host.subscribe_observation(loop, profile, self._warn)
         host.entities.append(self.create_subscription(String, "~/instruction",
                                                       self._instruction_cb, qos.COMMAND))
-        host.policy = open_policy(self._injected_policy, params, spec.name, self.get_logger())
+        host.policy = policy
         host.entities.append(self.create_timer(1.0 / params.inference_rate_hz, self._tick))
 
     def now(self) -> float:

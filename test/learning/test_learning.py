@@ -23,6 +23,7 @@ from qwen_vla_ros.learning.dataset import (
     read_episode,
 )
 from qwen_vla_ros.learning.train import (
+    Samples,
     TrainConfig,
     split_episodes,
     train,
@@ -214,6 +215,38 @@ def test_train_refuses_what_it_cannot_use(demos, tmp_path):
                            "1", "--no-progress"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no such file or directory" in proc.stderr
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "z").exists()
+
+
+def test_a_checkpoint_can_see_fewer_cameras_at_a_higher_resolution(demos, tmp_path):
+    """train --cameras cam_high --image-pixels: the checkpoint's body sees the top camera
+    only, each frame resized to about that many pixels, and predicts from that camera
+    alone; a camera the body does not have, or a new shape for an existing model, is
+    refused by name."""
+    from qwen_vla_ros.errors import ConfigError
+    from qwen_vla_ros.model.policy import QwenVLAPolicy
+
+    out, _ = demos
+    cfg = TrainConfig(steps=2, batch=2, val_every=100, checkpoint_every=100, seed=0)
+    quiet = {"settings": settings(), "progress": False, "log": lambda _: None}
+    result = train([out], tmp_path / "top", cfg, cameras=["cam_high"],
+                   image_pixels=256 * 320, **quiet)
+    assert result["cameras"] == ["cam_high"] and result["image_pixels"] == 256 * 320
+    policy = QwenVLAPolicy.from_pretrained(tmp_path / "top")
+    assert policy.spec("aloha").cameras == ("cam_high",)
+    episodes, _ = load_episodes([out], policy.spec("aloha"), DatasetSettings(
+        include_failed=True, resize=policy.backbone.pixels.resize_rule))
+    frames = episodes[0].frames
+    assert list(frames) == ["cam_high"] and frames["cam_high"].shape[1:] == (256, 320, 3)
+    obs, _ = Samples(episodes, "aloha", ("cam_high",)).get(0)
+    assert list(obs.images) == ["cam_high"]
+    chunk = policy.predict(obs, seed=0)
+    assert chunk.actions.shape == (SPEC.horizon, SPEC.action_dim)
+    assert np.all(np.isfinite(chunk.actions))
+    with pytest.raises(ConfigError, match=r"cameras \['cam_top'\].*cam_high"):
+        train([out], tmp_path / "x", cfg, cameras=["cam_top"], **quiet)
+    with pytest.raises(ConfigError, match="image_pixels shapes a new model"):
+        train([out], tmp_path / "y", cfg, init=tmp_path / "top", image_pixels=128 * 160,
+              **quiet)
 
 
 def test_eval_refuses_seeds_the_checkpoint_was_trained_on(trained, tmp_path):

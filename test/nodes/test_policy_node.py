@@ -51,6 +51,24 @@ def test_unknown_camera_name_fails_configure_by_name_and_node_stays_up(ros, tiny
     node.destroy_node()
 
 
+def test_a_checkpoint_that_sees_fewer_cameras_is_fed_only_those(ros, tiny_policy):
+    """A checkpoint trained on the top camera alone (train --cameras): the node subscribes
+    and waits for that camera only, not every camera of the body."""
+    import copy
+
+    from qwen_vla_ros.nodes.policy_node import PolicyNode
+
+    top_only = copy.copy(tiny_policy)  # the session's policy itself stays as it is
+    top_only.embodiments = {**tiny_policy.embodiments,
+                            EMB: tiny_policy.spec(EMB).with_cameras(["cam_high"])}
+    node = PolicyNode(policy=top_only, parameter_overrides=params())
+    assert node.last_error == "" and node.loop.spec.cameras == ("cam_high",)
+    assert node.loop.images.cameras == ("cam_high",)
+    assert node.has_parameter("camera_topics.cam_high")
+    assert not node.has_parameter("camera_topics.cam_wrist")
+    node.destroy_node()
+
+
 def test_missing_checkpoint_fails_configure_with_a_clear_error(ros):
     from qwen_vla_ros.nodes.policy_node import PolicyNode
 

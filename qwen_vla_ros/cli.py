@@ -225,7 +225,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                           checkpoint_every=args.checkpoint_every,
                           freeze_backbone=args.freeze_backbone, device=args.device,
                           prefix_fraction=args.prefix_fraction,
-                          state_noise=args.state_noise)
+                          state_noise=args.state_noise, start_share=args.start_share,
+                          start_seconds=args.start_seconds)
         settings = DatasetSettings(embodiment=args.embodiment, target=args.target,
                                    include_failed=args.include_failed)
         if args.threads:
@@ -380,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-noise", type=float, default=0.0, metavar="STD",
                    help="Gaussian noise on each sample's observed joint state, in standard "
                         "deviations of each dimension (targets unchanged); 0: off")
+    p.add_argument("--start-share", type=float, default=0.0, metavar="P",
+                   help="share of each batch drawn from the episodes' first --start-seconds "
+                        "(where only the images say where the object is); 0: uniform")
+    p.add_argument("--start-seconds", type=float, default=1.5)
     p.add_argument("--target", choices=["commands", "states"], default="commands",
                    help="what the chunk learns: the commands sent, or the followers' states")
     p.add_argument("--include-failed", action="store_true",

@@ -1,12 +1,16 @@
-"""Training's state noise (``TrainConfig.state_noise``): plain tests, no ROS."""
+"""Training's sampling options: state noise (``TrainConfig.state_noise``) and the share of
+samples from the episodes' starts (``start_share``): plain tests, no ROS."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qwen_vla_ros.errors import ConfigError
-from qwen_vla_ros.learning.train import TrainConfig, jitter_states
+from qwen_vla_ros.learning.dataset import Episode
+from qwen_vla_ros.learning.train import Samples, TrainConfig, jitter_states
 from qwen_vla_ros.model.types import Observation
 
 
@@ -39,3 +43,25 @@ def test_the_noise_is_seeded():
 def test_a_negative_noise_is_refused():
     with pytest.raises(ConfigError, match="state_noise"):
         TrainConfig(steps=1, state_noise=-0.1)
+
+
+def episode(t0: float, n: int) -> Episode:
+    return Episode(bag=Path("x"), instruction="x", meta={}, frames={"cam": np.zeros((1, 4, 4, 3))},
+                   frame_idx=np.zeros((n, 1), np.int64), states=np.zeros((n, 2)),
+                   actions=np.zeros((n, 3, 2)), ticks=t0 + 0.1 * np.arange(n))
+
+
+def test_the_starts_are_the_first_seconds_of_each_episode():
+    samples = Samples([episode(18.48, 30), episode(7.0, 12)], "aloha", ["cam"])
+    starts = samples.starts(1.45)
+    assert [samples.index[k] for k in starts] == [(0, i) for i in range(15)] + [
+        (1, i) for i in range(12)]  # the second is shorter than that
+    assert [samples.index[k] for k in samples.starts(0.25)] == [(0, 0), (0, 1), (0, 2),
+                                                                (1, 0), (1, 1), (1, 2)]
+
+
+def test_a_start_share_outside_0_1_is_refused():
+    with pytest.raises(ConfigError, match="start_share"):
+        TrainConfig(steps=1, start_share=1.5)
+    with pytest.raises(ConfigError, match="start_seconds"):
+        TrainConfig(steps=1, start_share=0.5, start_seconds=0.0)

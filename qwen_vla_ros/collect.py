@@ -87,16 +87,17 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
     return summarize(out, task, summary, started, rate_factor, log)
 
 
-def record_meta(recorder, publisher, meta: dict[str, Any], timeout: float = 5.0) -> None:
+def record_meta(recorder, publisher, meta: dict[str, Any], timeout: float = 30.0) -> None:
     """Publish the episode's ``/collect/episode`` and wait until the recorder wrote it (it
-    writes on the executor thread) before the bag is closed."""
+    writes on the executor thread) before the bag is closed: a TimeoutError, never a bag
+    without its seed and success."""
     from std_msgs.msg import String
 
     n_meta = recorder.counts.get(EPISODE_TOPIC, 0)
     publisher.publish(String(data=json.dumps(meta)))
-    deadline = time.monotonic() + timeout
-    while recorder.counts.get(EPISODE_TOPIC, 0) <= n_meta and time.monotonic() < deadline:
-        time.sleep(0.01)
+    if not recorder.wait_count(EPISODE_TOPIC, n_meta + 1, timeout):
+        raise TimeoutError(f"{recorder.path}: {EPISODE_TOPIC} not recorded within "
+                           f"{timeout:g} s")
 
 
 def summarize(out: Path, task: str, rows: list[dict[str, Any]], started: float,

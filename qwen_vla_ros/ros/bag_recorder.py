@@ -59,6 +59,7 @@ class BagRecorder:
         self.node = node
         self.store = typestore()
         self.lock = threading.Lock()
+        self.written = threading.Condition(self.lock)  # notified after every write
         self.on_message = on_message
         self.topics = {name: (ros_type_name(cls), profile) for name, cls, profile in topics}
         self._open(Path(path))
@@ -101,9 +102,15 @@ class BagRecorder:
                     return
                 self.writer.write(self._connection(topic), stamp, bytes(raw))
                 self.counts[topic] = self.counts.get(topic, 0) + 1
+                self.written.notify_all()
             if self.on_message is not None:
                 self.on_message(topic, raw, stamp)
         return cb
+
+    def wait_count(self, topic: str, n: int, timeout: float) -> bool:
+        """Whether the current bag holds ``n`` messages of ``topic`` within ``timeout`` s."""
+        with self.written:
+            return self.written.wait_for(lambda: self.counts.get(topic, 0) >= n, timeout)
 
     def close(self) -> None:
         with self.lock:

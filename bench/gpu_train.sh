@@ -8,7 +8,9 @@
 # then on the device machine (carry .gpu_data), from the repository root:
 #     MINUTES=8 bash bench/gpu_train.sh
 # and evaluate the checkpoint here, through the ROS path (qwen-vla-ros eval). Knobs: PACK,
-# PRESET, MINUTES, BATCH, LR, DEVICE (cpu: a dry pass), PY. Its transformers may be older
+# PRESET, MINUTES, BATCH, LR, DEVICE (cpu: a dry pass), PY, TRAIN_ARGS (more train options,
+# e.g. run 9's "--state-noise 0.2 --cameras cam_high --image-pixels 81920 --start-share 0.5";
+# the pack must then be made with the same --cameras and --image-pixels). Its transformers may be older
 # than requirements.txt's: the tiny preset builds, infers and trains with 5.17 (checked
 # here); .whl/ wheels are installed first when present, as in gpu.sh.
 set -uo pipefail
@@ -21,6 +23,7 @@ BATCH=${BATCH:-64}
 LR=${LR:-3e-4}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
+TRAIN_ARGS=${TRAIN_ARGS:-}
 CKPT=/tmp/qwen_vla_gpu_ckpt
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -42,7 +45,8 @@ rm -rf "$CKPT"
 limit=$("$PY" -c "import sys; print(int(float(sys.argv[1]) * 60) + 180)" "$MINUTES")
 timeout "$limit" "$PY" -m qwen_vla_ros.cli train --data "$PACK" --out "$CKPT" \
     --preset "$PRESET" --minutes "$MINUTES" --batch "$BATCH" --lr "$LR" --warmup 200 \
-    --val-every 250 --checkpoint-every 1000000 --seed 0 --device "$DEVICE" --no-progress 2>&1 \
+    --val-every 250 --checkpoint-every 1000000 --seed 0 --device "$DEVICE" --no-progress \
+    $TRAIN_ARGS 2>&1 \
     | tee "$OUT/train.log"
 status=$?
 if [ -f "$CKPT/qwen_vla.json" ]; then

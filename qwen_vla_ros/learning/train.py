@@ -250,6 +250,9 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     unknown = sorted(set(weights) - set(sources))
     if unknown:
         raise ConfigError(f"sampling weights for {unknown}, which have no --data")
+    if image_pixels is not None and (resume or init is not None):
+        raise ConfigError("image_pixels shapes a new model; --init and --resume keep the "
+                          "checkpoint's")
     torch.manual_seed(cfg.seed)
     state = None
     if resume:
@@ -262,9 +265,6 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     else:
         policy = build_preset(preset, list(sources), seed=cfg.seed, device=cfg.device,
                               image_pixels=image_pixels)
-    if image_pixels is not None and (resume or init is not None):
-        raise ConfigError("image_pixels shapes a new model; --init and --resume keep the "
-                          f"checkpoint's ({policy.config.image_pixels})")
     if cameras:
         policy.embodiments[embodiment] = policy.spec(embodiment).with_cameras(cameras)
     parts: list[Part] = []

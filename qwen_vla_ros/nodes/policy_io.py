@@ -220,7 +220,7 @@ class PolicyHost:
 
         node, spec = self.node, loop.spec
         cams, joints = input_topics(spec, loop.merger.robots(), profile)
-        what = f"cameras of '{spec.name}'"
+        what = f"cameras the policy sees on '{spec.name}'"  # a checkpoint may see a subset
         for cam, default in cams.items():
             topic = keyed(node, "camera_topics", cam, default, f"topic of camera slot '{cam}'",
                           cams, what)

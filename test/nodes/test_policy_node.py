@@ -46,7 +46,8 @@ def test_unknown_camera_name_fails_configure_by_name_and_node_stays_up(ros, tiny
 
     node = PolicyNode(policy=tiny_policy, parameter_overrides=[
         *params(), Parameter("camera_topics.cam_side", value="/side/image_raw")])
-    assert "cam_side" in node.last_error and "not cameras of 'vx300s_single'" in node.last_error
+    assert "cam_side" in node.last_error
+    assert "not cameras the policy sees on 'vx300s_single'" in node.last_error
     assert not node.active
     node.destroy_node()
 
@@ -66,6 +67,12 @@ def test_a_checkpoint_that_sees_fewer_cameras_is_fed_only_those(ros, tiny_policy
     assert node.loop.images.cameras == ("cam_high",)
     assert node.has_parameter("camera_topics.cam_high")
     assert not node.has_parameter("camera_topics.cam_wrist")
+    node.destroy_node()
+    # A topic for a camera of the body that this checkpoint does not see: named as such.
+    node = PolicyNode(policy=top_only, parameter_overrides=[
+        *params(), Parameter("camera_topics.cam_wrist", value="/wrist/image_raw")])
+    assert "cam_wrist" in node.last_error and "policy sees" in node.last_error
+    assert "['cam_high']" in node.last_error and not node.active
     node.destroy_node()
 
 

@@ -177,7 +177,11 @@ def test_summary_rate_is_the_sim_time_rate_on_a_loaded_machine(tmp_path, tiny_ch
 
 def test_policy_commands_stay_within_limits(demo):
     """Each command stream (per arm, per gripper), in POLICY: inside the position limits and
-    never more than one velocity step from the previous command."""
+    never more than one velocity step from the previous command, but for one step: the
+    handover, where the first POLICY command steps from the MEASURED pose while the command
+    before it was TELEOP's (a jump test_summary_reports_the_closed_loop bounds). Under load
+    the recorder can log one or more TELEOP commands after the mode message, so that jump is
+    not always at the first POLICY index; a broken rate limit shows as many steps."""
     from qwen_vla_ros.embodiment.spec import load_embodiment
     from qwen_vla_ros.replay.summary import mode_at, read_aloha_bag
 
@@ -193,10 +197,8 @@ def test_policy_commands_stay_within_limits(demo):
         values = np.array([v for t, v in stream if mode_at(data.modes, t) == "POLICY"])
         assert len(values) > 50, (robot, kind)
         assert np.all(values >= lo - 1e-5) and np.all(values <= hi + 1e-5), (robot, kind)
-        # values[0] may still be TELEOP's last command (the mode message can precede the
-        # switch); the first POLICY command steps from the MEASURED pose, a jump the handover
-        # check bounds (test_summary_reports_the_closed_loop). Every step after it:
-        assert np.all(np.abs(np.diff(values[1:], axis=0)) <= step + 1e-5), (robot, kind)
+        over = np.any(np.abs(np.diff(values, axis=0)) > step + 1e-5, axis=1)
+        assert over.sum() <= 1, (robot, kind, np.flatnonzero(over))
         checked += 1
     assert checked == 4
 

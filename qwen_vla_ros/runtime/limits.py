@@ -21,17 +21,18 @@ class Limits:
 
     def clamp(self, target: np.ndarray, previous: np.ndarray | None, dt: float
               ) -> tuple[np.ndarray, bool]:
-        """Clamp to the position box, then to at most max_velocity*dt away from ``previous``.
+        """At most max_velocity*dt away from ``previous``, and inside the position box.
 
-        Returns (command, was_clamped). ``target`` must be finite (callers reject NaN first).
+        The box wins: from a ``previous`` outside it (a handover from a measured pose that
+        gravity or a contact pushed past a joint limit, as the sim does by up to ~0.06 rad),
+        the command goes to the box's edge, never past it. Returns (command, was_clamped).
+        ``target`` must be finite (callers reject NaN first).
         """
-        cmd = np.clip(target, self.lower, self.upper)
+        cmd = np.asarray(target, float)
         if previous is not None:
             step = self.max_velocity * dt
             cmd = np.clip(cmd, previous - step, previous + step)
-            # Stepping toward the box from outside it can leave us outside: still never
-            # command beyond the box by more than the previous command already was.
-            cmd = np.clip(cmd, np.minimum(self.lower, previous), np.maximum(self.upper, previous))
+        cmd = np.clip(cmd, self.lower, self.upper)
         clamped = bool(np.any(np.abs(cmd - target) > 1e-12))
         return cmd, clamped
 

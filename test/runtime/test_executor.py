@@ -119,6 +119,22 @@ def test_position_limits_from_the_aloha_spec_are_enforced():
     assert np.all(cmd.position <= spec.upper() + 1e-12)
 
 
+@settings(max_examples=300, deadline=None)
+@given(target=arrays(np.float64, (2,), elements=st.floats(-5, 5)),
+       previous=arrays(np.float64, (2,), elements=st.floats(-3, 3)))
+def test_a_command_never_leaves_the_box_even_from_a_pose_outside_it(target, previous):
+    """A handover from a measured pose past a joint limit: the command goes to the box's edge
+    (not past it); from inside the box it also moves at most one velocity step."""
+    cmd, _ = LIM.clamp(target, previous, DT)
+    assert LIM.within(cmd, tol=0.0)
+    if LIM.within(previous, tol=0.0):
+        assert np.all(np.abs(cmd - previous) <= LIM.max_velocity * DT + 1e-12)
+    else:  # no nearer to the target than one step allows, and at the edge on the far dims
+        out = (previous < LIM.lower) | (previous > LIM.upper)
+        assert np.all(np.isin(cmd[out], [-1.0, 1.0]) | (np.abs(cmd[out] - previous[out])
+                                                         <= LIM.max_velocity[out] * DT))
+
+
 @settings(max_examples=200, deadline=None)
 @given(chunk=arrays(np.float64, (20, 2), elements=st.floats(-5, 5)),
        start=arrays(np.float64, (2,), elements=st.floats(-1, 1)),

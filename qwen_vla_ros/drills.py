@@ -54,6 +54,8 @@ class DrillResult:
     # in the second after it
     motion_after: float = 0.0  # largest change between those commands (rad / normalised)
     within_limits: bool = True
+    outside: list[str] = field(default_factory=list)  # the commands that were not (stream,
+    # seconds from injection, joint: value and the limit it broke)
     died: list[str] = field(default_factory=list)  # processes other than the target
 
 
@@ -343,16 +345,21 @@ def run_drill(name: str, mode: str, target: str | None, stack: DrillStack,
         if target != "mode_manager":
             res.mode_manager_after = probe.modes[-1] if probe.modes else ""
     with probe.lock:
-        cmds = [(s, v) for w, s, v, _ in probe.commands if w > t0 - 5.0]
-    for s, v in cmds:
+        cmds = [(w, s, v) for w, s, v, _ in probe.commands if w > t0 - 5.0]
+    for w, s, v in cmds:
         arm, kind = s.split("/")
         idx = [i for i in stack.spec.dims_of(arm)
                if (stack.spec.action[i].gripper is None) == (kind == "arm")]
         if kind == "gripper":  # motor angle -> the limits' normalised opening
             g = stack.spec.action[idx[0]].gripper
             v = np.array([float(g.to_normalised(v[0]))])
-        if np.any(v < lo[idx] - 1e-5) or np.any(v > hi[idx] + 1e-5):
+        bad = (v < lo[idx] - 1e-5) | (v > hi[idx] + 1e-5)
+        if np.any(bad):
             res.within_limits = False
+            dims = np.asarray(idx)[bad]
+            res.outside.extend(
+                f"{s} at {w - t0:+.2f} s: {stack.spec.action[i].name} {x:.4f} outside "
+                f"[{lo[i]:.4f}, {hi[i]:.4f}]" for i, x in zip(dims, v[bad], strict=True))
     res.died = [exe for exe, ok in stack.alive().items() if not ok and exe != target]
     undo()
     return res

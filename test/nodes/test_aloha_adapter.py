@@ -214,8 +214,20 @@ def test_hold_sends_nothing(stack):
     rig.running = True
 
 
+def hold_still(rig) -> None:
+    """HOLD, with the adapter in it and the last command sent before it received, so a test
+    starts from a pose that no earlier test is still moving (tests run in any order)."""
+    from qwen_vla_ros.runtime.modes import Mode
+
+    call(rig, "hold")
+    assert wait_for(lambda: rig.adapter.mode is Mode.HOLD)
+    rig.advance(0.1)
+    rig.running = True
+
+
 def test_teleop_ramps_followers_to_leaders_within_velocity_limit(stack):
     rig, spec = stack
+    hold_still(rig)
     start = rig.follower["follower_left"].copy()
     n = len(rig.groups)
     call(rig, "engage_teleop")

@@ -51,7 +51,7 @@ def test_every_fault_is_detected_within_its_bound(drills):
 
 def test_the_arms_hold_and_nothing_else_dies(drills):
     for name, r in drills.items():
-        assert r.within_limits, name
+        assert r.within_limits, (name, r.outside[:5])
         assert r.motion_after < 1e-9 and r.commands_after <= 4, (name, r.commands_after)
         assert r.died == [], (name, r.died)
         if name != "mode_manager killed":

@@ -346,6 +346,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     noise_std = {p.name: cfg.state_noise * state_std(policy, p.spec) for p in parts}
     starts = {p.name: p.train.starts(cfg.start_seconds) for p in parts}
     started = time.monotonic()
+    # A resumed run continues the log's clock; its speed counts this run's steps only.
+    first_step, offset_s = step, float(history[-1].get("seconds", 0.0))
     total = cfg.steps
     bar = tqdm(total=total, initial=step, unit="step", disable=not progress, desc="train")
     policy.train()
@@ -379,7 +381,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
         opt.step()
         step += 1
         rec = {"step": step, "loss": float(loss.detach()), "lr": lr, "grad": grad,
-               "seconds": time.monotonic() - started}
+               "seconds": offset_s + time.monotonic() - started}
         if len(parts) > 1:
             rec["embodiment"] = part.name
         if step % cfg.val_every == 0 or step == cfg.steps:
@@ -387,8 +389,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
             policy.train()
         history.append(rec)
         bar.update(1)
-        bar.set_postfix(loss=f"{rec['loss']:.3f}",
-                        samples_s=f"{step * cfg.batch / max(rec['seconds'], 1e-9):.0f}")
+        rate = (step - first_step) * cfg.batch / max(rec["seconds"] - offset_s, 1e-9)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", samples_s=f"{rate:.0f}")
         if step % cfg.checkpoint_every == 0:
             policy.eval()
             _write_checkpoint(policy, out, {STATE_FILE: snapshot(), LOG_FILE: {
@@ -399,7 +401,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     _write_checkpoint(policy, out, {STATE_FILE: snapshot(), LOG_FILE: {**meta,
                                                                       "history": history}})
     plot_history(history, out / "train.png")
-    final = {"steps": step, "samples_per_s": step * cfg.batch / max(
+    final = {"steps": step, "samples_per_s": (step - first_step) * cfg.batch / max(
         time.monotonic() - started, 1e-9), "device": str(policy.device),
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9
         if policy.device.type == "cuda" else None,

@@ -186,7 +186,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return _one_line_errors("collect", lambda: collect(
         args.out, task=args.task, episodes=args.episodes, seed_start=args.seed_start,
         instruction=args.instruction, rate_factor=args.rate_factor,
-        progress=not args.no_progress, disturbance=args.disturbance))
+        progress=not args.no_progress, disturbance=args.disturbance,
+        lockstep_timeout_s=args.lockstep_timeout))
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -351,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arm tasks: std of a slow offset the sim adds to the arm joints' "
                         "targets, so the demonstrations show recoveries (the recorded "
                         "commands stay the leader's); 0: off")
+    p.add_argument("--lockstep-timeout", type=float, default=1.0, metavar="S",
+                   help="arm tasks: the sim steps with the teleop commands, waiting up to "
+                        "this long for them, so a busy machine slows the collection instead "
+                        "of failing demonstrations; 0: the sim runs on its wall timer")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_collect)
 

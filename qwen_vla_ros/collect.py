@@ -30,10 +30,12 @@ def episode_dir(out: Path, seed: int) -> Path:
 def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_start: int = 0,
             instruction: str = DEFAULT_INSTRUCTION, rate_factor: float = 1.0,
             timeout_s: float = 120.0, progress: bool = True, log=print,
-            disturbance: float = 0.0) -> dict[str, Any]:
+            disturbance: float = 0.0, lockstep_timeout_s: float = 1.0) -> dict[str, Any]:
     """Record ``episodes`` teleop episodes; returns the summary (also ``OUT/collect.json``).
     ``disturbance`` (rad, transfer_cube/insertion): aloha_sim's ``disturbance_rad``, recovery
-    data; each episode's record says which it was."""
+    data; each episode's record says which it was. ``lockstep_timeout_s`` (arm tasks):
+    aloha_sim's, the sim steps with the teleop commands (sim/lockstep.py), so a busy machine
+    slows the collection instead of failing demonstrations; 0: on its wall timer."""
     if task not in TASKS:
         raise ValueError(f"no scripted demonstrator for task '{task}'; have {list(TASKS)}")
     if episodes < 1:
@@ -57,8 +59,12 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
     summary: list[dict[str, Any]] = []
     if disturbance < 0:
         raise ValueError("--disturbance must be >= 0 (rad)")
+    if lockstep_timeout_s < 0:
+        raise ValueError("--lockstep-timeout must be >= 0 (s)")
+    sim_params = {"disturbance_rad": float(disturbance),
+                  "lockstep_timeout_s": float(lockstep_timeout_s)}
     with episode_stack(seed_start, task, rate_factor, drop=("policy_node",),
-                       extra={"aloha_sim": {"disturbance_rad": float(disturbance)}}) as stack:
+                       extra={"aloha_sim": sim_params}) as stack:
         spec = stack.nodes["aloha_adapter"].spec
         meta_pub = stack.probe.create_publisher(String, EPISODE_TOPIC, qos.LATCHED)
         recorder = BagRecorder(stack.probe, episode_dir(out, seed_start),
@@ -76,6 +82,7 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
                 meta = {"seed": seed, "task": task, "instruction": instruction,
                         "success": bool(r["success"]), "max_reward": int(r["max_reward"]),
                         "disturbance_rad": float(disturbance),
+                        "lockstep_timeout_s": float(lockstep_timeout_s),
                         "source": "qwen-vla-ros collect (scripted leader, aloha_sim)"}
                 record_meta(recorder, meta_pub, meta)
                 summary.append(meta)

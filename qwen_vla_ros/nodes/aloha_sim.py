@@ -18,14 +18,16 @@ Fault drills: topics listed in the parameter ``drop_topics`` (settable at run ti
 ``ros2 param set /aloha_sim drop_topics "['/cam_high/image_raw']"``) are not published, as
 if that camera or arm's driver had stopped; the sim and /clock run on.
 
-Steps at 50 Hz of sim time, ``rate_factor`` x real time. Rendering is the cost: resolution,
-camera rate and quality are parameters (MUJOCO_GL=egl for headless).
+Steps at 50 Hz of sim time, ``rate_factor`` x real time; with ``lockstep_timeout_s`` > 0, no
+faster than the follower commands arrive (sim/lockstep.py). Rendering is the cost:
+resolution, camera rate and quality are parameters (MUJOCO_GL=egl for headless).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -40,6 +42,7 @@ from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.sim.aloha import DT, AlohaSim, AlohaSimParams
 from qwen_vla_ros.sim.bridge import InterbotixSimBridge
+from qwen_vla_ros.sim.lockstep import Lockstep
 
 
 class AlohaSimNode(Node):
@@ -63,6 +66,7 @@ class AlohaSimNode(Node):
         self.sim = AlohaSim(task, image_size=(h, w), fast_render=fast,
                             disturbance=params.disturbance_rad)
         self.bridge = InterbotixSimBridge(self.spec, self.sim, gripper_mode)
+        self.lockstep = Lockstep(self.bridge.robots, params.lockstep_timeout_s)
         self._time_cls = Time
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.js_pubs = {r: self.create_publisher(JointState, f"/{r}/joint_states", qos.SENSOR)
@@ -112,6 +116,7 @@ class AlohaSimNode(Node):
         """A command subscription: ``apply(msg)`` hands it to the bridge and returns a
         rejection reason (logged, throttled) or None."""
         def cb(msg) -> None:
+            self.lockstep.commanded(robot)
             reason = apply(msg)
             if reason:
                 self.get_logger().warning(f"{robot}: {reason}", throttle_duration_sec=2.0)
@@ -119,6 +124,13 @@ class AlohaSimNode(Node):
 
     # ---- stepping -----------------------------------------------------------------------
     def _step(self) -> None:
+        timeouts = self.lockstep.timeouts
+        if not self.lockstep.may_step(time.monotonic()):
+            return
+        if self.lockstep.timeouts > timeouts:
+            self.get_logger().info(
+                f"lockstep: no follower command for {self.lockstep.timeout_s:g} s; stepping "
+                "on the timer until commands resume")
         info = self.bridge.step()
         t = self.now_sim()
         stamp = sec_to_stamp(t, self._time_cls)

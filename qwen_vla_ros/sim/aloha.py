@@ -62,6 +62,11 @@ class AlohaSimParams:
              "position targets in the sim, so demonstrations show the arm pushed off and the "
              "leader's commands pulling it back (DART-style recovery data); the commands "
              "recorded stay the leader's. 0: off", check=at_least(0.0))
+    lockstep_timeout_s: float = param(
+        0.0, "0: step on the wall timer. > 0: while the followers are commanded, step once "
+             "each arm's command since the last step has arrived, waiting up to this long "
+             "(wall s; sim/lockstep.py): tests and demonstration collection, never a policy "
+             "evaluation", check=at_least(0.0))
 
     def __post_init__(self) -> None:
         validate(self)

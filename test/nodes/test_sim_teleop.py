@@ -33,7 +33,9 @@ def test_scripted_leader_solves_transfer_cube_through_the_teleop_path():
     sim_time = [Parameter("use_sim_time", value=True)]
     sim = AlohaSimNode(parameter_overrides=[
         Parameter("seed", value=0), Parameter("rate_factor", value=3.0),
-        Parameter("camera_rate_hz", value=0.0), Parameter("episode_steps", value=450)])
+        Parameter("camera_rate_hz", value=0.0), Parameter("episode_steps", value=450),
+        # the sim steps with the adapter's commands: a loaded machine slows it, as collect
+        Parameter("lockstep_timeout_s", value=1.0)])
     leader = ScriptedLeader(cli_args=["--ros-args", "-r", "mode:=/mode_manager/mode"],
                             parameter_overrides=sim_time)  # it starts with TELEOP
     adapter = AlohaAdapter(cli_args=["--ros-args", "-r", "mode:=/mode_manager/mode"],

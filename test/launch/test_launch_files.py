@@ -179,11 +179,13 @@ def test_aloha_launch_on_a_machine_without_the_drivers(tmp_path, probe, tiny_che
     expected = {"aloha_adapter", "policy_node", "mode_manager"}
     args = [*NO_GUI, "robot_state_publisher:=false", "launch_robot:=false", "device:=cpu",
             f"checkpoint:={tiny_checkpoint}", "robot:=aloha_main"]
-    with running(tmp_path, probe, "aloha", args, expected):
+    with running(tmp_path, probe, "aloha", args, expected) as launch:
         # The robot profile gives the cameras and the adapter's namespaces (policy_node
         # subscribes once its checkpoint is loaded: waited for, not assumed).
         assert wait_for(lambda: "/cam_high/camera/color/image_rect_raw"
-                        in subscribed(probe, "policy_node"), 60)
+                        in subscribed(probe, "policy_node"), 60), \
+            f"policy_node subscribes {sorted(subscribed(probe, 'policy_node'))}:\n" \
+            f"{launch.output()[-4000:]}"
         assert wait_for(lambda: "/follower_left/joint_states"
                         in subscribed(probe, "aloha_adapter"), 30)
         assert get_param(probe, "policy_node", "dtype") == "bfloat16"

@@ -354,12 +354,11 @@ def run_drill(name: str, mode: str, target: str | None, stack: DrillStack,
             g = stack.spec.action[idx[0]].gripper
             v = np.array([float(g.to_normalised(v[0]))])
         bad = (v < lo[idx] - 1e-5) | (v > hi[idx] + 1e-5)
-        if np.any(bad):
-            res.within_limits = False
-            dims = np.asarray(idx)[bad]
-            res.outside.extend(
-                f"{s} at {w - t0:+.2f} s: {stack.spec.action[i].name} {x:.4f} outside "
-                f"[{lo[i]:.4f}, {hi[i]:.4f}]" for i, x in zip(dims, v[bad], strict=True))
+        res.outside.extend(
+            f"{s} at {w - t0:+.2f} s: {stack.spec.action[i].name} {x:.4f} outside "
+            f"[{lo[i]:.4f}, {hi[i]:.4f}]"
+            for i, x in zip(np.asarray(idx)[bad], v[bad], strict=True))
+    res.within_limits = not res.outside
     res.died = [exe for exe, ok in stack.alive().items() if not ok and exe != target]
     undo()
     return res

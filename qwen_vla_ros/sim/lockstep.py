@@ -6,9 +6,9 @@ path (leader -> adapter -> follower command) falls behind the sim's clock, so a
 demonstration that succeeds on an idle machine fails on a busy one. In lockstep, while the
 followers are being commanded, the sim steps only once every robot's command since its last
 step has arrived; it waits at most ``timeout_s`` of wall time from that step, after which it
-runs on its timer again (the commands stopped: HOLD, a fault) until commands come back. A command in
-flight for the previous step counts for the next one, so the command path lags the sim by a
-bounded number of steps instead of a growing one.
+runs on its timer again (the commands stopped: HOLD, a fault) until commands come back. A
+command in flight for the previous step counts for the next one, so the command path lags
+the sim by a bounded number of steps instead of a growing one.
 
 Tests and demonstration collection use it. A policy evaluation does not: a real robot does
 not wait for a slow policy, and the adapter commands on every tick anyway.

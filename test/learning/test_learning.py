@@ -199,8 +199,6 @@ def test_resume_continues_to_the_same_weights(demos, tmp_path):
     assert [h["step"] for h in log["history"] if "loss" in h] == list(range(1, 7))
     seconds = [h["seconds"] for h in log["history"]]
     assert seconds == sorted(seconds), "the resumed run's clock went back"
-    # its speed is of its own 3 steps (it counted all 6 over its own time)
-    assert resumed["samples_per_s"] > 0
 
 
 def test_train_refuses_what_it_cannot_use(demos, tmp_path):

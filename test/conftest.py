@@ -4,6 +4,7 @@ file per node there), removed when the session ends."""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -46,6 +47,17 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_destroyed_nodes():
+    """After each test file: a garbage collection. rclpy's LifecycleNode (policy_node) stays
+    in the ROS graph after ``destroy_node()`` and ``rclpy.shutdown()`` until it is garbage
+    collected (its references form cycles), so a later test of this process that asked the
+    graph for ``policy_node`` could get a destroyed one's subscriptions (a shuffled run of
+    test_play then the launch tests failed so)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,7 @@ def test_play_drives_a_sim_time_policy_node(bag, tiny_policy):
     from qwen_vla_ros.nodes.policy_node import PolicyNode
 
     rclpy.init()
+    nodes = []
     try:
         policy = PolicyNode(policy=tiny_policy, parameter_overrides=[
             Parameter("use_sim_time", value=True),
@@ -49,6 +50,7 @@ def test_play_drives_a_sim_time_policy_node(bag, tiny_policy):
             Parameter("max_observation_age", value=0.3),
             Parameter("torch_threads", value=1)])
         probe = rclpy.create_node("probe")
+        nodes += [policy, probe]
         chunks, clocks, infos = [], [], []
         probe.create_subscription(JointTrajectory, "/policy_node/action_chunk",
                                   chunks.append, qos.COMMAND)
@@ -76,5 +78,10 @@ def test_play_drives_a_sim_time_policy_node(bag, tiny_policy):
         assert all(T0 <= s <= T0 + 4.1 for s in stamps), stamps
         assert len(infos) == len(chunks)
     finally:
+        # Destroyed, not left to the garbage collector: a node not destroyed stays in the
+        # graph of this test process, and a later test that asks the graph for a node named
+        # policy_node got this one's subscriptions (a shuffled run failed so).
+        for n in nodes:
+            n.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

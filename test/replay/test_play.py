@@ -78,9 +78,8 @@ def test_play_drives_a_sim_time_policy_node(bag, tiny_policy):
         assert all(T0 <= s <= T0 + 4.1 for s in stamps), stamps
         assert len(infos) == len(chunks)
     finally:
-        # Destroyed, not left to the garbage collector: a node not destroyed stays in the
-        # graph of this test process, and a later test that asks the graph for a node named
-        # policy_node got this one's subscriptions (a shuffled run failed so).
+        # Destroyed, as the other node tests do; the policy_node (a LifecycleNode) leaves
+        # the graph only once collected too (test/conftest.py collects after each file).
         for n in nodes:
             n.destroy_node()
         if rclpy.ok():

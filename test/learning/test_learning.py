@@ -184,7 +184,9 @@ def test_resume_continues_to_the_same_weights(demos, tmp_path):
     from safetensors.numpy import load_file
 
     out, _ = demos
-    cfg = dict(batch=2, warmup=2, val_every=100, checkpoint_every=1000, seed=3)
+    # Augmentations on: their random draws are part of what a resumed run restores.
+    cfg = dict(batch=2, warmup=2, val_every=100, checkpoint_every=1000, seed=3, state_noise=0.1,
+               shift_pixels=4)
     quiet = dict(settings=settings(), progress=False, log=lambda _: None)
     train([out], tmp_path / "a", TrainConfig(steps=6, **cfg), **quiet)
     train([out], tmp_path / "b", TrainConfig(steps=3, **cfg), **quiet)

@@ -1,5 +1,6 @@
-"""Training's sampling options: state noise (``TrainConfig.state_noise``) and the share of
-samples from the episodes' starts (``start_share``): plain tests, no ROS."""
+"""Training's sampling options: state noise (``TrainConfig.state_noise``), the share of
+samples from the episodes' starts (``start_share``) and shifted frames (``shift_pixels``):
+plain tests, no ROS."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import pytest
 
 from qwen_vla_ros.errors import ConfigError
 from qwen_vla_ros.learning.dataset import Episode
-from qwen_vla_ros.learning.train import Samples, TrainConfig, jitter_states
+from qwen_vla_ros.learning.train import (
+    Samples,
+    TrainConfig,
+    jitter_states,
+    shift_frame,
+    shift_images,
+)
 from qwen_vla_ros.model.types import Observation
 
 
@@ -65,3 +72,41 @@ def test_a_start_share_outside_0_1_is_refused():
         TrainConfig(steps=1, start_share=1.5)
     with pytest.raises(ConfigError, match="start_seconds"):
         TrainConfig(steps=1, start_share=0.5, start_seconds=0.0)
+
+
+def test_a_shifted_frame_moves_its_content_and_repeats_its_edges():
+    image = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
+    out = shift_frame(image, 2, -1)  # 2 right, 1 up
+    assert out.shape == image.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0:4, 2:6], image[1:5, 0:4])
+    np.testing.assert_array_equal(out[:4, 0], image[1:5, 0])  # left edge repeated
+    np.testing.assert_array_equal(out[:4, 1], image[1:5, 0])
+    np.testing.assert_array_equal(out[4, 2:], image[4, :4])  # bottom row repeated
+    np.testing.assert_array_equal(shift_frame(image, 0, 0), image)
+
+
+def test_one_shift_per_observation_for_all_its_frames_within_the_bound():
+    rng = np.random.default_rng(0)
+    obs = []
+    for i in range(200):
+        image = np.zeros((40, 40, 3), np.uint8)
+        image[20, 20] = 255  # a marker in the middle
+        obs.append(Observation(images={"a": image, "b": image.copy()}, state=np.zeros(2),
+                               instruction="x", embodiment="aloha", stamp=float(i),
+                               history=(("a@-1.0s", image.copy()),)))
+    out = shift_images(obs, rng, 3)
+    moves = set()
+    for o, src in zip(out, obs, strict=True):
+        where = {name: tuple(np.argwhere(im[..., 0] == 255)[0])
+                 for name, im in [*o.images.items(), *o.history]}
+        assert len(set(where.values())) == 1  # every frame of a sample the same way
+        y, x = next(iter(where.values()))
+        assert abs(y - 20) <= 3 and abs(x - 20) <= 3
+        moves.add((y - 20, x - 20))
+        assert src.images["a"][20, 20, 0] == 255  # the sample itself is not changed
+    assert len(moves) == 49  # all of the 7 x 7 offsets drawn
+
+
+def test_a_negative_shift_is_refused():
+    with pytest.raises(ConfigError, match="shift_pixels"):
+        TrainConfig(steps=1, shift_pixels=-1)

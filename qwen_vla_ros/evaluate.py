@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from qwen_vla_ros.errors import ConfigError
+from qwen_vla_ros.results import wilson_interval
 from qwen_vla_ros.runtime.executor import execution_stats
 
 DEFAULT_INSTRUCTION = "transfer the red cube to the other arm"
@@ -145,6 +146,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
         "checkpoint": str(checkpoint), "task": task, "instruction": instruction,
         "episodes": len(rows), "successes": sum(x["success"] for x in rows),
         "success_rate": sum(x["success"] for x in rows) / max(len(rows), 1),
+        "success_ci95": wilson_interval(sum(x["success"] for x in rows), len(rows)),
         "seeds": seeds, "trained_seeds": trained_seeds(checkpoint), "rate_factor": rate_factor,
         "blend": adapter_blend,
         "minutes": round((time.monotonic() - started) / 60, 2),
@@ -152,8 +154,10 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
         "per_episode": rows}
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     plot_eval(traces, rows, out / "eval.png")
-    log(f"eval: {result['successes']}/{result['episodes']} successful on seeds "
-        f"{seeds[0]}..{seeds[-1]} ({checkpoint}) -> {out}/eval.json")
+    lo, hi = result["success_ci95"]
+    log(f"eval: {result['successes']}/{result['episodes']} successful (95 % interval "
+        f"{lo:.0%}-{hi:.0%}) on seeds {seeds[0]}..{seeds[-1]} ({checkpoint}) -> "
+        f"{out}/eval.json")
     return result
 
 

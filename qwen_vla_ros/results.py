@@ -1,8 +1,10 @@
-"""Benchmark figures to JSON (imports nothing heavy: bench roles run it in subprocesses)."""
+"""Benchmark and evaluation figures: JSON output and a success rate's interval (imports
+nothing heavy: bench roles run it in subprocesses)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,3 +17,16 @@ def save_results(path: str | Path | None, data: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))
     print(f"wrote {out}")
+
+
+def wilson_interval(successes: int, episodes: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a success rate (95 % for z = 1.96): with 20 episodes a
+    policy's figure moves by several episodes on its seeds alone, and this says how many."""
+    if not 0 <= successes <= episodes:
+        raise ValueError(f"need 0 <= successes <= episodes, got {successes}/{episodes}")
+    if episodes == 0:
+        return 0.0, 1.0
+    p, n = successes / episodes, episodes
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from qwen_vla_ros.errors import ConfigError
+from qwen_vla_ros.results import wilson_interval
 from qwen_vla_ros.sim.base import OBJECTS
 from qwen_vla_ros.sim.vln_task import (
     SUCCESS_RADIUS,
@@ -325,6 +326,7 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
     result = {"checkpoint": str(checkpoint), "task": "vln_goto", "episodes": len(rows),
               "successes": sum(r["success"] for r in known),
               "success_rate": sum(r["success"] for r in known) / max(len(known), 1),
+              "success_ci95": wilson_interval(sum(r["success"] for r in known), len(known)),
               "spl": float(np.mean([r["spl"] for r in known])) if known else None,
               "distance_at_stop_m_median": float(np.median(
                   [r["distance_to_target_m"] for r in known])) if known else None,

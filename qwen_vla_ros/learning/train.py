@@ -74,8 +74,9 @@ class TrainConfig:
     # Random translation of each training sample's frames by up to this many pixels in x and
     # y (edge pixels repeated), the same shift for every frame of one sample. With 50
     # demonstrations the model sees about 45 cube positions and ~100 epochs of the same
-    # frames; shifted frames make it place the cube against the table and the arms rather
-    # than at memorised pixels (DrQ, Diffusion Policy's random crop). 0: off.
+    # frames; shifted frames ask it to place the cube against the table and the arms rather
+    # than at memorised pixels (DrQ, Diffusion Policy's random crop). Measured at 12 px (run
+    # 13, docs/benchmarks.md): the tiny preset then stopped reading the cube at all. 0: off.
     shift_pixels: int = 0
 
     def __post_init__(self) -> None:

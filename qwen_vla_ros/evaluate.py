@@ -142,11 +142,11 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
             bar.update(1)
             bar.set_postfix(success=f"{sum(x['success'] for x in rows)}/{i + 1}")
         bar.close()
+    wins = sum(x["success"] for x in rows)
     result = {
         "checkpoint": str(checkpoint), "task": task, "instruction": instruction,
-        "episodes": len(rows), "successes": sum(x["success"] for x in rows),
-        "success_rate": sum(x["success"] for x in rows) / max(len(rows), 1),
-        "success_ci95": wilson_interval(sum(x["success"] for x in rows), len(rows)),
+        "episodes": len(rows), "successes": wins, "success_rate": wins / max(len(rows), 1),
+        "success_ci95": wilson_interval(wins, len(rows)),
         "seeds": seeds, "trained_seeds": trained_seeds(checkpoint), "rate_factor": rate_factor,
         "blend": adapter_blend,
         "minutes": round((time.monotonic() - started) / 60, 2),

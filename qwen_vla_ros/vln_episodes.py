@@ -323,10 +323,10 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
             bar.set_postfix(success=f"{sum(r['success'] for r in rows)}/{i + 1}")
         bar.close()
     known = [r for r in rows if r["names_known_object"]]
+    wins = sum(r["success"] for r in known)
     result = {"checkpoint": str(checkpoint), "task": "vln_goto", "episodes": len(rows),
-              "successes": sum(r["success"] for r in known),
-              "success_rate": sum(r["success"] for r in known) / max(len(known), 1),
-              "success_ci95": wilson_interval(sum(r["success"] for r in known), len(known)),
+              "successes": wins, "success_rate": wins / max(len(known), 1),
+              "success_ci95": wilson_interval(wins, len(known)),
               "spl": float(np.mean([r["spl"] for r in known])) if known else None,
               "distance_at_stop_m_median": float(np.median(
                   [r["distance_to_target_m"] for r in known])) if known else None,

@@ -227,7 +227,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                           freeze_backbone=args.freeze_backbone, device=args.device,
                           prefix_fraction=args.prefix_fraction,
                           state_noise=args.state_noise, start_share=args.start_share,
-                          start_seconds=args.start_seconds, shift_pixels=args.shift_pixels)
+                          start_seconds=args.start_seconds, shift_pixels=args.shift_pixels,
+                          noise_samples=args.noise_samples)
         settings = DatasetSettings(embodiment=args.embodiment, target=args.target,
                                    include_failed=args.include_failed)
         if args.threads:
@@ -394,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift-pixels", type=int, default=0, metavar="PX",
                    help="shift each training sample's frames by a random offset of up to PX "
                         "pixels in x and y (augmentation); 0: off")
+    p.add_argument("--noise-samples", type=int, default=1, metavar="K",
+                   help="flow-matching times and noises drawn per sample against its one "
+                        "backbone pass (the decoder runs on batch x K rows); 1: one")
     p.add_argument("--target", choices=["commands", "states"], default="commands",
                    help="what the chunk learns: the commands sent, or the followers' states")
     p.add_argument("--include-failed", action="store_true",

@@ -78,6 +78,12 @@ class TrainConfig:
     # than at memorised pixels (DrQ, Diffusion Policy's random crop). Measured at 12 px (run
     # 13, docs/benchmarks.md): the tiny preset then stopped reading the cube at all. 0: off.
     shift_pixels: int = 0
+    # Flow times and noises drawn per sample against its one backbone pass (the decoder runs
+    # on batch x this many rows). The backbone is most of a step's cost on the CPU (forward
+    # and backward ~80 %, docs/benchmarks.md run 11), and each sample's flow-matching loss at
+    # one random time is a noisy signal for what the backbone should read from the frames;
+    # several draws average that noise for the price of decoder passes only. 1: off.
+    noise_samples: int = 1
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -93,6 +99,8 @@ class TrainConfig:
                               f"{self.start_share}, {self.start_seconds}")
         if self.shift_pixels < 0:
             raise ConfigError(f"shift_pixels must be >= 0, got {self.shift_pixels}")
+        if self.noise_samples < 1:
+            raise ConfigError(f"noise_samples must be >= 1, got {self.noise_samples}")
 
 
 
@@ -410,7 +418,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
             observations = shift_images(observations, rng, cfg.shift_pixels)
         with autocast:  # bf16 on a GPU (fp32 weights and optimiser), fp32 on CPU
             loss = policy.loss(observations, targets, generator=gen,
-                               prefix_len=torch.as_tensor(prefix, device=policy.device))
+                               prefix_len=torch.as_tensor(prefix, device=policy.device),
+                               samples=cfg.noise_samples)
         loss.backward()
         grad = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
         opt.step()

@@ -25,11 +25,26 @@ def prefix_mask(batch: int, horizon: int, prefix_len: torch.Tensor | int,
 def flow_matching_loss(decoder: ActionDecoder, actions: torch.Tensor, state: torch.Tensor,
                        action_mask: torch.Tensor, state_mask: torch.Tensor,
                        kvs, attn_mask, *, prefix_len: torch.Tensor | int = 0,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None,
+                       samples: int = 1) -> torch.Tensor:
     """Mean squared velocity error over live dims of the non-prefix steps.
 
-    actions [B,H,A] normalised, in unified slots; masks [B,A] / [B,S] of 0/1.
+    actions [B,H,A] normalised, in unified slots; masks [B,A] / [B,S] of 0/1. ``samples``:
+    flow times and noises drawn per observation, all against the one context (``kvs``): the
+    decoder runs on B * samples rows, the backbone that made ``kvs`` once.
     """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if samples > 1:
+        def rep(x: torch.Tensor) -> torch.Tensor:
+            return x.repeat_interleave(samples, dim=0)
+
+        actions, state, action_mask, state_mask = map(rep, (actions, state, action_mask,
+                                                             state_mask))
+        kvs = [(rep(k), rep(v)) for k, v in kvs]
+        attn_mask = None if attn_mask is None else rep(attn_mask)
+        if isinstance(prefix_len, torch.Tensor):
+            prefix_len = rep(prefix_len)
     b, h, _ = actions.shape
     dev = actions.device
     noise = torch.randn(actions.shape, generator=generator, device=dev, dtype=actions.dtype)

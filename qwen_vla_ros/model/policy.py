@@ -266,12 +266,14 @@ class QwenVLAPolicy(nn.Module):
     # ---- training -----------------------------------------------------------------------
     def loss(self, obs: Observation | Sequence[Observation], actions: np.ndarray, *,
              prefix_len: int | torch.Tensor = 0, generator: torch.Generator | None = None,
-             features: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+             features: tuple[torch.Tensor, torch.Tensor] | None = None,
+             samples: int = 1) -> torch.Tensor:
         """Flow-matching loss for one observation and its target chunk [H, A], or a batch of
         observations of one embodiment and their chunks [B, H, A] (embodiment units): the mean
         over the batch, one backbone and one decoder pass.
 
         ``features``: precomputed ``self.features(obs)`` (frozen-backbone training).
+        ``samples``: flow times and noises per observation (``flow_matching_loss``).
         """
         single = isinstance(obs, Observation)
         batch = [obs] if single else list(obs)
@@ -294,7 +296,7 @@ class QwenVLAPolicy(nn.Module):
         b = len(batch)
         return flow_matching_loss(self.decoder, target_t, states, am.expand(b, -1),
                                   sm.expand(b, -1), kvs, attn_mask, prefix_len=prefix_len,
-                                  generator=generator)
+                                  generator=generator, samples=samples)
 
     def require_trained(self, embodiment: str) -> EmbodimentSpec:
         """The embodiment's spec; a clear error when this checkpoint was trained, but not for

@@ -110,3 +110,8 @@ def test_one_shift_per_observation_for_all_its_frames_within_the_bound():
 def test_a_negative_shift_is_refused():
     with pytest.raises(ConfigError, match="shift_pixels"):
         TrainConfig(steps=1, shift_pixels=-1)
+
+
+def test_fewer_than_one_noise_sample_is_refused():
+    with pytest.raises(ConfigError, match="noise_samples"):
+        TrainConfig(steps=1, noise_samples=0)

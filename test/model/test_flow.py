@@ -1,0 +1,63 @@
+"""Flow-matching loss with several flow times per observation (``samples``): plain torch, no
+ROS, no transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwen_vla_ros.model.dit import ActionDecoder, DecoderConfig
+from qwen_vla_ros.model.flow import flow_matching_loss
+
+B, H, N = 3, 8, 5  # observations, horizon, context tokens
+
+
+def setup(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = DecoderConfig(width=32, depth=2, heads=2, action_width=6, state_width=4,
+                        max_horizon=H, context_dim=16, time_embed_dim=16)
+    decoder = ActionDecoder(cfg)
+    context = torch.randn(B, N, cfg.context_dim, requires_grad=True)
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[1, -2:] = False  # one padded context, so the attention mask is repeated too
+    actions = torch.randn(B, H, cfg.action_width)
+    state = torch.randn(B, cfg.state_width)
+    am = torch.ones(B, cfg.action_width)
+    am[2, 4:] = 0  # an embodiment with fewer live action dims
+    sm = torch.ones(B, cfg.state_width)
+    prefix = torch.tensor([0, 2, 3])
+    return decoder, context, mask, actions, state, am, sm, prefix
+
+
+def loss_and_grad(samples: int, repeat_inputs: int):
+    decoder, context, mask, actions, state, am, sm, prefix = setup()
+
+    def rep(x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(repeat_inputs, dim=0)
+
+    kvs, attn_mask = decoder.encode_context(rep(context), rep(mask))
+    loss = flow_matching_loss(decoder, rep(actions), rep(state), rep(am), rep(sm), kvs,
+                              attn_mask, prefix_len=rep(prefix),
+                              generator=torch.Generator().manual_seed(7), samples=samples)
+    loss.backward()
+    return loss.detach(), context.grad.clone()
+
+
+def test_k_samples_equal_the_batch_repeated_k_times():
+    loss_k, grad_k = loss_and_grad(samples=4, repeat_inputs=1)
+    loss_rep, grad_rep = loss_and_grad(samples=1, repeat_inputs=4)
+    torch.testing.assert_close(loss_k, loss_rep)
+    torch.testing.assert_close(grad_k, grad_rep)  # the context's gradient: summed over draws
+
+
+def test_more_draws_are_other_draws_than_one():
+    loss_1, _ = loss_and_grad(samples=1, repeat_inputs=1)
+    loss_4, _ = loss_and_grad(samples=4, repeat_inputs=1)
+    assert not torch.allclose(loss_1, loss_4)
+
+
+def test_zero_samples_are_refused():
+    decoder, context, mask, actions, state, am, sm, _ = setup()
+    kvs, attn_mask = decoder.encode_context(context, mask)
+    with pytest.raises(ValueError, match="samples"):
+        flow_matching_loss(decoder, actions, state, am, sm, kvs, attn_mask, samples=0)

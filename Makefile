@@ -20,7 +20,7 @@ RUN_ENV = MUJOCO_GL=$${MUJOCO_GL:-egl} AMENT_PREFIX_PATH=$(abspath $(VENV)):$(ab
 	LD_LIBRARY_PATH=$(abspath $(IX))/lib$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} \
 	PYTHONPATH=$(abspath $(IX))/lib/$(PYVER)/site-packages
 
-.PHONY: venv fixtures package demo demo-vln test lint bench clean
+.PHONY: venv fixtures package demo demo-vln test test-loaded lint bench clean
 
 $(STAMP): requirements.txt setup.py setup.cfg
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -69,6 +69,22 @@ lint: $(STAMP)
 
 test: $(STAMP) $(IX_STAMP) $(PKG_STAMP) lint
 	$(RUN_ENV) $(PY) -m pytest -ra
+
+# The suite while a busy loop occupies one core, in shuffled order, once per seed (issue 13's
+# check): `make test-loaded SEEDS="1 2 3"`. Each run's log: out/test_loaded/SEED.log; one
+# line per run on stdout; fails if any run failed.
+SEEDS ?= 1
+test-loaded: $(STAMP) $(IX_STAMP) $(PKG_STAMP) lint
+	@mkdir -p out/test_loaded; failed=0; \
+	for seed in $(SEEDS); do \
+	  python3 -c "while True: pass" & busy=$$!; \
+	  start=$$(date +%s); \
+	  QVR_TEST_SHUFFLE=$$seed $(RUN_ENV) $(PY) -m pytest -ra -p no:cacheprovider \
+	    > out/test_loaded/$$seed.log 2>&1; rc=$$?; \
+	  kill $$busy; wait $$busy 2>/dev/null; \
+	  echo "seed $$seed: rc $$rc, $$(( $$(date +%s) - start )) s: $$(tail -n 1 out/test_loaded/$$seed.log)"; \
+	  [ $$rc -eq 0 ] || failed=1; \
+	done; exit $$failed
 
 bench: $(STAMP)
 	$(PY) bench/model.py --preset tiny --json out/bench_model_tiny.json

@@ -173,14 +173,10 @@ def summarize(data: BagData, spec: EmbodimentSpec) -> dict[str, Any]:
         j = int(np.searchsorted(mt, t_switch, side="right")) - 1
         if k >= len(cmds) or j < 0:
             continue
-        best = None
-        for first in range(k, min(k + 2, len(cmds))):
-            jumps = np.abs(np.diff(np.vstack([data.measured[j][1], cmds[first: first + 25]]),
-                                   axis=0))
-            ratio = jumps / step_limit
-            if best is None or ratio.max() < best[1].max():
-                best = (jumps, ratio)
-        jumps, ratio = best
+        ramps = [np.abs(np.diff(np.vstack([data.measured[j][1], cmds[first: first + 25]]),
+                                axis=0)) for first in range(k, min(k + 2, len(cmds)))]
+        jumps = min(ramps, key=lambda r: float((r / step_limit).max()))
+        ratio = jumps / step_limit
         worst = np.unravel_index(int(ratio.argmax()), ratio.shape)
         handover = {"t": round(t_switch, 3), "max_jump": float(jumps[worst]),
                     "max_jump_joint": spec.action_names[int(worst[1])],

@@ -48,7 +48,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
              colours: str = "", progress: bool = True, log=print) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from qwen_vla_ros.episodes import episode_stack
+    from qwen_vla_ros.episodes import episode_stack, execution_params
     from qwen_vla_ros.model.checkpoint import read_meta
 
     meta = read_meta(Path(checkpoint))  # a clear error for what is not a checkpoint
@@ -76,11 +76,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     rows: list[dict[str, Any]] = []
     traces: list[list[tuple[float, int]]] = []
     started = time.monotonic()
-    extra: dict[str, dict[str, Any]] = {"policy_node": {"torch_threads": 1}}
-    if blend is not None:
-        extra["aloha_adapter"] = {"blend": blend}
-    if blend == "rtc":  # the policy samples continuing the measured-delay prefix
-        extra["policy_node"]["rtc_prefix_steps"] = -1
+    extra = execution_params(blend)
     extra["policy_node"].update(policy_params or {})
     values = {"checkpoint": str(checkpoint), "instruction": instruction}
     with episode_stack(seed_start, task, rate_factor, drop=("scripted_leader",),

@@ -104,7 +104,7 @@ class _Replayer:
                   else float(first.get("history_period") or 1.0))
         self.keep_s = 2.0 + hist_n * hist_p  # how much input history the replay holds
         self.loop = PolicyLoop(spec, opts.max_age, seed=opts.seed,
-                               prefix_steps=opts.rtc_prefix_steps,
+                               prefix_steps=opts.rtc_prefix_steps or 0,
                                instruction=opts.instruction or "", history_frames=hist_n,
                                history_period=hist_p)
         self.sources: dict[str, tuple[str, str]] = {}  # topic -> (kind, name)
@@ -269,6 +269,8 @@ class _Replayer:
                     self.loop.set_instruction(text)
         if info is not None:
             res.inputs_match = all(m is not False for m in matches)
+            if self.opts.rtc_prefix_steps is None:  # the delay the live node continued over
+                self.loop.prefix_steps = int(info.get("delay_steps", 0))
             if info.get("instruction") and not self.opts.instruction:
                 self.loop.set_instruction(info["instruction"])
         request = self.loop.request(tick)

@@ -30,7 +30,9 @@ class ReplayOptions:
     flow_steps: int = opt(10, "flow steps (recorded ticks: as recorded)", flag="--steps",
                           type=int)
     seed: int = opt(0, "base seed (recorded ticks: as recorded)", type=int)
-    rtc_prefix_steps: int = opt(0, "committed prefix steps for real-time chunking", type=int)
+    rtc_prefix_steps: int | None = opt(None, "committed prefix steps for real-time chunking "
+                                             "(default: recorded ticks each as recorded, "
+                                             "else 0)", type=int)
     device: str = opt("cpu", "torch device")
     dtype: str = opt("float32", "model dtype", choices=["float32", "bfloat16"])
     policy_ns: str | None = opt(None, "namespace of the recorded policy topics (default: "

@@ -208,12 +208,21 @@ def test_policy_commands_stay_within_limits(demo):
 def test_replay_reproduces_the_live_chunks(demo, tmp_path, tiny_checkpoint):
     """Offline replay of the demo's own bag, with its checkpoint: every live tick is found
     (tick time, input messages by stamp, seed), and each replayed chunk equals the published
-    one within 1e-5 (same code path, same inputs, same seed; CPU float32)."""
+    one within 1e-5 (same code path, same inputs, same seed; CPU float32). The demo runs
+    with ``--blend rtc``: chunks continuing a committed prefix are reproduced too, the replay
+    taking each tick's recorded delay."""
     from rosbags.rosbag2 import Reader
 
     from qwen_vla_ros.replay.offline import ReplayOptions, replay
+    from qwen_vla_ros.replay.typestore import typestore
 
     out, s, _ = demo
+    store = typestore()
+    with Reader(out / "bag") as reader:
+        conns = [c for c in reader.connections if c.topic == "/policy_node/observation_info"]
+        infos = [json.loads(store.deserialize_cdr(raw, c.msgtype).data)
+                 for c, _, raw in reader.messages(connections=conns)]
+    assert sum(i["prefix_len"] > 0 for i in infos) > len(infos) // 2
     res = replay(ReplayOptions(bag=out / "bag", checkpoint=tiny_checkpoint, out=tmp_path,
                                progress=False), log=lambda m: None)
     rep = res.report

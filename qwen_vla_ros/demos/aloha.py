@@ -5,8 +5,10 @@ policy_node, mode_manager), engages TELEOP (the scripted leader drives the follo
 the adapter), switches to POLICY through the mode service after ``teleop_seconds`` of sim time,
 then HOLD at the end. Everything is recorded to ``OUT/bag`` (MCAP, readable by rosbags), then
 read back for ``OUT/summary.json`` and ``OUT/demo.png`` (commands vs measured joints, modes
-shaded). A tiny random-init checkpoint is made in ``OUT/checkpoint`` if none is given: it is
-not trained, so POLICY is expected to move safely, not to solve the task.
+shaded). Without ``checkpoint`` it runs the trained transfer_cube checkpoint shipped in
+``checkpoints/`` (docs/learning.md: it succeeds on about half of unseen seeds), executed as
+``eval`` does (``blend="rtc"``); without a shipped one, a tiny random-init checkpoint made in
+``OUT/checkpoint``, which moves safely but does not solve the task.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from qwen_vla_ros.demos.common import (
 
 def run_sim_demo(out: Path, seconds: float = 20.0, teleop_seconds: float = 9.5,
                  checkpoint: Path | None = None, seed: int = 0, rate_factor: float = 1.0,
-                 log=print) -> dict[str, Any]:
+                 blend: str | None = "rtc", log=print) -> dict[str, Any]:
     from qwen_vla_ros.embodiment.spec import load_embodiment
+    from qwen_vla_ros.episodes import execution_params
     from qwen_vla_ros.replay.summary import plot, read_aloha_bag, summarize
     from qwen_vla_ros.ros.bag_recorder import demo_topics
 
@@ -37,7 +40,7 @@ def run_sim_demo(out: Path, seconds: float = 20.0, teleop_seconds: float = 9.5,
     values = {"checkpoint": str(ckpt), "seed": str(seed), "rate_factor": str(rate_factor)}
     with running_bringup("aloha_sim", values, bag,
                          lambda n: demo_topics(spec, sorted(n["aloha_sim"].camera_map)),
-                         {"policy_node": {"torch_threads": 1}}) as (nodes, mode):
+                         execution_params(blend)) as (nodes, mode):
         sim = nodes["aloha_sim"]
         log(f"demo: {seconds:g} s of sim time; TELEOP (scripted leader) until "
             f"{teleop_seconds:g} s, then POLICY ({ckpt})")

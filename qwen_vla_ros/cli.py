@@ -11,6 +11,7 @@
     qwen-vla-ros train --data DIR --out CKPT     fine-tune on demonstration bags
     qwen-vla-ros pack --data DIR --out PACK      those bags as one small folder (train --data PACK)
     qwen-vla-ros eval --checkpoint CKPT --out DIR  closed-loop success in the sim
+    qwen-vla-ros export CKPT OUT                a trained checkpoint fit to ship (checkpoints/)
     qwen-vla-ros embodiments                    list the embodiments in config/
 """
 
@@ -79,7 +80,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             summary = run_sim_demo(out=out, seconds=args.seconds,
                                    teleop_seconds=args.teleop_seconds,
                                    checkpoint=args.checkpoint, seed=args.seed,
-                                   rate_factor=args.rate_factor)
+                                   rate_factor=args.rate_factor, blend=args.blend)
             print(format_summary(summary))
         print(f"wrote {out / 'summary.json'}")
 
@@ -270,6 +271,17 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return _one_line_errors("pack", run)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from qwen_vla_ros.learning.export import export_checkpoint
+
+    def run() -> None:
+        dst = export_checkpoint(args.checkpoint, args.out, every=args.history_every)
+        size = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
+        print(f"export: {args.checkpoint} -> {dst} ({size / 1e6:.1f} MB)")
+
+    return _one_line_errors("export", run)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from qwen_vla_ros.evaluate import evaluate
 
@@ -332,7 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instruction", help="vln: the navigation instruction")
     p.add_argument("--seconds", type=float, default=20.0, help="sim seconds in all")
     p.add_argument("--teleop-seconds", type=float, default=9.5,
-                   help="sim seconds in TELEOP (scripted leader) before POLICY")
+                   help="sim seconds in TELEOP (scripted leader) before POLICY (default: the "
+                        "first episode, 9 s, then POLICY in the second)")
+    p.add_argument("--blend", choices=BLEND_MODES, default="rtc",
+                   help="aloha_adapter's chunk execution (as eval --blend)")
     p.add_argument("--rate-factor", type=float, default=1.0, help="sim speed vs wall clock")
     p.add_argument("--out", default="out/demo")
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -422,6 +437,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, help="decoded-frame cache (default DATA[0]/cache)")
     _model_view_args(p)
     p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("export", help="a trained checkpoint fit to ship: no optimiser state, "
+                                      "no paths of this machine in train_log.json")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--history-every", type=int, default=50,
+                   help="keep every N-th training step's record (validation records all kept)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="closed-loop success of a checkpoint in the simulated "
                                     "ALOHA, through the full ROS path")

@@ -323,3 +323,47 @@ def test_a_pack_carries_the_episodes_and_trains_without_the_bags(demos, tmp_path
     assert set(log["train_seeds"]) <= set(SEEDS) and (tmp_path / "ckpt" / "qwen_vla.json").exists()
     with pytest.raises(DatasetError, match="other dataset settings"):
         load_episodes([tmp_path / "pack"], SPEC, replace(s, target="states"))
+
+
+def test_an_exported_checkpoint_loads_and_names_no_path_of_this_machine(trained, tmp_path):
+    """export: what inference needs and a thinned train_log.json; no optimiser state, no
+    absolute path; the same weights and the same training seeds (eval still refuses them)."""
+    import torch
+
+    from qwen_vla_ros.evaluate import trained_seeds
+    from qwen_vla_ros.learning.export import export_checkpoint
+    from qwen_vla_ros.model.checkpoint import load_policy
+
+    ckpt, result = trained
+    out = export_checkpoint(ckpt, tmp_path / "shipped", every=50)
+    assert (ckpt / "train_state.pt").exists() and not (out / "train_state.pt").exists()
+    text = (out / "train_log.json").read_text()
+    assert str(tmp_path.parents[-2]) not in text and str(ckpt.parent) not in text
+    log = json.loads(text)
+    assert all(not str(p).startswith("/") for p in log["train_episodes"] + log["val_episodes"])
+    assert trained_seeds(out) == result["train_seeds"] == trained_seeds(ckpt)
+    full = json.loads((ckpt / "train_log.json").read_text())["history"]
+    assert [h for h in log["history"] if "val_loss" in h] == [h for h in full if "val_loss" in h]
+    # every 50th step, the validation steps (60, 120) and the last
+    assert {h["step"] for h in log["history"] if "loss" in h} == {50, 60, 100, 120}
+    a, b = load_policy(ckpt), load_policy(out)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_the_shipped_checkpoint_is_trained_and_is_what_the_demo_runs(tmp_path):
+    """checkpoints/aloha_transfer_cube_tiny: found as the package's data, loads, was trained
+    for ALOHA on recorded seeds (so eval refuses them), and is the demo's default."""
+    from qwen_vla_ros.demos.common import ensure_checkpoint
+    from qwen_vla_ros.evaluate import trained_seeds
+    from qwen_vla_ros.model.checkpoint import load_policy, read_meta
+    from qwen_vla_ros.paths import shipped_checkpoint
+
+    ckpt = shipped_checkpoint()
+    assert ckpt is not None and ckpt.name == "aloha_transfer_cube_tiny"
+    assert read_meta(ckpt)["trained_embodiments"] == ["aloha"]
+    assert trained_seeds(ckpt) and not (ckpt / "train_state.pt").exists()
+    policy = load_policy(ckpt)
+    assert list(policy.embodiments) == ["aloha"]
+    assert ensure_checkpoint(tmp_path, None, seed=0) == ckpt
+    assert not (tmp_path / "checkpoint").exists()  # no random-init one made

@@ -39,16 +39,25 @@ class DelayEstimator:
     ``quantile`` of the last ``window``, rounded up to whole steps, plus ``MARGIN`` steps (the
     adapter acts at its next control tick, and picks the action nearest in time), clamped to
     [1, ``horizon`` - 1]; 0 until the first measurement. This is the prefix real-time chunking
-    must commit: the steps that run while the model thinks."""
+    must commit: the steps that run while the model thinks.
+
+    A longer delay is taken at once (a prefix shorter than the delay leaves steps that run
+    before the chunk arrives uncommitted); a shorter one only after ``patience`` measurements
+    in a row all ask for less (then the largest of them), so a latency on the edge of a step
+    does not flip the prefix, and the log, at every chunk."""
 
     MARGIN = 2
 
-    def __init__(self, dt: float, horizon: int, window: int = 20, quantile: float = 90.0):
-        if dt <= 0 or horizon < 2:
-            raise ValueError(f"need dt > 0 and horizon >= 2, got {dt}, {horizon}")
+    def __init__(self, dt: float, horizon: int, window: int = 20, quantile: float = 90.0,
+                 patience: int = 10):
+        if dt <= 0 or horizon < 2 or patience < 1:
+            raise ValueError(f"need dt > 0, horizon >= 2 and patience >= 1, got {dt}, "
+                             f"{horizon}, {patience}")
         self.dt, self.horizon, self.quantile = float(dt), int(horizon), float(quantile)
         self.samples = LatencyStats(window)
+        self.patience = int(patience)
         self.steps = 0
+        self._lower: list[int] = []  # consecutive estimates below ``steps``
 
     def add(self, seconds: float) -> bool:
         """Record one delay; returns whether ``steps`` changed."""
@@ -58,8 +67,16 @@ class DelayEstimator:
         high = self.samples.percentile(self.quantile)
         steps = min(self.horizon - 1,
                     max(1, math.ceil(high / self.dt - 1e-9) + self.MARGIN))
-        changed, self.steps = steps != self.steps, steps
-        return changed
+        if steps >= self.steps:
+            self._lower.clear()
+            changed, self.steps = steps != self.steps, steps
+            return changed
+        self._lower.append(steps)
+        if len(self._lower) < self.patience:
+            return False
+        self.steps = max(self._lower)
+        self._lower.clear()
+        return True
 
 
 class InferenceWorker:

@@ -53,7 +53,8 @@ class PolicyParams:
     rtc_prefix_steps: int = param(
         0, "committed steps passed as prefix for real-time chunking: 0 off, N fixed, -1 the "
            "measured delay (p90 of observation-to-publication over the last 20 chunks, in "
-           "control steps); adapters run blend: rtc to follow it", check=at_least(-1))
+           "control steps, plus 2; it rises at once and falls after 10 lower estimates in a row); "
+           "adapters run blend: rtc to follow it", check=at_least(-1))
     added_latency_ms: float = param(
         0.0, "drill/benchmark: extra latency (ms of the node's clock) after each inference, "
              "before its chunk is published (bench/latency.py)", check=at_least(0.0))

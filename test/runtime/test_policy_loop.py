@@ -94,6 +94,22 @@ def test_delay_estimate_is_a_high_percentile_in_steps_clamped_to_the_horizon():
     assert est.steps == 49  # clamped below the horizon
     with pytest.raises(ValueError):
         DelayEstimator(dt=0.0, horizon=50)
+    with pytest.raises(ValueError):
+        DelayEstimator(dt=0.02, horizon=50, patience=0)
+
+
+def test_delay_estimate_rises_at_once_and_falls_only_after_patience():
+    """A latency on the edge of a control step must not flip the prefix at every chunk: a
+    longer delay is taken at once, a shorter one after ``patience`` lower estimates in a row."""
+    from qwen_vla_ros.runtime.inference import DelayEstimator
+
+    est = DelayEstimator(dt=0.02, horizon=50, window=1, patience=3)
+    assert est.add(0.10) and est.steps == 5 + 2
+    changes = [est.add(t) for t in (0.079, 0.10) * 3]  # 4 or 5 steps, alternating
+    assert not any(changes) and est.steps == 7
+    assert not est.add(0.05) and not est.add(0.07)
+    assert est.add(0.05) and est.steps == 4 + 2  # three lower in a row: the largest of them
+    assert est.add(0.2) and est.steps == 10 + 2  # longer: at once
 
 
 def test_fixed_noise_samples_every_chunk_from_the_base_seed(loop):

@@ -19,14 +19,17 @@ Seeds: use ones neither trained on (eval refuses those) nor used to choose anyth
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.results import save_results
 
 MODES = ("naive", "ensemble", "rtc")
+ACTION_NAMES = load_embodiment("aloha").action_names  # transfer_cube's body
 
 
 def cell_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +47,12 @@ def cell_summary(result: dict[str, Any]) -> dict[str, Any]:
         "boundary_jump_p99": float(np.median(jumps_p99)) if jumps_p99 else None,
         "jerk_rms": float(np.median(values("jerk_rms"))) if values("jerk_rms") else None,
         "hold_s": float(np.median(values("hold_s"))) if values("hold_s") else None,
+        # for scale: the step the plans ask for inside a chunk (median of the episodes' p99)
+        "inner_step_p99": float(np.median(values("inner_step_p99")))
+        if values("inner_step_p99") else None,
+        # which dimension the episodes' largest boundary step was in, by count
+        "boundary_jump_dims": dict(Counter(ACTION_NAMES[int(d)]
+                                           for d in values("boundary_jump_dim")).most_common()),
         "inference_ms_p50": float(np.median(values("inference_ms_p50")))
         if values("inference_ms_p50") else None,
     }
@@ -93,7 +102,8 @@ def main() -> None:
                               progress=False, log=lambda _: None)
             cells[mode][delay] = c = cell_summary(result)
             print(f"{mode:>8} +{delay:>3} ms: {c['successes']}/{c['episodes']}  jump max "
-                  f"{c['boundary_jump_max'] or 0:.2f} p99 {c['boundary_jump_p99'] or 0:.2f}  "
+                  f"{c['boundary_jump_max'] or 0:.2f} p99 {c['boundary_jump_p99'] or 0:.2f} "
+                  f"(inside chunks p99 {c['inner_step_p99'] or 0:.2f})  "
                   f"jerk {c['jerk_rms'] or 0:.0f}  hold {c['hold_s'] or 0:.2f} s", flush=True)
     print("\n| mode | " + " | ".join(f"+{d} ms" for d in args.delays) + " |")
     print("|---|" + "---|" * len(args.delays))

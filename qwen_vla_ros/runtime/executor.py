@@ -264,16 +264,29 @@ def execution_stats(trace: list[tuple[float, Command]], step_limit: np.ndarray,
     (max_velocity * dt; the largest ratio over the dimensions), max and p99: above 1 the
     clamp had to cut a discontinuity, which the robot then lags; the RMS of the jerk of the
     commands sent (third difference / dt^3, per dimension, over runs of commands from
-    chunks); seconds spent holding for lack of a chunk after the first one."""
-    jumps, jerks, hold = [], [], 0
+    chunks); seconds spent holding for lack of a chunk after the first one. For scale, the
+    step inside chunks (``inner_step_*``: what the policy's own plans ask for from one target to
+    the next) and the dimension of the largest boundary step (``*_dim``)."""
+    jumps, inner, jerks, hold = [], [], [], 0
+    jump_dim = inner_dim = None
     started = False
     run: list[np.ndarray] = []
     for (_, a), (_, b) in itertools.pairwise(trace):
         if b.source == "chunk":
             started = True
-            if a.source == "chunk" and a.newest is not None and b.newest != a.newest:
+            if a.source == "chunk" and a.newest is not None:
                 asked = b.target if b.target is not None else b.position
-                jumps.append(float((np.abs(asked - a.position) / step_limit).max()))
+                boundary = b.newest != a.newest
+                # inside a chunk: the plan's own step (target to target), not the clamp's lag
+                came = a.target if not boundary and a.target is not None else a.position
+                ratio = np.abs(asked - came) / step_limit
+                into = jumps if boundary else inner
+                if not into or ratio.max() > max(into):
+                    if into is jumps:
+                        jump_dim = int(ratio.argmax())
+                    else:
+                        inner_dim = int(ratio.argmax())
+                into.append(float(ratio.max()))
         elif started:
             hold += 1
     for _, c in trace:  # jerk over uninterrupted runs of chunk commands
@@ -289,5 +302,10 @@ def execution_stats(trace: list[tuple[float, Command]], step_limit: np.ndarray,
     return {"boundaries": len(jumps),
             "boundary_jump_max": max(jumps) if jumps else None,
             "boundary_jump_p99": float(np.percentile(jumps, 99)) if jumps else None,
+            "boundary_jump_dim": jump_dim,
+            "inner_steps": len(inner),
+            "inner_step_max": max(inner) if inner else None,
+            "inner_step_p99": float(np.percentile(inner, 99)) if inner else None,
+            "inner_step_dim": inner_dim,
             "jerk_rms": float(np.sqrt((j ** 2).mean())) if j.size else None,
             "hold_s": hold * dt}

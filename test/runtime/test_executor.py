@@ -298,6 +298,15 @@ def test_execution_stats_find_boundary_jumps_jerk_and_holding():
     s = execution_stats(trace, limit, DT)  # asked to jump 0.5, then 4 ticks holding
     assert s["boundaries"] == 1
     assert s["boundary_jump_max"] == pytest.approx(2.5)  # asked 0.5 of a 0.2 step
+    assert s["inner_step_max"] == 0.0 and s["inner_steps"] == 4 + 4  # constant chunks
+    ramp = np.zeros((10, 2))
+    ramp[:, 1] = 0.1 * np.arange(10)  # dimension 1 moves half a step limit per step
+    r = execution_stats(_traced({0: Chunk(ramp, 0.0, DT), 5: Chunk(np.zeros((5, 2)), 5 * DT,
+                                                                    DT)}, 9),
+                        limit, DT)
+    assert r["inner_step_max"] == pytest.approx(0.5) and r["inner_step_dim"] == 1
+    assert r["boundary_jump_dim"] == 1  # from 0.4 back to 0: 2 step limits
+    assert r["boundary_jump_max"] == pytest.approx(2.0)
     assert s["hold_s"] == pytest.approx(4 * DT)
     assert s["jerk_rms"] > 0
     s = execution_stats(_traced({0: Chunk(np.zeros((10, 2)), stamp=0.0, dt=DT)}, 10), limit,

@@ -259,14 +259,15 @@ class ChunkExecutor:
 def execution_stats(trace: list[tuple[float, Command]], step_limit: np.ndarray,
                     dt: float) -> dict[str, float | int | None]:
     """How smooth a run of ``step`` calls was (``ChunkExecutor.trace``): at chunk boundaries
-    (a tick whose newest chunk changed), the step the plan asked for, from the previous
-    command to the new target before clamping, in units of the per-step limit ``step_limit``
+    (a tick whose newest chunk changed), the step the plan asked for, from the previous tick's
+    target to this one's, before clamping, in units of the per-step limit ``step_limit``
     (max_velocity * dt; the largest ratio over the dimensions), max and p99: above 1 the
-    clamp had to cut a discontinuity, which the robot then lags; the RMS of the jerk of the
-    commands sent (third difference / dt^3, per dimension, over runs of commands from
-    chunks); seconds spent holding for lack of a chunk after the first one. For scale, the
-    step inside chunks (``inner_step_*``: what the policy's own plans ask for from one target to
-    the next) and the dimension of the largest boundary step (``*_dim``)."""
+    switch asked for more than the robot may move in a step. Target to target, because a
+    plan faster than the limit leaves the clamped commands lagging, and that lag is not the
+    switch's doing. For scale, the same step inside chunks (``inner_step_*``: what the plans
+    ask between their own steps) and the dimension of each largest step (``*_dim``). Also the
+    RMS of the jerk of the commands sent (third difference / dt^3, per dimension, over runs of
+    commands from chunks); seconds spent holding for lack of a chunk after the first one."""
     jumps, inner, jerks, hold = [], [], [], 0
     jump_dim = inner_dim = None
     started = False
@@ -277,8 +278,8 @@ def execution_stats(trace: list[tuple[float, Command]], step_limit: np.ndarray,
             if a.source == "chunk" and a.newest is not None:
                 asked = b.target if b.target is not None else b.position
                 boundary = b.newest != a.newest
-                # inside a chunk: the plan's own step (target to target), not the clamp's lag
-                came = a.target if not boundary and a.target is not None else a.position
+                # target to target: what the plan asks, not the clamp's lag behind it
+                came = a.target if a.target is not None else a.position
                 ratio = np.abs(asked - came) / step_limit
                 into = jumps if boundary else inner
                 if not into or ratio.max() > max(into):

@@ -307,6 +307,15 @@ def test_execution_stats_find_boundary_jumps_jerk_and_holding():
     assert r["inner_step_max"] == pytest.approx(0.5) and r["inner_step_dim"] == 1
     assert r["boundary_jump_dim"] == 1  # from 0.4 back to 0: 2 step limits
     assert r["boundary_jump_max"] == pytest.approx(2.0)
+    # A plan faster than the limit (0.5 per step of 0.2), continued exactly by the next chunk:
+    # the commands lag ever further behind, but the switch itself asks for no more than the
+    # plan's own step.
+    fast = np.zeros((20, 2))
+    fast[:, 0] = 0.5 * np.arange(20)
+    r = execution_stats(_traced({0: Chunk(fast[:10], 0.0, DT),
+                                 5: Chunk(fast[5:15], 5 * DT, DT)}, 12), limit, DT)
+    assert r["boundaries"] == 1 and r["boundary_jump_max"] == pytest.approx(2.5)
+    assert r["inner_step_max"] == pytest.approx(2.5) and r["boundary_jump_dim"] == 0
     assert s["hold_s"] == pytest.approx(4 * DT)
     assert s["jerk_rms"] > 0
     s = execution_stats(_traced({0: Chunk(np.zeros((10, 2)), stamp=0.0, dt=DT)}, 10), limit,

@@ -57,6 +57,8 @@ def portable_log(log: dict[str, Any], every: int = 50) -> dict[str, Any]:
 def export_checkpoint(src: Path, dst: Path, every: int = 50) -> Path:
     """Write the shippable copy of checkpoint ``src`` to ``dst`` (replaced if it exists)."""
     src, dst = Path(src), Path(dst)
+    if every < 1:
+        raise ConfigError(f"export: --history-every must be >= 1, got {every}")
     missing = [n for n in (CONFIG_FILE, STATS_FILE, DECODER_FILE, BACKBONE_DIR, EMBODIMENTS_DIR,
                            LOG_FILE) if not (src / n).exists()]
     if missing:

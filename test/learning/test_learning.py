@@ -330,6 +330,7 @@ def test_an_exported_checkpoint_loads_and_names_no_path_of_this_machine(trained,
     absolute path; the same weights and the same training seeds (eval still refuses them)."""
     import torch
 
+    from qwen_vla_ros.errors import ConfigError
     from qwen_vla_ros.evaluate import trained_seeds
     from qwen_vla_ros.learning.export import export_checkpoint
     from qwen_vla_ros.model.checkpoint import load_policy
@@ -346,6 +347,10 @@ def test_an_exported_checkpoint_loads_and_names_no_path_of_this_machine(trained,
     assert [h for h in log["history"] if "val_loss" in h] == [h for h in full if "val_loss" in h]
     # every 50th step, the validation steps (60, 120) and the last
     assert {h["step"] for h in log["history"] if "loss" in h} == {50, 60, 100, 120}
+    with pytest.raises(ConfigError, match="history-every"):
+        export_checkpoint(ckpt, tmp_path / "x", every=0)
+    with pytest.raises(ConfigError, match="not a trained checkpoint"):
+        export_checkpoint(tmp_path / "shipped" / "backbone", tmp_path / "y")
     a, b = load_policy(ckpt), load_policy(out)
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), name

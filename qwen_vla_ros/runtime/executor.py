@@ -268,8 +268,10 @@ def execution_stats(trace: list[tuple[float, Command]], step_limit: np.ndarray,
     ask between their own steps) and the dimension of each largest step (``*_dim``). Also the
     RMS of the jerk of the commands sent (third difference / dt^3, per dimension, over runs of
     commands from chunks); seconds spent holding for lack of a chunk after the first one."""
-    jumps, inner, jerks, hold = [], [], [], 0
-    jump_dim = inner_dim = None
+    # (largest ratio, its dimension) per tick: at boundaries, and inside chunks
+    jumps: list[tuple[float, int]] = []
+    inner: list[tuple[float, int]] = []
+    jerks, hold = [], 0
     started = False
     run: list[np.ndarray] = []
     for (_, a), (_, b) in itertools.pairwise(trace):
@@ -277,17 +279,11 @@ def execution_stats(trace: list[tuple[float, Command]], step_limit: np.ndarray,
             started = True
             if a.source == "chunk" and a.newest is not None:
                 asked = b.target if b.target is not None else b.position
-                boundary = b.newest != a.newest
                 # target to target: what the plan asks, not the clamp's lag behind it
                 came = a.target if a.target is not None else a.position
                 ratio = np.abs(asked - came) / step_limit
-                into = jumps if boundary else inner
-                if not into or ratio.max() > max(into):
-                    if into is jumps:
-                        jump_dim = int(ratio.argmax())
-                    else:
-                        inner_dim = int(ratio.argmax())
-                into.append(float(ratio.max()))
+                (jumps if b.newest != a.newest else inner).append(
+                    (float(ratio.max()), int(ratio.argmax())))
         elif started:
             hold += 1
     for _, c in trace:  # jerk over uninterrupted runs of chunk commands
@@ -300,13 +296,22 @@ def execution_stats(trace: list[tuple[float, Command]], step_limit: np.ndarray,
     if len(run) >= 4:
         jerks.append(np.diff(np.array(run), n=3, axis=0) / dt**3)
     j = np.concatenate(jerks) if jerks else np.zeros((0, len(step_limit)))
+    def spread(steps: list[tuple[float, int]]) -> tuple[float | None, float | None, int | None]:
+        """Largest ratio, p99 of the ratios, and the dimension of the (first) largest."""
+        if not steps:
+            return None, None, None
+        top = max(steps, key=lambda s: s[0])
+        return top[0], float(np.percentile([r for r, _ in steps], 99)), top[1]
+
+    jump_max, jump_p99, jump_dim = spread(jumps)
+    inner_max, inner_p99, inner_dim = spread(inner)
     return {"boundaries": len(jumps),
-            "boundary_jump_max": max(jumps) if jumps else None,
-            "boundary_jump_p99": float(np.percentile(jumps, 99)) if jumps else None,
+            "boundary_jump_max": jump_max,
+            "boundary_jump_p99": jump_p99,
             "boundary_jump_dim": jump_dim,
             "inner_steps": len(inner),
-            "inner_step_max": max(inner) if inner else None,
-            "inner_step_p99": float(np.percentile(inner, 99)) if inner else None,
+            "inner_step_max": inner_max,
+            "inner_step_p99": inner_p99,
             "inner_step_dim": inner_dim,
             "jerk_rms": float(np.sqrt((j ** 2).mean())) if j.size else None,
             "hold_s": hold * dt}

@@ -19,7 +19,6 @@ from typing import Any
 SETTLE_STEPS = 5  # sim steps after a reset before a mode is engaged (0.1 s at 50 Hz)
 
 
-
 def execution_params(blend: str | None) -> dict[str, dict[str, Any]]:
     """Node parameter overrides for one chunk execution mode (runtime/executor.BLEND_MODES),
     as ``eval --blend`` and the demo run it: ``rtc`` also has the policy sample each chunk
@@ -31,6 +30,7 @@ def execution_params(blend: str | None) -> dict[str, dict[str, Any]]:
     if blend == "rtc":
         extra["policy_node"]["rtc_prefix_steps"] = -1
     return extra
+
 
 class EpisodeStack:
     def __init__(self, nodes: dict[str, Any], probe, seed_start: int) -> None:

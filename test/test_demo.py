@@ -112,6 +112,19 @@ def test_teleop_waited_for_the_start_up_sequence(demo):
     assert all(b <= a + 1e-6 for a, b in itertools.pairwise(dist))
 
 
+def _observation_records(bag) -> list[dict]:
+    """policy_node's ~/observation_info records in the bag, read with rosbags directly."""
+    from rosbags.rosbag2 import Reader
+
+    from qwen_vla_ros.replay.typestore import typestore
+
+    store = typestore()
+    with Reader(bag) as reader:
+        conns = [c for c in reader.connections if c.topic == "/policy_node/observation_info"]
+        return [json.loads(store.deserialize_cdr(raw, c.msgtype).data)
+                for c, _, raw in reader.messages(connections=conns)]
+
+
 def _sim_times(bag, topic: str) -> np.ndarray:
     """Each message's time on the recorded /clock (the newest /clock logged before it),
     read with rosbags directly."""
@@ -214,14 +227,9 @@ def test_replay_reproduces_the_live_chunks(demo, tmp_path, tiny_checkpoint):
     from rosbags.rosbag2 import Reader
 
     from qwen_vla_ros.replay.offline import ReplayOptions, replay
-    from qwen_vla_ros.replay.typestore import typestore
 
     out, s, _ = demo
-    store = typestore()
-    with Reader(out / "bag") as reader:
-        conns = [c for c in reader.connections if c.topic == "/policy_node/observation_info"]
-        infos = [json.loads(store.deserialize_cdr(raw, c.msgtype).data)
-                 for c, _, raw in reader.messages(connections=conns)]
+    infos = _observation_records(out / "bag")
     assert sum(i["prefix_len"] > 0 for i in infos) > len(infos) // 2
     res = replay(ReplayOptions(bag=out / "bag", checkpoint=tiny_checkpoint, out=tmp_path,
                                progress=False), log=lambda m: None)
@@ -243,18 +251,11 @@ def test_dataset_assembles_what_the_live_node_assembled(demo):
     """Training samples and live inference share one observation path: at each tick the
     live policy_node recorded (~/observation_info), the dataset builds the same state from
     the same input messages (same stamps), read back from the bag."""
-    from rosbags.rosbag2 import Reader
-
     from qwen_vla_ros.embodiment.spec import load_embodiment
     from qwen_vla_ros.learning.dataset import DatasetSettings, read_episode
-    from qwen_vla_ros.replay.typestore import typestore
 
     out, _, _ = demo
-    store = typestore()
-    with Reader(out / "bag") as reader:
-        conns = [c for c in reader.connections if c.topic == "/policy_node/observation_info"]
-        records = [json.loads(store.deserialize_cdr(raw, c.msgtype).data)
-                   for c, _, raw in reader.messages(connections=conns)]
+    records = _observation_records(out / "bag")
     assert len(records) > 5
     spec = load_embodiment("aloha")
     # target "states": a chunk of measured states exists from the first observation on.

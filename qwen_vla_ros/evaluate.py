@@ -103,8 +103,9 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
             seed = stack.start(i)
             for v in sent.values():
                 v.clear()
-            chunks0 = policy.chunks_published
-            policy.latency.samples.clear()
+            host = policy.host  # the policy's publishers and latency (policy_io.PolicyHost)
+            chunks0 = host.published
+            host.latency.samples.clear()
             executor = adapter.chunk_executor
             executor.trace = []  # every control tick's command, for the smoothness figures
             counts0 = dict(adapter.chunk_counts)
@@ -121,13 +122,13 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
                 for rb, v in sent.items() if len(v) > 1] or [np.zeros(0)])
             rows.append({
                 "seed": seed, "success": bool(r["success"]), "max_reward": int(r["max_reward"]),
-                "time_to_success_s": success_t, "chunks": policy.chunks_published - chunks0,
+                "time_to_success_s": success_t, "chunks": host.published - chunks0,
                 "commands": sum(len(v) for v in sent.values()),
                 "max_step_over_limit": float(ratios.max()) if ratios.size else None,
                 "p99_step_over_limit": float(np.percentile(ratios, 99)) if ratios.size
                 else None,
-                "inference_ms_p50": policy.latency.percentile(50),
-                "inference_ms_p99": policy.latency.percentile(99),
+                "inference_ms_p50": host.latency.percentile(50),
+                "inference_ms_p99": host.latency.percentile(99),
                 **smooth,
                 # chunks the adapter refused: over on arrival, planned against another plan
                 "chunks_stale": adapter.chunk_counts["stale"] - counts0["stale"],

@@ -50,6 +50,15 @@ def open_policy(policy, params, embodiment: str, logger):
     return policy
 
 
+def open_policy_or_none(policy, params, embodiment: str, logger) -> tuple[Any, str]:
+    """``open_policy``, or (None, why) when it fails (a checkpoint that is missing, broken
+    or lacks ``embodiment``): for a node that stays up and holds without a policy."""
+    try:
+        return open_policy(policy, params, embodiment, logger), ""
+    except (ValueError, QwenVLAError, OSError) as exc:
+        return None, f"no policy: {exc}"
+
+
 def compile_policy(policy, when: str, mode: str, cache_dir: str, logger) -> bool:
     """``policy.compile_for_inference`` for ``when`` = on, or auto on a CUDA device; the
     kernels cached in ``cache_dir`` when given. Compiling happens at the first chunks of each
@@ -123,6 +132,18 @@ class ThrottledWarning:
         if t - self._last.get(key, -1e9) >= period:
             self._last[key] = t
             self.logger.warning(text)
+
+
+def guarded(fn: Callable[[], None], on_error: Callable[[str, str], None]
+            ) -> Callable[[], None]:
+    """``fn`` for a timer: an exception is passed to ``on_error(key, text)`` instead of
+    propagating (a timer callback that raises stops the executor)."""
+    def tick() -> None:
+        try:
+            fn()
+        except Exception as exc:
+            on_error(f"tick:{fn.__name__}", f"{fn.__name__} failed: {type(exc).__name__}: {exc}")
+    return tick
 
 
 def free_accelerator_memory() -> None:

@@ -20,8 +20,6 @@ Topics (relative, remappable):
 
 from __future__ import annotations
 
-import threading
-
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import String
@@ -32,12 +30,12 @@ from qwen_vla_ros.nodes.policy_io import (
     PolicyHost,
     ThrottledWarning,
     clock_now,
+    guarded,
     open_policy,
 )
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.diagnostics import publish_diagnostics
 from qwen_vla_ros.ros.params import declare_fields, guard, read
-from qwen_vla_ros.runtime.executor import RejectedChunk
 from qwen_vla_ros.runtime.inference import LatencyStats
 from qwen_vla_ros.runtime.observation import Rejection
 from qwen_vla_ros.runtime.policy_loop import PolicyLoop, PolicyParams, Request
@@ -62,7 +60,6 @@ class PolicyNode(LifecycleNode):
         self.spec = None
         self.host: PolicyHost | None = None
         self.ticks = 0  # inference ticks run (tests step a clock against it)
-        self._lock = threading.Lock()
         self._warn_once = ThrottledWarning(self.get_logger())
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.COMMAND)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -72,14 +69,6 @@ class PolicyNode(LifecycleNode):
     @property
     def policy(self):
         return self.host.policy if self.host else None
-
-    @property
-    def latency(self) -> LatencyStats:
-        return self.host.latency if self.host else LatencyStats()
-
-    @property
-    def chunks_published(self) -> int:
-        return self.host.published if self.host else 0
 
     # ---- lifecycle ----------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -122,10 +111,7 @@ class PolicyNode(LifecycleNode):
         # The cameras the checkpoint was trained to see (train --cameras), a subset of the body's.
         self.spec = spec = load_embodiment(params.embodiment).with_cameras(
             policy.spec(params.embodiment).cameras)
-        self.loop = loop = PolicyLoop(spec, params.max_observation_age, seed=params.seed,
-                                      prefix_steps=params.rtc_prefix_steps,
-                                      instruction=params.instruction,
-                                      fixed_noise=params.noise == "fixed")
+        self.loop = loop = PolicyLoop.from_params(spec, params)
         profile = load_profile(params.robot_profile) if params.robot_profile else None
         self.host = host = PolicyHost(self, spec.action_names, params.flow_steps,
                                       self._on_chunk, self._set_status)
@@ -134,7 +120,8 @@ class PolicyNode(LifecycleNode):
         host.entities.append(self.create_subscription(String, "~/instruction",
                                                       self._instruction_cb, qos.COMMAND))
         host.policy = policy
-        host.entities.append(self.create_timer(1.0 / params.inference_rate_hz, self._tick))
+        host.entities.append(self.create_timer(1.0 / params.inference_rate_hz,
+                                               guarded(self._tick, self._warn)))
 
     def now(self) -> float:
         return clock_now(self)
@@ -157,18 +144,11 @@ class PolicyNode(LifecycleNode):
     # ---- inference ----------------------------------------------------------------------
     def _tick(self) -> None:
         self.ticks += 1
-        try:
-            self._request_chunk()
-        except Exception as exc:
-            self._warn("tick", f"observation assembly failed: {type(exc).__name__}: {exc}")
-
-    def _request_chunk(self) -> None:
         host = self.host
         if not self.active or host is None or not host.worker.idle():
             return
         now = self.now()
-        with self._lock:
-            request = self.loop.request(now)
+        request = self.loop.request(now)
         if isinstance(request, Rejection):
             # A camera or arm gone quiet: every tick is rejected; shown as ERROR after 0.5 s.
             self._warn("obs", f"no valid observation for "
@@ -180,21 +160,15 @@ class PolicyNode(LifecycleNode):
         host = self.host
         if not self.active or host is None:
             return  # deactivated while the model ran: publish nothing
-        try:
-            with self._lock:
-                delay = self.loop.delay.steps
-                reason = self.loop.accept(request, chunk, now=self.now())
-                tag = self.loop.last_tag
-        except RejectedChunk as exc:
-            reason = f"chunk rejected: {exc}"
+        reason = self.loop.accept(request, chunk, now=self.now())
         if reason:
             self.get_logger().error(reason)
             self.status = reason
             return
-        host.publish(request, chunk, tag.text() if tag else "")
-        if self.loop.prefix_steps < 0 and self.loop.delay.steps != delay:
-            self.get_logger().info(f"measured delay {delay} -> {self.loop.delay.steps} "
-                                   "control steps (the RTC prefix)")
+        host.publish(request, chunk, self.loop.last_tag.text())
+        if self.loop.delay_change:
+            old, new = self.loop.delay_change
+            self.get_logger().info(f"measured delay {old} -> {new} control steps (RTC prefix)")
         self.status = "ok"
 
     # ---- diagnostics --------------------------------------------------------------------

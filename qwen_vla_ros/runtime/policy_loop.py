@@ -9,6 +9,7 @@ same code, and a replay given the same inputs and seed reproduces the live chunk
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
 from qwen_vla_ros.model.types import ActionChunk, Observation
 from qwen_vla_ros.params import at_least, one_of, param, positive, validate
-from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor, ChunkTag
+from qwen_vla_ros.runtime.executor import Chunk, ChunkExecutor, ChunkTag, RejectedChunk
 from qwen_vla_ros.runtime.inference import DelayEstimator, LatencyStats
 from qwen_vla_ros.runtime.limits import Limits
 from qwen_vla_ros.runtime.observation import (
@@ -108,7 +109,9 @@ class Request:
 
 
 class PolicyLoop:
-    """Observation assembly, staleness, seeds and the committed schedule of one policy."""
+    """Observation assembly, staleness, seeds and the committed schedule of one policy.
+    ``request`` and ``accept`` may be called from different threads (a node's timer and its
+    inference worker): they take one lock."""
 
     def __init__(self, spec: EmbodimentSpec, max_age: float, seed: int = 0,
                  prefix_steps: int = 0, instruction: str = "", history_frames: int = 0,
@@ -124,6 +127,10 @@ class PolicyLoop:
             raise ValueError(f"prefix_steps must be >= -1, got {prefix_steps}")
         self.delay = DelayEstimator(spec.dt, spec.horizon)
         self.last_tag: ChunkTag | None = None  # of the last accepted chunk
+        # (old, new) measured delay in steps when the last accepted chunk changed it (RTC
+        # prefix from measurement, prefix_steps -1), else None
+        self.delay_change: tuple[int, int] | None = None
+        self._lock = threading.Lock()
         self.instruction = instruction.strip()
         self.merger = JointStateMerger(spec)
         self.images = ImageBuffer(spec.cameras)
@@ -134,6 +141,12 @@ class PolicyLoop:
         # Past frames of the first camera (VLN looks back), sampled by time.
         self.history = (FrameHistory(spec.cameras[0], history_frames, history_period)
                         if history_frames > 0 and spec.cameras else None)
+
+    @classmethod
+    def from_params(cls, spec: EmbodimentSpec, params: PolicyParams) -> PolicyLoop:
+        return cls(spec, params.max_observation_age, seed=params.seed,
+                   prefix_steps=params.rtc_prefix_steps, instruction=params.instruction,
+                   fixed_noise=params.noise == "fixed")
 
     # ---- inputs -------------------------------------------------------------------------
     def add_image(self, camera: str, rgb: np.ndarray, stamp: float) -> None:
@@ -155,7 +168,8 @@ class PolicyLoop:
     def request(self, now: float) -> Request | Rejection:
         """The observation at clock time ``now``, or why there is none (then ``blind_since``
         says since when no request has been possible)."""
-        request = self._request(now)
+        with self._lock:
+            request = self._request(now)
         if isinstance(request, Rejection):
             self.blind_since = now if self.blind_since is None else self.blind_since
             return request
@@ -198,16 +212,21 @@ class PolicyLoop:
     def accept(self, request: Request, chunk: ActionChunk, now: float | None = None
                ) -> str | None:
         """Take the model's answer to ``request``; returns why it was dropped, or None.
-        ``now`` (the clock when it is published) feeds the delay estimate. The accepted
-        chunk's tag (``last_tag``) goes out with it: the adapter checks its prefix against
-        the same schedule this loop keeps."""
+        ``now`` (the clock when it is published) feeds the delay estimate (``delay_change``
+        says when it moved). The accepted chunk's tag (``last_tag``) goes out with it: the
+        adapter checks its prefix against the same schedule this loop keeps."""
         if not np.all(np.isfinite(chunk.actions)):
             return "model output contains NaN/inf: chunk dropped"
         prefix_len = 0 if request.prefix is None else len(request.prefix)
-        self.schedule.add_chunk(Chunk(chunk.actions, chunk.stamp, chunk.dt, prefix_len,
-                                      self.accepted))
-        self.last_tag = ChunkTag(self.accepted, prefix_len, request.delay_steps)
-        self.accepted += 1
-        if now is not None:
-            self.delay.add(now - chunk.stamp)
+        with self._lock:
+            try:
+                self.schedule.add_chunk(Chunk(chunk.actions, chunk.stamp, chunk.dt,
+                                              prefix_len, self.accepted))
+            except RejectedChunk as exc:
+                return f"chunk rejected: {exc}"
+            self.last_tag = ChunkTag(self.accepted, prefix_len, request.delay_steps)
+            self.accepted += 1
+            before, self.delay_change = self.delay.steps, None
+            if now is not None and self.delay.add(now - chunk.stamp) and self.prefix_steps < 0:
+                self.delay_change = (before, self.delay.steps)
         return None

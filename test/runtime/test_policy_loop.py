@@ -45,6 +45,15 @@ def test_seed_advances_only_on_accepted_chunks(loop):
     assert loop.request(1.1).seed == 11
 
 
+def test_a_chunk_the_schedule_refuses_is_a_reason_not_an_exception(loop):
+    req = loop.request(1.1)
+    assert loop.accept(req, chunk_for(loop, req)) is None
+    spec = loop.spec
+    older = ActionChunk(np.zeros((spec.horizon, spec.action_dim)), spec.name, 0.5, spec.dt)
+    reason = loop.accept(req, older)  # observed before the chunk already accepted
+    assert reason and reason.startswith("chunk rejected") and loop.accepted == 1
+
+
 def test_stale_and_missing_inputs_are_rejections(loop):
     assert "stale" in str(loop.request(1.3))
     assert loop.set_instruction("  ") is not None and loop.instruction == "pick"
@@ -72,6 +81,7 @@ def test_measured_delay_sets_the_prefix_and_the_tag(loop):
         assert (req.prefix is None) == (i == 0)
         assert i == 0 or len(req.prefix) == 9
         assert lp.accept(req, chunk_for(lp, req), now=t + 0.13) is None
+        assert lp.delay_change == ((0, 9) if i == 0 else None)  # the node logs a change
         assert lp.last_tag.id == i and lp.last_tag.delay == req.delay_steps
         assert lp.last_tag.prefix == (0 if req.prefix is None else len(req.prefix))
         t += 0.2

@@ -39,15 +39,15 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
-from qwen_vla_ros.errors import QwenVLAError
 from qwen_vla_ros.nodes.nav_outputs import NavigationOutputs
 from qwen_vla_ros.nodes.policy_io import (
     PolicyHost,
     clock_now,
-    open_policy,
+    guarded,
+    open_policy_or_none,
 )
 from qwen_vla_ros.ros import qos
-from qwen_vla_ros.ros.conversions import pose_2d, stamp_to_sec
+from qwen_vla_ros.ros.conversions import pose_2d, stamp_to_sec, transforms_between
 from qwen_vla_ros.ros.diagnostics import publish_diagnostics
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.modes import Mode
@@ -63,13 +63,10 @@ class NavigationNode(Node):
         self.params = params = declare(self, NavigationParams)
         self.spec = load_embodiment(params.embodiment)
         self.nav = NavigationController(self.spec, params)
-        self.policy_error = ""
         self._given_policy = policy
-        try:
-            policy = open_policy(policy, params, self.spec.name, self.get_logger())
-        except (ValueError, QwenVLAError, OSError) as exc:
-            # As policy_node's failed configure: say why, stay up, never drive by itself.
-            policy, self.policy_error = None, f"no policy: {exc}"
+        policy, self.policy_error = open_policy_or_none(policy, params, self.spec.name,
+                                                        self.get_logger())
+        if self.policy_error:  # as policy_node's failed configure: stay up, never drive
             self.get_logger().error(f"{self.policy_error}; navigation holds (zero velocity "
                                     "in POLICY) until restarted with a valid checkpoint")
         self.host = PolicyHost(self, self.spec.action_names, params.flow_steps, self._on_chunk)
@@ -80,25 +77,26 @@ class NavigationNode(Node):
         self.host.subscribe_camera(params.camera_topic, params.camera_compressed, "front",
                                    self.nav.add_image)
         if params.depth_topic:
-            self.create_subscription(Image, params.depth_topic, self._depth_cb, qos.SENSOR)
+            self.create_subscription(Image, params.depth_topic, lambda m: self.nav.add_depth(
+                stamp_or(stamp_to_sec(m.header.stamp), self.now())), qos.SENSOR)
         if params.pose_source == "odom":
             self.create_subscription(Odometry, "odom", self._odom_cb, qos.SENSOR)
         else:
             from tf2_msgs.msg import TFMessage
 
             self.create_subscription(TFMessage, "/tf", self._tf_cb, 100)
-        self.create_subscription(String, "~/instruction", self._instruction_cb, qos.COMMAND)
+        self.create_subscription(String, "~/instruction", lambda m: self._set_instruction(m.data),
+                                 qos.COMMAND)
         self.create_subscription(String, "mode", self._mode_cb, qos.LATCHED)
         self.create_subscription(Twist, "teleop_cmd_vel", self._teleop_cb, qos.COMMAND)
-        self.create_timer(1.0 / params.inference_rate_hz, self._guard(self._inference_tick))
-        self.create_timer(self.nav.control_dt, self._guard(self._control_tick))
+        self.create_timer(1.0 / params.inference_rate_hz, guarded(self._inference_tick,
+                                                                  self._zero_velocity))
+        self.create_timer(self.nav.control_dt, guarded(self._control_tick, self._zero_velocity))
         self.create_timer(1.0, self._publish_diagnostics)
+        self.out.set_status(f"ERROR: {self.policy_error}" if self.policy_error
+                            else "IDLE: no instruction yet")
         if params.instruction.strip():
             self._set_instruction(params.instruction)
-        self._set_status("IDLE: no instruction yet" if not params.instruction.strip()
-                         else "NAVIGATING")
-        if self.policy_error:
-            self._set_status(f"ERROR: {self.policy_error}")
 
     @property
     def mode(self) -> Mode:
@@ -116,37 +114,24 @@ class NavigationNode(Node):
     def now(self) -> float:
         return clock_now(self)
 
-    def _guard(self, fn):
-        def tick() -> None:
-            try:
-                fn()
-            except Exception as exc:  # a timer exception would stop the executor
-                self._warn(f"tick:{fn.__name__}", f"{fn.__name__} failed, zero velocity: "
-                           f"{type(exc).__name__}: {exc}")
-                self.out.send(self.nav.stop_velocity())
-        return tick
+    def _zero_velocity(self, key: str, text: str) -> None:
+        """A tick failed: say why and stop the base."""
+        self._warn(key, f"{text}; zero velocity")
+        self.out.send(self.nav.stop_velocity())
 
     @property
     def status(self) -> str:
         return self.out.status
 
-    def _set_status(self, text: str) -> None:
-        self.out.set_status(text)
-
     # ---- inputs -------------------------------------------------------------------------
-    def _depth_cb(self, msg: Image) -> None:
-        self.nav.add_depth(stamp_or(stamp_to_sec(msg.header.stamp), self.now()))
-
     def _odom_cb(self, msg: Odometry) -> None:
         if msg.header.frame_id:
             self.out.frame = msg.header.frame_id
         self._add_pose(msg.header.stamp, msg.pose.pose.position, msg.pose.pose.orientation)
 
     def _tf_cb(self, msg) -> None:
-        for tf in msg.transforms:
-            if (tf.header.frame_id.lstrip("/") == self.out.frame
-                    and tf.child_frame_id.lstrip("/") == self.params.base_frame):
-                self._add_pose(tf.header.stamp, tf.transform.translation, tf.transform.rotation)
+        for tf in transforms_between(msg, self.out.frame, self.params.base_frame):
+            self._add_pose(tf.header.stamp, tf.transform.translation, tf.transform.rotation)
 
     def _add_pose(self, stamp, position, q) -> None:
         reason = self.nav.add_pose(stamp_or(stamp_to_sec(stamp), self.now()),
@@ -154,25 +139,21 @@ class NavigationNode(Node):
         if reason:
             self._warn("odom", f"odometry rejected: {reason}")
 
-    def _instruction_cb(self, msg: String) -> None:
-        if not msg.data.strip():
-            self._warn("instr", "empty instruction ignored")
-            return
-        self._set_instruction(msg.data)
-
     def _set_instruction(self, text: str) -> None:
-        self.nav.set_instruction(text)
+        reason = self.nav.set_instruction(text)
+        if reason:
+            self._warn("instr", reason)
+            return
         self.get_logger().info(f"instruction: {text.strip()!r}")
-        self._set_status("NAVIGATING")
+        if not self.policy_error:  # without a policy the ERROR stays on show
+            self.out.set_status("NAVIGATING")
 
     def _mode_cb(self, msg: String) -> None:
         try:
-            mode = Mode.parse(msg.data)
+            if self.nav.set_mode(msg.data):
+                self.get_logger().info(f"mode {self.nav.mode.value}")
         except ValueError as exc:
             self._warn("mode", str(exc))
-            return
-        if self.nav.set_mode(mode):
-            self.get_logger().info(f"mode {mode.value}")
 
     def _teleop_cb(self, msg: Twist) -> None:
         reason = self.nav.set_teleop(self.now(), float(msg.linear.x), float(msg.angular.z))
@@ -205,14 +186,11 @@ class NavigationNode(Node):
     def _publish_diagnostics(self) -> None:
         now = self.now()
         stale = self.nav.stale(now)
-        latest = self.nav.poses.latest()
         publish_diagnostics(
             self, self.diag_pub, "qwen_vla_ros: navigation", self.spec.name,
             "ERROR" if self.policy is None else "WARN" if stale else "OK",
-            self.status + (f" ({stale})" if stale else ""), {
-                "mode": self.nav.mode.value, "state": self.nav.navigator.state.value,
-                "odom_age_ms": None if latest is None else (now - latest[0]) * 1e3,
-                **self.host.diagnostic_values()})
+            self.status + (f" ({stale})" if stale else ""),
+            {**self.nav.diagnostic_values(now), **self.host.diagnostic_values()})
 
     def destroy_node(self) -> None:
         self.host.release(keep=self._given_policy)

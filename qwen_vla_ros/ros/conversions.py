@@ -8,7 +8,7 @@ Pillow. Every failure is an ``ImageConversionError`` saying what was wrong.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -100,6 +100,13 @@ def pose_2d(position, orientation):
     q = orientation
     return Pose2D(float(position.x), float(position.y),
                   yaw_from_quaternion(q.x, q.y, q.z, q.w))
+
+
+def transforms_between(msg, parent: str, child: str) -> Iterator:
+    """The transforms ``parent`` -> ``child`` in a tf2_msgs/TFMessage (a leading "/" on a
+    frame name ignored)."""
+    return (tf for tf in msg.transforms if tf.header.frame_id.lstrip("/") == parent
+            and tf.child_frame_id.lstrip("/") == child)
 
 
 def pose_stamped(msg_cls, x: float, y: float, yaw: float, header):

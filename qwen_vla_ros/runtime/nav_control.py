@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
 from qwen_vla_ros.model.types import ActionChunk
@@ -130,16 +131,21 @@ class NavigationController:
         with self._lock:
             return self.poses.add(stamp, pose)
 
-    def set_instruction(self, text: str) -> None:
+    def set_instruction(self, text: str) -> str | None:
+        """A new task; returns why the text was ignored (empty), or None."""
         with self._lock:
-            self.loop.set_instruction(text)
+            reason = self.loop.set_instruction(text)
+            if reason:
+                return reason
             self.navigator.new_instruction()
             self.follower.clear()
             if self.loop.history is not None:  # a new task: look back only at its frames,
                 self.loop.history.clear()  # as the demonstrations it learned from did
+        return None
 
-    def set_mode(self, mode: Mode) -> bool:
-        """Returns whether the mode changed."""
+    def set_mode(self, mode: Mode | str) -> bool:
+        """Returns whether the mode changed; ValueError for a name that is no mode."""
+        mode = Mode.parse(mode) if isinstance(mode, str) else mode
         with self._lock:
             if mode is self.mode:
                 return False
@@ -154,6 +160,11 @@ class NavigationController:
         return None
 
     # ---- freshness ----------------------------------------------------------------------
+    def diagnostic_values(self, now: float) -> dict[str, Any]:
+        latest = self.poses.latest()
+        return {"mode": self.mode.value, "state": self.navigator.state.value,
+                "odom_age_ms": None if latest is None else (now - latest[0]) * 1e3}
+
     def stale(self, now: float) -> str | None:
         """Why the inputs are too old to plan or drive on, or None."""
         latest = self.poses.latest()

@@ -182,10 +182,15 @@ def test_a_body_the_checkpoint_was_not_trained_for_is_refused_at_load(joint, tmp
     rclpy.init()
     try:
         node = NavigationNode(parameter_overrides=[
-            Parameter("checkpoint", value=str(tmp_path / "arm"))])
+            Parameter("checkpoint", value=str(tmp_path / "arm")),
+            Parameter("instruction", value="go to the red box")])
         try:
             assert node.policy is None
             assert "trained for ['aloha'], not 'vln'" in node.policy_error
+            # an instruction (parameter, then topic callback) does not hide the error
+            assert node.status.startswith("ERROR: no policy"), node.status
+            node._set_instruction("go to the blue box")
+            assert node.status.startswith("ERROR: no policy"), node.status
         finally:
             node.destroy_node()
     finally:

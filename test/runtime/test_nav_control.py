@@ -63,6 +63,10 @@ def test_hold_sends_zero_and_teleop_passes_through_until_it_times_out():
     assert (out.velocity.v, out.velocity.w) == (0.3, -0.2)
     assert nav.control(1.0 + 0.51).velocity.v == 0.0  # teleop_timeout 0.5 s
     assert "NaN" in nav.set_teleop(2.0, math.nan, 0.0)
+    assert nav.set_mode(" policy ") and nav.mode is Mode.POLICY  # as mode_manager writes it
+    with pytest.raises(ValueError, match="unknown mode"):
+        nav.set_mode("DRIVE")
+    assert nav.mode is Mode.POLICY
 
 
 def test_policy_without_fresh_inputs_stops_and_says_why():
@@ -102,7 +106,9 @@ def test_stop_flag_stops_and_a_new_instruction_navigates_again():
     assert not nav.wants_plan()
     feed(nav, 0.1)
     assert nav.control(0.1).velocity.v == 0.0
-    nav.set_instruction("go to the blue box")
+    assert "empty" in nav.set_instruction("  ")  # ignored: the stop stands
+    assert not nav.wants_plan()
+    assert nav.set_instruction("go to the blue box") is None
     assert nav.wants_plan()
 
 

@@ -182,7 +182,8 @@ class PolicyNode(LifecycleNode):
                             self.spec.name if self.spec else "", level, self.status, {
                                 **(self.host.diagnostic_values() if self.host else {}),
                                 "observation_age_ms_p50": age.percentile(50),
-                                "observation_age_ms_p99": age.percentile(99)})
+                                "observation_age_ms_p99": age.percentile(99),
+                                "instructions_ignored": loop.instructions_ignored if loop else 0})
 
     def destroy_node(self) -> None:
         self._release()

@@ -136,6 +136,7 @@ class PolicyLoop:
         self.images = ImageBuffer(spec.cameras)
         self.schedule = ChunkExecutor(Limits.from_spec(spec), spec.dt, mode="rtc")
         self.accepted = 0  # chunks accepted so far; chunk i is sampled with seed + i
+        self.instructions_ignored = 0  # empty instructions refused (the previous one stays)
         self.blind_since: float | None = None  # since when every request was rejected
         self.obs_age = LatencyStats()  # ms between an observation and its request
         # Past frames of the first camera (VLN looks back), sampled by time.
@@ -160,6 +161,7 @@ class PolicyLoop:
 
     def set_instruction(self, text: str) -> str | None:
         if not text.strip():
+            self.instructions_ignored += 1
             return "empty instruction ignored; keeping the previous one"
         self.instruction = text.strip()
         return None

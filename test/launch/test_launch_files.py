@@ -7,6 +7,7 @@ space was not built."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -40,7 +41,7 @@ class Launch:
     """One launch file running in its own process group; ``events`` are its process starts
     and exits (launch_runner.py)."""
 
-    def __init__(self, tmp: Path, name: str, args: list[str],
+    def __init__(self, tmp: Path, name: str, args: list[str], domain: int,
                  prefixes: tuple[Path, ...] = ()) -> None:
         self.events_path = tmp / f"{name}-{uuid.uuid4().hex[:6]}.jsonl"
         self.token = uuid.uuid4().hex
@@ -48,6 +49,7 @@ class Launch:
         env["AMENT_PREFIX_PATH"] = os.pathsep.join(
             [str(INSTALL), *map(str, prefixes),
              *filter(None, env.get("AMENT_PREFIX_PATH", "").split(os.pathsep))])
+        env["ROS_DOMAIN_ID"] = str(domain)  # the probe's (Probe)
         env["QVR_LAUNCH_TEST_TOKEN"] = self.token  # inherited: finds leftover processes
         self.log_path = tmp / f"{name}-{self.token[:6]}.log"
         with open(self.log_path, "w") as log:  # the child keeps its own descriptor
@@ -95,17 +97,43 @@ class Launch:
         return found
 
 
-@pytest.fixture(scope="module")
-def probe():
-    rclpy.init()
-    node = rclpy.create_node("launch_probe")
-    from rclpy.executors import SingleThreadedExecutor
+class Probe:
+    """The test's own ROS context and node, in a domain of its own: every launch gets a fresh
+    ROS_DOMAIN_ID, so no participant left in discovery by an earlier launch (or by an in-process
+    test) can answer for a node name of this one. Unpacks as ``node, executor``."""
 
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    yield node, ex
-    node.destroy_node()
-    rclpy.shutdown()
+    _launches = itertools.count()
+
+    def __init__(self) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        # 200..229: apart from conftest's in-process domains (100..199); ports stay < 65535.
+        self.domain = 200 + (os.getpid() + next(self._launches)) % 30
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=self.domain)
+        self.node = rclpy.create_node("launch_probe", context=self.context)
+        self.ex = SingleThreadedExecutor(context=self.context)
+        self.ex.add_node(self.node)
+
+    def __iter__(self):
+        return iter((self.node, self.ex))
+
+    def graph(self) -> str:
+        """The nodes this probe sees, for failure messages."""
+        return ", ".join(sorted(f"{ns.rstrip('/')}/{n}"
+                                for n, ns in self.node.get_node_names_and_namespaces()))
+
+    def close(self) -> None:
+        self.ex.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+@pytest.fixture
+def probe():
+    probe = Probe()
+    yield probe
+    probe.close()
 
 
 def nodes_up(probe, names: set[str]) -> bool:
@@ -137,11 +165,12 @@ def subscribed(probe, node_name: str) -> set[str]:
 def running(tmp_path, probe, name, args, expected, prefixes=()):
     """The launch, once all ``expected`` nodes are in the graph; on exit: none of them died
     meanwhile, SIGINT stops it, and no process it started is left."""
-    launch = Launch(tmp_path, name, args, prefixes)
+    launch = Launch(tmp_path, name, args, probe.domain, prefixes)
     try:
         ok = wait_for(lambda: nodes_up(probe, expected) or launch.proc.poll() is not None, 90)
         assert ok and launch.proc.poll() is None, \
-            f"{name}: nodes {sorted(expected)} did not all come up:\n{launch.output()[-4000:]}"
+            f"{name}: nodes {sorted(expected)} did not all come up (graph: {probe.graph()}):\n" \
+            f"{launch.output()[-4000:]}"
         assert launch.started() == expected, launch.started()
         yield launch
         assert launch.exits() == [], f"{name}: a node died: {launch.exits()}\n" \
@@ -184,7 +213,8 @@ def test_aloha_launch_on_a_machine_without_the_drivers(tmp_path, probe, tiny_che
         # subscribes once its checkpoint is loaded: waited for, not assumed).
         assert wait_for(lambda: "/cam_high/camera/color/image_rect_raw"
                         in subscribed(probe, "policy_node"), 60), \
-            f"policy_node subscribes {sorted(subscribed(probe, 'policy_node'))}:\n" \
+            f"policy_node subscribes {sorted(subscribed(probe, 'policy_node'))} " \
+            f"(graph: {probe.graph()}):\n" \
             f"{launch.output()[-4000:]}"
         assert wait_for(lambda: "/follower_left/joint_states"
                         in subscribed(probe, "aloha_adapter"), 30)
@@ -275,7 +305,7 @@ def test_a_launch_that_cannot_run_fails_before_any_process_starts(tmp_path, name
             pytest.skip(f"{pkg} is installed here")
         except PackageNotFoundError:
             pass
-    launch = Launch(tmp_path, name, args)
+    launch = Launch(tmp_path, name, args, domain=int(os.environ["ROS_DOMAIN_ID"]))  # no node
     rc = launch.proc.wait(60)
     assert rc != 0
     assert message in launch.output(), launch.output()[-3000:]

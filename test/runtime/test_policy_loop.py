@@ -57,6 +57,7 @@ def test_a_chunk_the_schedule_refuses_is_a_reason_not_an_exception(loop):
 def test_stale_and_missing_inputs_are_rejections(loop):
     assert "stale" in str(loop.request(1.3))
     assert loop.set_instruction("  ") is not None and loop.instruction == "pick"
+    assert loop.instructions_ignored == 1
     empty = PolicyLoop(loop.spec, max_age=0.2)
     assert "no instruction" in str(empty.request(0.0))
     with pytest.raises(ValueError):

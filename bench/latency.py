@@ -1,9 +1,11 @@
 """Chunk execution under inference delay, closed loop through the full ROS path.
 
 For each execution mode (aloha_adapter ``blend``: naive, ensemble, rtc; rtc with the policy
-sampling its measured-delay prefix) and each injected extra delay (policy_node
-``added_latency_ms``, on top of the model's own time), ``qwen-vla-ros eval`` runs the same
-unseen seeds in aloha_sim and reports per cell: success rate; at chunk boundaries, the step
+sampling its measured-delay prefix; rtc_soft: rtc, and the steps after the prefix guided
+softly toward the previous plan, policy ``rtc_soft_steps: -1``) and each injected extra
+delay (policy_node ``added_latency_ms``, on top of the model's own time), ``qwen-vla-ros
+eval`` runs the same unseen seeds in aloha_sim and reports per cell: success rate; at chunk
+boundaries, the step
 the plan asked for (the previous tick's target to the new one, before the adapter's velocity
 clamp) in units of the per-step velocity limit (largest over the cell, and the median of the
 episodes' p99), beside the same step inside chunks for scale (until 2026-12-05 the boundary
@@ -30,7 +32,11 @@ import numpy as np
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.results import save_results
 
-MODES = ("naive", "ensemble", "rtc")
+MODES = ("naive", "ensemble", "rtc", "rtc_soft")
+# mode -> (aloha_adapter blend, policy_node parameters beside added_latency_ms)
+MODE_SETUP: dict[str, tuple[str, dict[str, Any]]] = {
+    "naive": ("naive", {}), "ensemble": ("ensemble", {}), "rtc": ("rtc", {}),
+    "rtc_soft": ("rtc", {"rtc_soft_steps": -1})}
 ACTION_NAMES = load_embodiment("aloha").action_names  # transfer_cube's body
 
 
@@ -97,10 +103,11 @@ def main() -> None:
 
     cells: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in args.modes}
     for mode in args.modes:
+        blend, params = MODE_SETUP[mode]
         for delay in args.delays:
             result = evaluate(args.checkpoint, args.out / f"{mode}_{delay}ms",
-                              episodes=args.episodes, seed_start=args.seed_start, blend=mode,
-                              policy_params={"added_latency_ms": float(delay)},
+                              episodes=args.episodes, seed_start=args.seed_start, blend=blend,
+                              policy_params={"added_latency_ms": float(delay), **params},
                               progress=False, log=lambda _: None)
             cells[mode][delay] = c = cell_summary(result)
             print(f"{mode:>8} +{delay:>3} ms: {c['successes']}/{c['episodes']}  jump max "

@@ -29,7 +29,7 @@ from qwen_vla_ros.embodiment.spec import EmbodimentSpec
 from qwen_vla_ros.errors import ConfigError
 from qwen_vla_ros.model.backbone import VLMBackbone
 from qwen_vla_ros.model.dit import ActionDecoder, DecoderConfig
-from qwen_vla_ros.model.flow import euler_step, flow_matching_loss, sample_actions
+from qwen_vla_ros.model.flow import euler_step, flow_matching_loss, sample_actions, soft_weights
 from qwen_vla_ros.model.normalize import NormStats
 from qwen_vla_ros.model.types import ActionChunk, Observation  # re-exported
 
@@ -142,16 +142,16 @@ class QwenVLAPolicy(nn.Module):
         self._use_compiled = on
         self.backbone.use_compiled(on)
 
-    def _sample(self, *args) -> torch.Tensor:
+    def _sample(self, *args, **kwargs) -> torch.Tensor:
         if self.compiled:
             try:
-                return sample_actions(*args, step=self._compiled_step)
+                return sample_actions(*args, step=self._compiled_step, **kwargs)
             except Exception as exc:  # any compiler failure: eager, once said
                 self.compile_error = f"flow step: {type(exc).__name__}: {exc}"
                 self._log(f"compiled flow step failed, running eager from now on: "
                           f"{self.compile_error}")
                 self._compiled = None
-        return sample_actions(*args)
+        return sample_actions(*args, **kwargs)
 
     # ---- helpers ------------------------------------------------------------------------
     @property
@@ -213,9 +213,13 @@ class QwenVLAPolicy(nn.Module):
     # ---- inference ----------------------------------------------------------------------
     @torch.inference_mode()
     def predict(self, obs: Observation, *, seed: int | None = None, steps: int | None = None,
-                prefix: np.ndarray | None = None) -> ActionChunk:
+                prefix: np.ndarray | None = None,
+                guide: np.ndarray | None = None) -> ActionChunk:
         """Sample one action chunk. ``prefix`` ([d, action_dim], embodiment units): actions
-        already committed to the robot; the chunk starts with them exactly."""
+        already committed to the robot; the chunk starts with them exactly. ``guide`` ([g,
+        action_dim]): what the previous chunk planned for the g steps after the prefix; the
+        sampler is pulled toward it with decaying weights (``flow.soft_weights``), so the chunk
+        leaves the old plan gradually. Needs a prefix (it is ignored without one)."""
         spec = self.spec(obs.embodiment)
         if not obs.instruction or not obs.instruction.strip():
             raise ValueError("instruction is empty")
@@ -250,8 +254,21 @@ class QwenVLAPolicy(nn.Module):
             padded = np.zeros((spec.horizon, spec.action_dim))
             padded[:prefix_len] = self.norm_stats.normalise(spec, "action", prefix[:prefix_len])
             prefix_t = self._to_slots(padded[None], spec.action_slots, cfg.action_width)
+        guide_t = guide_w = None
+        if prefix_t is not None and guide is not None and len(guide) > 0:
+            guide = np.asarray(guide, dtype=np.float64)
+            if guide.ndim != 2 or guide.shape[1] != spec.action_dim:
+                raise ValueError(f"guide must be [g, {spec.action_dim}], got {guide.shape}")
+            if not np.all(np.isfinite(guide)):
+                raise ValueError("guide contains NaN or inf")
+            g = min(len(guide), spec.horizon - prefix_len)
+            padded[prefix_len:prefix_len + g] = self.norm_stats.normalise(spec, "action",
+                                                                          guide[:g])
+            guide_t = self._to_slots(padded[None], spec.action_slots, cfg.action_width)
+            guide_w = torch.as_tensor(soft_weights(prefix_len, g, spec.horizon),
+                                      device=self.device)
         x = self._sample(self.decoder, kvs, attn_mask, state, am, sm, noise, steps, prefix_t,
-                         prefix_len)
+                         prefix_len, guide=guide_t, guide_w=guide_w)
         out = x[0, :, spec.action_slots].float().cpu().numpy().astype(np.float64)
         t3 = time.perf_counter()
         actions = self.norm_stats.denormalise(spec, "action", out)

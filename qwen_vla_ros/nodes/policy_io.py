@@ -189,7 +189,7 @@ class PolicyHost:
 
     def _infer(self, request: Request):
         chunk = self.policy.predict(request.observation, seed=request.seed, steps=self.steps,
-                                    prefix=request.prefix)
+                                    prefix=request.prefix, guide=request.guide)
         if self.added_latency > 0:  # a drill: a slower model, in the node's (sim) time
             until = clock_now(self.node) + self.added_latency
             while clock_now(self.node) < until and self.worker.running:

@@ -105,6 +105,7 @@ class _Replayer:
         self.keep_s = 2.0 + hist_n * hist_p  # how much input history the replay holds
         self.loop = PolicyLoop(spec, opts.max_age, seed=opts.seed,
                                prefix_steps=opts.rtc_prefix_steps or 0,
+                               soft_steps=opts.rtc_soft_steps or 0,
                                instruction=opts.instruction or "", history_frames=hist_n,
                                history_period=hist_p)
         self.sources: dict[str, tuple[str, str]] = {}  # topic -> (kind, name)
@@ -271,6 +272,8 @@ class _Replayer:
             res.inputs_match = all(m is not False for m in matches)
             if self.opts.rtc_prefix_steps is None:  # the delay the live node continued over
                 self.loop.prefix_steps = int(info.get("delay_steps", 0))
+            if self.opts.rtc_soft_steps is None:  # as many guided steps as the live node had
+                self.loop.soft_steps = int(info.get("guide_len", 0))
             if info.get("instruction") and not self.opts.instruction:
                 self.loop.set_instruction(info["instruction"])
         request = self.loop.request(tick)
@@ -288,7 +291,7 @@ class _Replayer:
         res.seed, res.stamp, res.age_ms = request.seed, request.observation.stamp, \
             request.age * 1e3
         chunk = self.policy.predict(request.observation, seed=request.seed, steps=steps,
-                                    prefix=request.prefix)
+                                    prefix=request.prefix, guide=request.guide)
         res.infer_ms = chunk.timing_ms.get("total")
         reason = self.loop.accept(request, chunk)
         if reason:

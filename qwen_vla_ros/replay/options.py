@@ -33,6 +33,9 @@ class ReplayOptions:
     rtc_prefix_steps: int | None = opt(None, "committed prefix steps for real-time chunking "
                                              "(default: recorded ticks each as recorded, "
                                              "else 0)", type=int)
+    rtc_soft_steps: int | None = opt(None, "steps after the prefix guided softly toward the "
+                                           "previous plan (default: recorded ticks each as "
+                                           "recorded, else 0)", type=int)
     device: str = opt("cpu", "torch device")
     dtype: str = opt("float32", "model dtype", choices=["float32", "bfloat16"])
     policy_ns: str | None = opt(None, "namespace of the recorded policy topics (default: "

@@ -226,6 +226,17 @@ class ChunkExecutor:
             return None
         return np.stack(out)
 
+    def plan_ahead(self, start: float, count: int) -> np.ndarray:
+        """Up to ``count`` actions planned for ``start + k*dt``, k = 0, 1, ..., stopping at the
+        first step no chunk covers ([0, action_dim] if none: the soft-guidance target)."""
+        out = []
+        for k in range(count):
+            a = self._newest_at(start + k * self.dt)
+            if a is None:
+                break
+            out.append(a)
+        return np.stack(out) if out else np.zeros((0, self.limits.lower.shape[0]))
+
     def _newest_at(self, t: float) -> np.ndarray | None:
         """The newest chunk's action for time ``t`` (the rtc and naive schedule), or None."""
         for c in reversed(self.chunks):

@@ -56,6 +56,11 @@ class PolicyParams:
            "measured delay (p90 of observation-to-publication over the last 20 chunks, in "
            "control steps, plus 2; it rises at once and falls after 10 lower estimates in a row); "
            "adapters run blend: rtc to follow it", check=at_least(-1))
+    rtc_soft_steps: int = param(
+        0, "with an RTC prefix: how many steps after it are guided softly toward what the "
+           "previous chunk planned (weights decaying 1 -> 0, model.flow.soft_weights): 0 off "
+           "(a hard junction after the prefix), N at most N steps, -1 all it planned",
+        check=at_least(-1))
     added_latency_ms: float = param(
         0.0, "drill/benchmark: extra latency (ms of the node's clock) after each inference, "
              "before its chunk is published (bench/latency.py)", check=at_least(0.0))
@@ -96,6 +101,7 @@ class Request:
     history_frames: int = 0
     history_period: float = 0.0
     delay_steps: int = 0  # the delay the prefix was chosen for (``ChunkTag.delay``)
+    guide: np.ndarray | None = None  # the previous plan after the prefix (soft guidance)
 
     def info(self, steps: int) -> dict[str, Any]:
         """JSON-able record of this request (the node publishes it on ~/observation_info)."""
@@ -104,6 +110,7 @@ class Request:
                 "stamp": self.observation.stamp, "seed": self.seed,
                 "flow_steps": steps, "prefix_len": 0 if self.prefix is None else len(self.prefix),
                 "delay_steps": self.delay_steps,
+                "guide_len": 0 if self.guide is None else len(self.guide),
                 "inputs": dict(self.inputs), "state": self.observation.state.tolist(),
                 "instruction": self.observation.instruction}
 
@@ -114,8 +121,9 @@ class PolicyLoop:
     inference worker): they take one lock."""
 
     def __init__(self, spec: EmbodimentSpec, max_age: float, seed: int = 0,
-                 prefix_steps: int = 0, instruction: str = "", history_frames: int = 0,
-                 history_period: float = 1.0, fixed_noise: bool = False) -> None:
+                 prefix_steps: int = 0, soft_steps: int = 0, instruction: str = "",
+                 history_frames: int = 0, history_period: float = 1.0,
+                 fixed_noise: bool = False) -> None:
         if not max_age > 0:
             raise ValueError(f"max_observation_age must be > 0, got {max_age}")
         self.spec = spec
@@ -125,6 +133,9 @@ class PolicyLoop:
         self.prefix_steps = int(prefix_steps)
         if self.prefix_steps < -1:
             raise ValueError(f"prefix_steps must be >= -1, got {prefix_steps}")
+        self.soft_steps = int(soft_steps)
+        if self.soft_steps < -1:
+            raise ValueError(f"soft_steps must be >= -1, got {soft_steps}")
         self.delay = DelayEstimator(spec.dt, spec.horizon)
         self.last_tag: ChunkTag | None = None  # of the last accepted chunk
         # (old, new) measured delay in steps when the last accepted chunk changed it (RTC
@@ -146,7 +157,8 @@ class PolicyLoop:
     @classmethod
     def from_params(cls, spec: EmbodimentSpec, params: PolicyParams) -> PolicyLoop:
         return cls(spec, params.max_observation_age, seed=params.seed,
-                   prefix_steps=params.rtc_prefix_steps, instruction=params.instruction,
+                   prefix_steps=params.rtc_prefix_steps, soft_steps=params.rtc_soft_steps,
+                   instruction=params.instruction,
                    fixed_noise=params.noise == "fixed")
 
     # ---- inputs -------------------------------------------------------------------------
@@ -195,6 +207,13 @@ class PolicyLoop:
         stamp = min(self.images.oldest_stamp(), self.merger.oldest_stamp())
         delay = self.delay.steps if self.prefix_steps < 0 else self.prefix_steps
         prefix = self.schedule.committed(stamp, delay) if delay > 0 else None
+        guide = None
+        if prefix is not None and self.soft_steps != 0:
+            rest = self.spec.horizon - delay
+            plan = self.schedule.plan_ahead(stamp + delay * self.spec.dt,
+                                         rest if self.soft_steps < 0 else min(rest,
+                                                                             self.soft_steps))
+            guide = plan if len(plan) else None
         history: tuple = ()
         inputs = {**self.images.stamps(), **{f"joint_states:{r or 'robot'}": s
                                               for r, s in self.merger.stamps().items()}}
@@ -209,7 +228,7 @@ class PolicyLoop:
         h = self.history
         seed = self.seed if self.fixed_noise else self.seed + self.accepted
         return Request(obs, prefix, seed, now, inputs,
-                       h.length if h else 0, h.period if h else 0.0, delay)
+                       h.length if h else 0, h.period if h else 0.0, delay, guide)
 
     def accept(self, request: Request, chunk: ActionChunk, now: float | None = None
                ) -> str | None:

@@ -3,11 +3,12 @@ ROS, no transformers."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from qwen_vla_ros.model.dit import ActionDecoder, DecoderConfig
-from qwen_vla_ros.model.flow import flow_matching_loss
+from qwen_vla_ros.model.flow import flow_matching_loss, sample_actions, soft_weights
 
 B, H, N = 3, 8, 5  # observations, horizon, context tokens
 
@@ -61,3 +62,29 @@ def test_zero_samples_are_refused():
     kvs, attn_mask = decoder.encode_context(context, mask)
     with pytest.raises(ValueError, match="samples"):
         flow_matching_loss(decoder, actions, state, am, sm, kvs, attn_mask, samples=0)
+
+
+def test_soft_weights_decay_from_the_prefix_end_to_zero():
+    w = soft_weights(prefix_len=3, guide_len=10, horizon=20)
+    assert (w[:3] == 0).all() and (w[13:] == 0).all()
+    inside = w[3:13]
+    assert (inside > 0).all() and (inside < 1).all() and (np.diff(inside) < 0).all()
+    assert soft_weights(3, 40, 20)[19] > 0  # clipped to the horizon
+    assert not soft_weights(3, 0, 20).any()
+
+
+def test_guidance_weight_one_ends_on_the_guide_and_zero_changes_nothing():
+    decoder, context, mask, actions, state, am, sm, _ = setup()
+    kvs, attn_mask = decoder.encode_context(context, mask)
+    noise = torch.randn(B, H, decoder.cfg.action_width, generator=torch.Generator()
+                        .manual_seed(3))
+    prefix = torch.zeros_like(noise)
+    args = (decoder, kvs, attn_mask, state, am, sm, noise, 5, prefix, 2)
+    with torch.no_grad():
+        free = sample_actions(*args)
+        none = sample_actions(*args, guide=actions, guide_w=torch.zeros(H))
+        full = sample_actions(*args, guide=actions, guide_w=torch.tensor([0.0] * 2 + [1.0]
+                                                                         * (H - 2)))
+    torch.testing.assert_close(none, free)
+    torch.testing.assert_close(full[:, 2:], actions[:, 2:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(full[:, :2], prefix[:, :2])  # the prefix stays held

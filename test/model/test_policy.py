@@ -102,6 +102,30 @@ def test_prefix_is_reproduced_and_conditions_the_rest(tiny_policy):
     assert np.abs(chunk[10:] - other[10:]).max() > 1e-5, "prefix does not reach the rest"
 
 
+def test_soft_guidance_leaves_the_previous_plan_gradually(tiny_policy):
+    """RTC soft guidance: right after the prefix the chunk stays near what the previous chunk
+    planned, further on it is the model's own (weights decay to 0); a bad guide is refused."""
+    obs = obs_for(tiny_policy, "aloha")
+    spec = tiny_policy.spec("aloha")
+    rng = np.random.default_rng(1)
+    mid = (spec.lower() + spec.upper()) / 2
+    prefix = np.tile(mid, (5, 1))
+    guide = rng.uniform(spec.lower(), spec.upper(), size=(20, spec.action_dim))
+    free = tiny_policy.predict(obs, seed=5, prefix=prefix).actions
+    guided = tiny_policy.predict(obs, seed=5, prefix=prefix, guide=guide).actions
+    np.testing.assert_allclose(guided[:5], prefix, atol=1e-6, rtol=0)  # the prefix as held
+    span = spec.upper() - spec.lower()
+    near = np.abs(guided[5:8] - guide[:3]) / span
+    assert near.max() < 0.1 < (np.abs(free[5:8] - guide[:3]) / span).max()
+    # Past the 20 guided steps the weights are 0, but the model still saw the guided steps:
+    # the chunk differs there too (the guidance conditions, it does not merely overwrite).
+    assert np.abs(guided[30:] - free[30:]).max() > 1e-5
+    with pytest.raises(ValueError, match="guide"):
+        tiny_policy.predict(obs, seed=5, prefix=prefix, guide=guide[:, :3])
+    with pytest.raises(ValueError, match="NaN"):
+        tiny_policy.predict(obs, seed=5, prefix=prefix, guide=np.full_like(guide, np.nan))
+
+
 def test_bad_observations_raise_clear_errors(tiny_policy):
     obs = obs_for(tiny_policy, "aloha")
     with pytest.raises(ValueError, match="NaN"):
@@ -262,7 +286,8 @@ def test_one_compiled_flow_step_serves_every_step_count_and_prefix(tiny_checkpoi
     spec = policy.spec("aloha")
     mid = (spec.lower() + spec.upper()) / 2
     cases = [dict(steps=10), dict(steps=4), dict(steps=10, prefix=np.tile(mid, (4, 1))),
-             dict(steps=4, prefix=np.tile(mid, (7, 1)))]
+             dict(steps=4, prefix=np.tile(mid, (7, 1))),
+             dict(steps=10, prefix=np.tile(mid, (4, 1)), guide=np.tile(spec.upper(), (9, 1)))]
     eager = [policy.predict(obs, seed=5, **c).actions for c in cases]
     graphs = []
 

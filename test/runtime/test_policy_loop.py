@@ -88,6 +88,33 @@ def test_measured_delay_sets_the_prefix_and_the_tag(loop):
         t += 0.2
 
 
+@pytest.mark.parametrize("soft", [0, 5, -1])
+def test_soft_guidance_asks_for_what_the_previous_chunk_planned_after_the_prefix(soft):
+    spec = load_embodiment("vx300s_single")
+    lp = PolicyLoop(spec, max_age=0.5, prefix_steps=3, soft_steps=soft, instruction="pick")
+    names = [d.joint for d in spec.action]
+
+    def feed(t):
+        lp.add_joint_state("", names, [0.1] * len(names), t)
+        for cam in spec.cameras:
+            lp.add_image(cam, np.zeros((8, 8, 3), np.uint8), t)
+
+    feed(1.0)
+    req = lp.request(1.01)
+    ramp = 0.1 + 1e-4 * np.arange(spec.horizon)[:, None] * np.ones(spec.action_dim)
+    assert req.guide is None  # nothing planned yet
+    assert lp.accept(req, ActionChunk(ramp, spec.name, 1.0, spec.dt)) is None
+    feed(1.0 + 5 * spec.dt)  # 5 steps into that chunk
+    req = lp.request(1.0 + 5 * spec.dt + 0.01)
+    np.testing.assert_array_equal(req.prefix, ramp[5:8])
+    expected = {0: None, 5: ramp[8:13], -1: ramp[8:]}[soft]  # -1: all the chunk still plans
+    if expected is None:
+        assert req.guide is None and req.info(10)["guide_len"] == 0
+    else:
+        np.testing.assert_array_equal(req.guide, expected)
+        assert req.info(10)["guide_len"] == len(expected)
+
+
 def test_delay_estimate_is_a_high_percentile_in_steps_clamped_to_the_horizon():
     from qwen_vla_ros.runtime.inference import DelayEstimator
 

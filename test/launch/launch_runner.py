@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 
 
 def main() -> int:
+    # As `ros2 launch` typed in a terminal: SIGINT stops the launch. A process started in the
+    # background by a non-interactive shell (CI scripts, `cmd &`) inherits SIGINT ignored,
+    # and an ignored SIGINT stays ignored here too: the launch would never stop on Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from launch.actions import IncludeLaunchDescription, RegisterEventHandler
     from launch.event_handlers import OnProcessExit, OnProcessStart
     from launch.launch_description_sources import PythonLaunchDescriptionSource

@@ -1,0 +1,149 @@
+"""One checkpoint, two bodies: arm-only, VLN-only and joint training at the same size and the
+same training minutes, each judged closed loop (issue 15's table).
+
+    python bench/joint.py --arm-data data/run10 --vln-data data/vln --minutes 90 --out out/joint \\
+        --train-args "--batch 16 --lr 3e-4 --warmup 200 --val-every 250 --seed 0"
+
+Runs, one after another so each has the machine to itself: ``qwen-vla-ros train`` three times
+(``--data aloha=ARM``, ``--data vln=VLN``, ``--data aloha=ARM vln=VLN`` with ``--weights``),
+the same ``--preset``, ``--minutes`` and ``--train-args`` for all three; then ``eval`` of
+transfer_cube (arm-only, joint; ``--blend rtc``), of vln_goto (VLN-only, joint) and the
+language check (the same start poses, each of the four colours; VLN-only, joint). Every seed
+range is an argument: use seeds that neither training saw nor anything was chosen on. Prints
+the table, writes ``joint.json`` and ``joint.png``. ``--dry-run`` prints the plan only;
+``--skip-train`` evaluates checkpoints already in OUT.
+
+Wall time: 3 x ``--minutes`` of training plus about 30 minutes of evaluation on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from qwen_vla_ros.results import save_results
+
+RUNS = ("arm", "vln", "joint")
+COLOURS = "red,green,blue,yellow"
+
+
+def train_command(run: str, args: argparse.Namespace) -> list[str]:
+    data = {"arm": [f"aloha={args.arm_data}"], "vln": [f"vln={args.vln_data}"],
+            "joint": [f"aloha={args.arm_data}", f"vln={args.vln_data}"]}[run]
+    cmd = [sys.executable, "-m", "qwen_vla_ros.cli", "train", "--data", *data,
+           "--out", str(args.out / run / "ckpt"), "--preset", args.preset,
+           "--minutes", str(args.minutes), *shlex.split(args.train_args)]
+    if run == "joint" and args.weights:
+        cmd += ["--weights", *args.weights]
+    return cmd
+
+
+def evaluations(run: str, args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """(name, evaluate() keywords) for one run's checkpoint."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    if run in ("arm", "joint"):
+        out.append(("transfer_cube", dict(task="transfer_cube", episodes=args.episodes,
+                                          seed_start=args.arm_seed_start, blend="rtc")))
+    if run in ("vln", "joint"):
+        out.append(("vln_goto", dict(task="vln_goto", episodes=args.episodes,
+                                     seed_start=args.vln_seed_start, rate_factor=2.0)))
+        out.append(("language", dict(task="vln_goto", episodes=args.language_starts,
+                                     seed_start=args.language_seed_start, rate_factor=2.0,
+                                     colours=COLOURS)))
+    return out
+
+
+def row(run: str, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def get(name: str, key: str):
+        return results[name].get(key) if name in results else None
+
+    lang = results.get("language", {}).get("language_check", {})
+    return {"run": run, "transfer_cube_success": get("transfer_cube", "success_rate"),
+            "vln_goto_success": get("vln_goto", "success_rate"),
+            "vln_spl": get("vln_goto", "spl"), "language_share": lang.get("share")}
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["transfer_cube_success", "vln_goto_success", "language_share"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.25
+    for i, r in enumerate(rows):
+        ax.bar([k + i * width for k in range(len(keys))],
+               [100 * (r[k] or 0) for k in keys], width, label=r["run"])
+    ax.set_xticks([k + width for k in range(len(keys))],
+                  ["transfer_cube", "vln_goto", "language check"])
+    ax.axhline(25, color="grey", lw=0.8, ls="--")  # the language check's chance
+    ax.set_ylabel("success (%)")
+    ax.set_title("same size, same minutes: arm-only, VLN-only, joint")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arm-data", type=Path, required=True, help="transfer_cube bags")
+    ap.add_argument("--vln-data", type=Path, required=True, help="vln_goto bags")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--minutes", type=float, required=True, help="training minutes per run")
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--train-args", default="", help="more train options, for all three runs")
+    ap.add_argument("--weights", nargs="*", default=[], metavar="EMBODIMENT=W",
+                    help="joint run's sampling weights (train --weights)")
+    ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--arm-seed-start", type=int, default=40_000)
+    ap.add_argument("--vln-seed-start", type=int, default=41_000)
+    ap.add_argument("--language-starts", type=int, default=5,
+                    help="start poses of the language check (x 4 colours)")
+    ap.add_argument("--language-seed-start", type=int, default=42_000)
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    args = ap.parse_args()
+
+    for run in args.runs:
+        if not args.skip_train:
+            print("$ " + shlex.join(train_command(run, args)), flush=True)
+        for name, kw in evaluations(run, args):
+            print(f"  eval {run}/{name}: {kw}", flush=True)
+    if args.dry_run:
+        return
+
+    from qwen_vla_ros.evaluate import evaluate
+
+    rows = []
+    for run in args.runs:
+        if not args.skip_train:
+            subprocess.run(train_command(run, args), check=True)
+        results = {name: evaluate(args.out / run / "ckpt", args.out / run / name, **kw)
+                   for name, kw in evaluations(run, args)}
+        rows.append(row(run, results))
+    print("\n| checkpoint | transfer_cube success | vln_goto success | vln SPL | language check |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        spl = "-" if r["vln_spl"] is None else f"{r['vln_spl']:.2f}"
+        print(f"| {r['run']} | {pct(r['transfer_cube_success'])} | "
+              f"{pct(r['vln_goto_success'])} | {spl} | {pct(r['language_share'])} |")
+    save_results(args.out / "joint.json", {
+        "minutes": args.minutes, "preset": args.preset, "train_args": args.train_args,
+        "weights": args.weights, "episodes": args.episodes,
+        "seed_starts": {"transfer_cube": args.arm_seed_start, "vln_goto": args.vln_seed_start,
+                        "language": args.language_seed_start}, "rows": rows})
+    plot(rows, args.out / "joint.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -155,13 +155,16 @@ def summarize(data: BagData, spec: EmbodimentSpec) -> dict[str, Any]:
     out["observation_age_ms"] = {"p50": as_number(data.diagnostics.get("observation_age_ms_p50")),
                                  "p99": as_number(data.diagnostics.get("observation_age_ms_p99"))}
     out["mode_transitions"] = [{"t": round(t, 3), "mode": m} for t, m in data.modes]
-    # Handover: the first POLICY command against the measured pose at the switch, then the
+    # Handover: the first POLICY command against the measured pose it started from, then the
     # ramp's consecutive commands; both in units of the per-step velocity limit. A command
     # read at the switch's clock step may have been sent before the switch (the recorder
     # cannot order messages of one step), and under load the adapter may send one more TELEOP
     # command after it: of the first two commands read after the switch, the one whose ramp
     # jumps least is taken as the first POLICY command. A jump of J steps still reads at least
-    # J - 1 (the second command is within a step of the first).
+    # J - 1 (the second command is within a step of the first). The measured pose is the last
+    # one read at or before that command, not at the switch: the adapter acts on the switch at
+    # its next tick, with the newest pose it has then; under load that is a tick or two after
+    # the switch is read, and the arm moved meanwhile (a loaded run read 2.0 steps so).
     step_limit = spec.max_velocity() * spec.dt
     mt = np.array([t for t, _ in data.measured])
     handover = None
@@ -169,12 +172,15 @@ def summarize(data: BagData, spec: EmbodimentSpec) -> dict[str, Any]:
         if m != "POLICY" or len(times) < 2 or len(mt) == 0:
             continue
         k = int(np.searchsorted(times, t_switch, side="right"))
-        # at or before the switch: sim-time readings are quantised, equal times included
-        j = int(np.searchsorted(mt, t_switch, side="right")) - 1
-        if k >= len(cmds) or j < 0:
+        ramps = []
+        for first in range(k, min(k + 2, len(cmds))):
+            # at or before the command: sim-time readings are quantised, equal times included
+            j = int(np.searchsorted(mt, times[first], side="right")) - 1
+            if j >= 0:
+                ramps.append(np.abs(np.diff(np.vstack([data.measured[j][1],
+                                                       cmds[first: first + 25]]), axis=0)))
+        if not ramps:
             continue
-        ramps = [np.abs(np.diff(np.vstack([data.measured[j][1], cmds[first: first + 25]]),
-                                axis=0)) for first in range(k, min(k + 2, len(cmds)))]
         jumps = min(ramps, key=lambda r: float((r / step_limit).max()))
         ratio = jumps / step_limit
         worst = np.unravel_index(int(ratio.argmax()), ratio.shape)

@@ -78,3 +78,23 @@ def test_a_policy_that_starts_away_from_the_measured_pose_is_reported():
     hand = summarize(data, spec)["handover"]
     assert hand["max_jump_over_step_limit"] >= 2.0 and hand["max_jump_joint"] == \
         spec.action_names[0]
+
+
+def test_the_handover_is_measured_from_the_pose_the_adapter_started_from():
+    """Under load the adapter acts on the switch ticks after the recorder reads it, while the
+    arm still moves a step per tick: the first POLICY command is one step from the newest pose
+    read before it, not from the pose at the switch (that read 3 steps here)."""
+    from qwen_vla_ros.embodiment.spec import load_embodiment
+    from qwen_vla_ros.replay.summary import BagData, summarize
+
+    spec = load_embodiment("aloha")
+    step = spec.max_velocity() * spec.dt * np.eye(14)[0]
+    data = BagData(time_base="sim time (/clock)", modes=[(0.5, "TELEOP"), (1.0, "POLICY")])
+    for n in range(26, 53):  # t = 0.52 .. 1.04: the arm moves a step per tick
+        data.measured.append((n * STEP, (n - 26) * step))
+        if n <= 50:
+            data.commands.append((n * STEP, (n - 25) * step))  # TELEOP leads by a step
+    for n in range(53, 80):  # POLICY from t = 1.06: a step from the pose read at 1.04
+        data.commands.append((n * STEP, (n - 26) * step))
+    data.command_times = [t for t, _ in data.commands]
+    assert summarize(data, spec)["handover"]["max_jump_over_step_limit"] == pytest.approx(1.0)

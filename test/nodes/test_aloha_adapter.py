@@ -272,9 +272,16 @@ def test_policy_handover_ramps_and_clamps_out_of_range_output(stack):
     target = (spec.lower() + spec.upper()) / 2
     target[0] = spec.upper()[0] + 2.0  # out of range: must be clamped
     target[6] = 0.0
-    call(rig, "engage_policy")
+    # The arm at rest first (HOLD sends nothing; a few ticks let every command in flight land):
+    # from a moving teleop the adapter's measured pose lags its last command by up to a tick,
+    # and its guarantee is one step from the MEASURED pose, not from the last command, so a
+    # command-to-command check across a moving handover read 1.1 steps under load.
+    call(rig, "hold")
+    rig.advance(0.1)
+    rig.running = True
     before = rig.pose("follower_left")
     n = len(rig.groups)
+    call(rig, "engage_policy")
     rig.chunk_pub.publish(_chunk(spec, np.tile(target, (50, 1)), rig.now()))
     assert wait_for(lambda: len(rig.groups) > n + 40, 10)
     left = [np.array(m.cmd) for r, m in rig.groups[n:] if r == "follower_left"]

@@ -5,6 +5,7 @@ file per node there), removed when the session ends."""
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import shutil
 import tempfile
@@ -49,17 +50,28 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
+_FILES = itertools.count(1)
+
+
 @pytest.fixture(autouse=True, scope="module")
-def _collect_destroyed_nodes():
-    """After each test file: a garbage collection. rclpy's LifecycleNode (policy_node) stays
+def _own_domain_then_collect():
+    """Each test file in a ROS domain of its own (set before its fixtures call rclpy.init,
+    inherited by the processes it starts): nothing an earlier file left in DDS can reach it.
+    Seen once in a loaded run: test_faults' fresh adapter got a /clock reading of 103.66 s,
+    the sim time an earlier file's stepped clock had reached, against its own rig's 100.0.
+
+    After each test file: a garbage collection. rclpy's LifecycleNode (policy_node) stays
     in the ROS graph after ``destroy_node()`` and ``rclpy.shutdown()`` until it is garbage
     collected (its references form cycles), so a later test of this process that asked the
     graph for ``policy_node`` could get a destroyed one's subscriptions (a shuffled run of
     test_play then the launch tests failed so). Measured with this rclpy: a plain node
     leaves the graph at destroy_node, a LifecycleNode only when collected; ros2/rclpy#1710 is
     a related lingering-node bug."""
+    before = os.environ["ROS_DOMAIN_ID"]
+    os.environ["ROS_DOMAIN_ID"] = str(100 + (os.getpid() + next(_FILES)) % 100)
     yield
     gc.collect()
+    os.environ["ROS_DOMAIN_ID"] = before
 
 
 @pytest.fixture(scope="session")

@@ -319,8 +319,24 @@ def run_drill(name: str, mode: str, target: str | None, stack: DrillStack,
             return next(((w, s, sent) for w, s, sent in probe.statuses[n_status:]
                          if s.get("fault")), None)
 
+    detect = fault
+    if name == "clock jumps back":
+        from builtin_interfaces.msg import Time
+        from rosgraph_msgs.msg import Clock
+
+        # One stale /clock can be replaced before the adapter takes it (the clock subscription
+        # is best effort, depth 1, and the sim publishes every tick): the jumped-back reading
+        # is published again at each poll until the fault shows (a CI run missed the one).
+        back = Clock(clock=sec_to_stamp(max(sim0 - 5.0, 0.0), Time))
+
+        def detect():
+            found = fault()
+            if found is None:
+                probe.clock_pub.publish(back)
+            return found
+
     limit = 40.0 if name == "mode_manager killed" else 15.0  # a SIGKILLed node's DDS lease
-    if _wait(fault, limit):
+    if _wait(detect, limit):
         wall, status, sent = fault()
         res.detected, res.reported = True, status["fault"]
         res.detect_wall_s = round(wall - t0, 3)

@@ -5,13 +5,13 @@ sampling its measured-delay prefix; rtc_soft: rtc, and the steps after the prefi
 softly toward the previous plan, policy ``rtc_soft_steps: -1``) and each injected extra
 delay (policy_node ``added_latency_ms``, on top of the model's own time), ``qwen-vla-ros
 eval`` runs the same unseen seeds in aloha_sim and reports per cell: success rate; at chunk
-boundaries, the step
-the plan asked for (the previous tick's target to the new one, before the adapter's velocity
-clamp) in units of the per-step velocity limit (largest over the cell, and the median of the
-episodes' p99), beside the same step inside chunks for scale (until 2026-12-05 the boundary
-step was measured from the last clamped command, which adds the clamp's lag behind a fast
-plan); above 1.0 the clamp cut a discontinuity; jerk RMS of the commands sent
-(rad/s^3, embodiment units, median over episodes); seconds holding for lack of a chunk.
+boundaries, the step the plan asked for (the previous tick's target to the new one, before
+the adapter's velocity clamp) in units of the per-step velocity limit (largest over the
+cell, and the median of the episodes' p99), beside the same step inside chunks for scale
+(until 2026-12-05 the boundary step was measured from the last clamped command, which adds
+the clamp's lag behind a fast plan); above 1.0 the clamp cut a discontinuity; jerk RMS of
+the commands sent (rad/s^3, embodiment units, median over episodes); seconds holding for
+lack of a chunk.
 Prints a table, writes JSON and a plot (success and boundary jump vs delay, one line per mode).
 
     python bench/latency.py --checkpoint ckpt/tc --episodes 20 --seed-start 30000 \\

@@ -221,10 +221,8 @@ class ChunkExecutor:
         """Actions already planned for ``start + k*dt``, k < count (prefix for RTC sampling).
 
         None if the current schedule does not cover all of them."""
-        out = [self._newest_at(start + k * self.dt) for k in range(count)]
-        if not out or any(a is None for a in out):
-            return None
-        return np.stack(out)
+        out = self.plan_ahead(start, count)
+        return out if 0 < count == len(out) else None
 
     def plan_ahead(self, start: float, count: int) -> np.ndarray:
         """Up to ``count`` actions planned for ``start + k*dt``, k = 0, 1, ..., stopping at the

@@ -210,9 +210,8 @@ class PolicyLoop:
         guide = None
         if prefix is not None and self.soft_steps != 0:
             rest = self.spec.horizon - delay
-            plan = self.schedule.plan_ahead(stamp + delay * self.spec.dt,
-                                         rest if self.soft_steps < 0 else min(rest,
-                                                                             self.soft_steps))
+            count = rest if self.soft_steps < 0 else min(rest, self.soft_steps)
+            plan = self.schedule.plan_ahead(stamp + delay * self.spec.dt, count)
             guide = plan if len(plan) else None
         history: tuple = ()
         inputs = {**self.images.stamps(), **{f"joint_states:{r or 'robot'}": s

@@ -35,6 +35,19 @@ def test_missed_ticks_lower_the_rate():
     assert span_rate(readings(ticks * STEP, rng), max_gap=0.25) == pytest.approx(40.0, rel=0.01)
 
 
+def test_a_rate_that_changes_within_a_span_reads_as_its_mean():
+    """50 Hz, then every other tick missed (as while the single-process demo infers): the
+    figure is the span's intervals over its duration, where one line fitted through the whole
+    span (the summary until 2026-12-05) reads 6 % high."""
+    rng = np.random.default_rng(2)
+    ticks = np.concatenate([np.arange(100), 100 + 2 * np.arange(50)])
+    mean = (len(ticks) - 1) / ((ticks[-1] - ticks[0]) * STEP)
+    r = readings(ticks * STEP, rng)
+    assert span_rate(r, max_gap=0.25) == pytest.approx(mean, rel=0.01)
+    whole = 1.0 / np.polyfit(np.arange(len(r)), r, 1)[0]
+    assert abs(whole / mean - 1) > 0.03
+
+
 def test_gaps_split_spans_and_short_spans_say_nothing():
     assert span_rate(np.array([0.0, 0.02, 1.0, 1.02, 2.0]), max_gap=0.25) is None
     # Two spans, the pause between them not counted.

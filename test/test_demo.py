@@ -183,7 +183,8 @@ def test_summary_reports_the_closed_loop(demo):
 
 def test_summary_rate_is_the_sim_time_rate_on_a_loaded_machine(tmp_path, tiny_checkpoint):
     """With a busy loop on a core, the sim falls behind real time; the summary still gives
-    the commands per second of sim time (the bag's /clock): at most 50 Hz, as counted from the bag."""
+    the commands per second of sim time (the bag's /clock): at most 50 Hz, as counted from
+    the bag."""
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         proc = subprocess.run([sys.executable, "-m", "qwen_vla_ros.cli", "demo", "--seconds",

@@ -280,8 +280,10 @@ def _engage(stack: DrillStack, probe: _Probe, mode: str) -> None:
         raise TimeoutError(f"{mode} did not hold before the fault: {probe.status()}")
 
 
-def _inject(name: str, stack: DrillStack, probe: _Probe) -> Callable[[], None]:
-    """Do the fault; returns what undoes it (before the next drill)."""
+def _inject(name: str, stack: DrillStack, probe: _Probe
+            ) -> tuple[Callable[[], None], Callable[[], None] | None]:
+    """Do the fault; returns what undoes it (before the next drill) and, for a fault that one
+    message carries, what sends it again at each poll until the fault shows (else None)."""
     from builtin_interfaces.msg import Time
     from rosgraph_msgs.msg import Clock
 
@@ -292,17 +294,22 @@ def _inject(name: str, stack: DrillStack, probe: _Probe) -> Callable[[], None]:
         procs["mode_manager"].kill()
     elif name == "policy_node frozen (SIGSTOP)":
         procs["policy_node"].send_signal(signal.SIGSTOP)
-        return lambda: procs["policy_node"].send_signal(signal.SIGCONT)
+        return lambda: procs["policy_node"].send_signal(signal.SIGCONT), None
     elif name == "leader arm stopped":
         procs["scripted_leader"].send_signal(signal.SIGSTOP)
-        return lambda: procs["scripted_leader"].send_signal(signal.SIGCONT)
+        return lambda: procs["scripted_leader"].send_signal(signal.SIGCONT), None
     elif name == "camera stopped":
         stack.set_drop(probe, ["/cam_high/image_raw"])
     elif name == "joint states stopped":
         stack.set_drop(probe, [f"/{a}/joint_states" for a in ARMS])
     elif name == "clock jumps back":
-        probe.clock_pub.publish(Clock(clock=sec_to_stamp(max(probe.sim_t - 5.0, 0.0), Time)))
-    return lambda: None
+        # One stale /clock can be replaced before the adapter takes it (the clock subscription
+        # is best effort, depth 1, and the sim publishes every tick): the jumped-back reading
+        # is sent again at each poll until the fault shows (a CI run missed the one).
+        back = Clock(clock=sec_to_stamp(max(probe.sim_t - 5.0, 0.0), Time))
+        probe.clock_pub.publish(back)
+        return lambda: None, lambda: probe.clock_pub.publish(back)
+    return lambda: None, None
 
 
 def run_drill(name: str, mode: str, target: str | None, stack: DrillStack,
@@ -312,28 +319,18 @@ def run_drill(name: str, mode: str, target: str | None, stack: DrillStack,
     lo, hi = stack.spec.lower(), stack.spec.upper()
     n_status = len(probe.statuses)
     t0, sim0 = time.monotonic(), probe.sim_t
-    undo = _inject(name, stack, probe)
+    undo, again = _inject(name, stack, probe)
 
     def fault() -> tuple[float, dict, int] | None:
         with probe.lock:
             return next(((w, s, sent) for w, s, sent in probe.statuses[n_status:]
                          if s.get("fault")), None)
 
-    detect = fault
-    if name == "clock jumps back":
-        from builtin_interfaces.msg import Time
-        from rosgraph_msgs.msg import Clock
-
-        # One stale /clock can be replaced before the adapter takes it (the clock subscription
-        # is best effort, depth 1, and the sim publishes every tick): the jumped-back reading
-        # is published again at each poll until the fault shows (a CI run missed the one).
-        back = Clock(clock=sec_to_stamp(max(sim0 - 5.0, 0.0), Time))
-
-        def detect():
-            found = fault()
-            if found is None:
-                probe.clock_pub.publish(back)
-            return found
+    def detect() -> tuple[float, dict, int] | None:
+        found = fault()
+        if found is None and again is not None:
+            again()
+        return found
 
     limit = 40.0 if name == "mode_manager killed" else 15.0  # a SIGKILLed node's DDS lease
     if _wait(detect, limit):

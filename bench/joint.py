@@ -6,7 +6,8 @@ same training minutes, each judged closed loop (issue 15's table).
 
 Runs, one after another so each has the machine to itself: ``qwen-vla-ros train`` three times
 (``--data aloha=ARM``, ``--data vln=VLN``, ``--data aloha=ARM vln=VLN`` with ``--weights``),
-the same ``--preset``, ``--minutes`` and ``--train-args`` for all three; then ``eval`` of
+the same ``--preset``, ``--minutes`` and ``--train-args`` for all three (``--arm-cameras``
+only where there is ALOHA data: ``train --cameras`` names the arm's cameras); then ``eval`` of
 transfer_cube (arm-only, joint; ``--blend rtc``), of vln_goto (VLN-only, joint) and the
 language check (the same start poses, each of the four colours; VLN-only, joint). Every seed
 range is an argument: use seeds that neither training saw nor anything was chosen on. Prints
@@ -37,6 +38,8 @@ def train_command(run: str, args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "qwen_vla_ros.cli", "train", "--data", *data,
            "--out", str(args.out / run / "ckpt"), "--preset", args.preset,
            "--minutes", str(args.minutes), *shlex.split(args.train_args)]
+    if run in ("arm", "joint") and args.arm_cameras:
+        cmd += ["--embodiment", "aloha", "--cameras", *args.arm_cameras]
     if run == "joint" and args.weights:
         cmd += ["--weights", *args.weights]
     return cmd
@@ -101,6 +104,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, required=True, help="training minutes per run")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--train-args", default="", help="more train options, for all three runs")
+    ap.add_argument("--arm-cameras", nargs="+", default=[], metavar="CAMERA",
+                    help="the ALOHA cameras the arm and joint runs see (train --cameras); "
+                         "default all")
     ap.add_argument("--weights", nargs="*", default=[], metavar="EMBODIMENT=W",
                     help="joint run's sampling weights (train --weights)")
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)

@@ -340,13 +340,13 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
               "rate_factor": rate_factor, "minutes": round((time.monotonic() - started) / 60,
                                                            2),
               "per_episode": rows}
-    (out / "eval.json").write_text(json.dumps(result, indent=1))
-    plot_paths(rows, out / "eval.png")
     if colours:  # the language check: same start, each colour; chance is 1 in 4 objects
         result["language_check"] = {
             "start_poses": episodes, "colours": list(colours),
             "reached_instructed": result["successes"], "episodes": len(known),
             "share": result["success_rate"], "chance": 1 / 4}
+    (out / "eval.json").write_text(json.dumps(result, indent=1))
+    plot_paths(rows, out / "eval.png")
     log(f"eval vln_goto: {result['successes']}/{len(known)} successful, SPL "
         f"{result['spl']}, on seeds {seed_start}..{seed_start + episodes - 1} "
         f"({checkpoint}) -> {out}/eval.json")

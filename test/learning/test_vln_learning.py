@@ -156,6 +156,12 @@ def test_vln_eval_judges_what_the_base_did(joint, tmp_path):
         footprint_distance(row["end"][0], row["end"][1], episode.target), abs=1e-3)
     assert math.dist(row["end"][:2], row["start"][:2]) < 0.05 and row["path_m"] < 0.05
     assert (tmp_path / "eval" / "eval.png").exists()
+    # the language check (each start with each colour) is in the file, not only returned
+    lang = evaluate(stopper, tmp_path / "lang", task="vln_goto", episodes=1, seed_start=9100,
+                    rate_factor=2.0, colours="red,green", **QUIET)
+    saved = json.loads((tmp_path / "lang" / "eval.json").read_text())
+    assert saved["language_check"] == lang["language_check"]
+    assert lang["language_check"]["episodes"] == 2 and lang["language_check"]["share"] == 0.0
     arm_only = tmp_path / "arm_only"
     build_preset("tiny", ["aloha"]).save_pretrained(arm_only)
     with pytest.raises(ConfigError, match="not trained for the vln embodiment"):

@@ -12,7 +12,11 @@ transfer_cube (arm-only, joint; ``--blend rtc``), of vln_goto (VLN-only, joint) 
 language check (the same start poses, each of the four colours; VLN-only, joint). Every seed
 range is an argument: use seeds that neither training saw nor anything was chosen on. Prints
 the table, writes ``joint.json`` and ``joint.png``. ``--dry-run`` prints the plan only;
-``--skip-train`` evaluates checkpoints already in OUT.
+``--skip-train`` evaluates checkpoints already in OUT; ``--reuse-evals`` reads back an
+evaluation already in OUT with the same settings (task, seeds, colours, sim rate, blend) made
+after its checkpoint was written, so the three runs can be made in separate sessions
+(``--runs vln``, later ``--runs joint`` ...) and the table drawn at the end with
+``--skip-train --reuse-evals``.
 
 Wall time: 3 x ``--minutes`` of training plus about 30 minutes of evaluation on 2 CPU cores.
 """
@@ -20,6 +24,7 @@ Wall time: 3 x ``--minutes`` of training plus about 30 minutes of evaluation on 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -60,14 +65,32 @@ def evaluations(run: str, args: argparse.Namespace) -> list[tuple[str, dict[str,
     return out
 
 
+def saved(out: Path, checkpoint: Path, kw: dict[str, Any]) -> dict[str, Any] | None:
+    """The evaluation in ``out`` if it was made with the settings ``kw`` after ``checkpoint``
+    was written; None otherwise (it is then run again)."""
+    path = out / "eval.json"
+    weights = sorted(checkpoint.glob("*"), key=lambda f: f.stat().st_mtime)
+    if not path.exists() or not weights or weights[-1].stat().st_mtime > path.stat().st_mtime:
+        return None
+    r = json.loads(path.read_text())
+    colours = [c for c in kw.get("colours", "").split(",") if c]
+    seeds = set(range(kw["seed_start"], kw["seed_start"] + kw["episodes"]))
+    same = (r.get("task") == kw["task"] and set(r.get("seeds", [])) == seeds
+            and r.get("episodes") == kw["episodes"] * max(len(colours), 1)
+            and r.get("colours", []) == colours
+            and r.get("rate_factor") == kw.get("rate_factor", 1.0)
+            and r.get("blend") == kw.get("blend"))
+    return r if same else None
+
+
 def row(run: str, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     def get(name: str, key: str):
         return results[name].get(key) if name in results else None
 
-    lang = results.get("language", {}).get("language_check", {})
+    # the language check's share of episodes reaching the instructed object is its success rate
     return {"run": run, "transfer_cube_success": get("transfer_cube", "success_rate"),
             "vln_goto_success": get("vln_goto", "success_rate"),
-            "vln_spl": get("vln_goto", "spl"), "language_share": lang.get("share")}
+            "vln_spl": get("vln_goto", "spl"), "language_share": get("language", "success_rate")}
 
 
 def pct(v) -> str:
@@ -86,12 +109,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for i, r in enumerate(rows):
         ax.bar([k + i * width for k in range(len(keys))],
                [100 * (r[k] or 0) for k in keys], width, label=r["run"])
-    ax.set_xticks([k + width for k in range(len(keys))],
+    ax.set_xticks([k + (len(rows) - 1) * width / 2 for k in range(len(keys))],
                   ["transfer_cube", "vln_goto", "language check"])
-    ax.axhline(25, color="grey", lw=0.8, ls="--")  # the language check's chance
+    lang = keys.index("language_share")  # its chance (1 in 4), drawn over its own bars only
+    ax.hlines(25, lang - width / 2, lang + (len(rows) - 0.5) * width, color="grey", lw=0.8,
+              ls="--", label="chance (language check)")
+    ax.set_ylim(0, 100)
     ax.set_ylabel("success (%)")
     ax.set_title("same size, same minutes: arm-only, VLN-only, joint")
-    ax.legend()
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -117,6 +143,8 @@ def main() -> None:
                     help="start poses of the language check (x 4 colours)")
     ap.add_argument("--language-seed-start", type=int, default=42_000)
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--reuse-evals", action="store_true",
+                    help="read back evaluations already in OUT with the same settings")
     ap.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     args = ap.parse_args()
 
@@ -134,8 +162,13 @@ def main() -> None:
     for run in args.runs:
         if not args.skip_train:
             subprocess.run(train_command(run, args), check=True)
-        results = {name: evaluate(args.out / run / "ckpt", args.out / run / name, **kw)
-                   for name, kw in evaluations(run, args)}
+        ckpt, results = args.out / run / "ckpt", {}
+        for name, kw in evaluations(run, args):
+            old = saved(args.out / run / name, ckpt, kw) if args.reuse_evals else None
+            if old is not None:
+                print(f"  eval {run}/{name}: read back from {args.out / run / name}", flush=True)
+            results[name] = old if old is not None else evaluate(ckpt, args.out / run / name,
+                                                                 **kw)
         rows.append(row(run, results))
     print("\n| checkpoint | transfer_cube success | vln_goto success | vln SPL | language check |")
     print("|---|---|---|---|---|")

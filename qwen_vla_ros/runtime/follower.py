@@ -2,7 +2,8 @@
 
 Steers toward the point one lookahead distance along the path (curvature 2y/L^2 in the robot
 frame), turns in place when that point is far off the heading, slows down to stop at the last
-waypoint, and limits linear/angular velocity and acceleration. For robots without Nav2.
+waypoint, turns in place there to the last waypoint's yaw (when the path has one), and limits
+linear/angular velocity and acceleration. For robots without Nav2.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qwen_vla_ros.runtime.navigation import Pose2D
+from qwen_vla_ros.runtime.navigation import Pose2D, wrap
 
 
 @dataclass
@@ -25,10 +26,14 @@ class FollowerConfig:
     goal_tolerance: float = 0.12  # m: the last waypoint counts as reached inside this
     turn_in_place: float = 0.9  # rad: larger heading errors turn without driving
     heading_gain: float = 2.0  # rad/s per rad when turning in place
+    # rad: at the last waypoint, turn in place to its yaw until within this (pi or more: the
+    # yaw is ignored). 0.25 is Nav2's SimpleGoalChecker default yaw_goal_tolerance.
+    yaw_tolerance: float = 0.25
 
     def validate(self) -> None:
         for name in ("lookahead", "max_linear", "max_angular", "max_linear_accel",
-                     "max_angular_accel", "goal_tolerance", "turn_in_place", "heading_gain"):
+                     "max_angular_accel", "goal_tolerance", "turn_in_place", "heading_gain",
+                     "yaw_tolerance"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"follower {name} must be > 0, got {v}")
@@ -38,20 +43,25 @@ class PurePursuit:
     def __init__(self, config: FollowerConfig | None = None) -> None:
         self.cfg = config or FollowerConfig()
         self.cfg.validate()
-        self.path: np.ndarray | None = None  # [N, 2+] odom frame
+        self.path: np.ndarray | None = None  # [N, 2] odom frame
+        self.goal_yaw: float | None = None  # the last waypoint's yaw, if the path has yaws
         self._progress = 0  # index of the path segment the robot is on (never goes back)
+        self._arrived = False  # the last waypoint's position was reached: only turning now
         self.v = 0.0
         self.w = 0.0
 
     def set_path(self, path: np.ndarray, start: Pose2D) -> None:
-        """A new path (odom frame); ``start`` (the robot now) is prepended as its first point,
+        """A new path (odom frame), [N, 2] (x, y) or [N, 3] (x, y, yaw: the robot turns to
+        the last yaw at the end); ``start`` (the robot now) is prepended as its first point,
         so the robot never drives back to a waypoint it has already passed."""
-        p = np.asarray(path, dtype=np.float64)[:, :2]
-        self.path = np.vstack([[start.x, start.y], p])
+        p = np.asarray(path, dtype=np.float64)
+        self.path = np.vstack([[start.x, start.y], p[:, :2]])
+        self.goal_yaw = float(p[-1, 2]) if p.shape[1] > 2 else None
         self._progress = 0
+        self._arrived = False
 
     def clear(self) -> None:
-        self.path = None
+        self.path, self.goal_yaw, self._arrived = None, None, False
 
     def reset_velocity(self, v: float = 0.0, w: float = 0.0) -> None:
         self.v, self.w = v, w
@@ -90,13 +100,20 @@ class PurePursuit:
 
     def step(self, pose: Pose2D, dt: float) -> tuple[float, float, bool]:
         """(linear, angular, done) for this control period; done: the last waypoint is
-        within tolerance (and the command is zero)."""
+        within tolerance, in position and, if the path has yaws, in yaw (the command is then
+        zero). Once its position is reached the robot only turns (stateful, as Nav2's goal
+        checker), so the last slow metres cannot drift it back out and around again."""
         cfg = self.cfg
         if self.path is None or len(self.path) < 2:
             return (*self._limit(0.0, 0.0, dt, hard=True), True)
         goal = self.path[-1]
-        if math.hypot(goal[0] - pose.x, goal[1] - pose.y) <= cfg.goal_tolerance:
-            return (*self._limit(0.0, 0.0, dt, hard=True), True)
+        if self._arrived or math.hypot(goal[0] - pose.x, goal[1] - pose.y) <= cfg.goal_tolerance:
+            self._arrived = True
+            error = float(wrap(self.goal_yaw - pose.yaw)) if self.goal_yaw is not None else 0.0
+            if abs(error) <= cfg.yaw_tolerance:
+                return (*self._limit(0.0, 0.0, dt, hard=True), True)
+            w_ref = float(np.clip(cfg.heading_gain * error, -cfg.max_angular, cfg.max_angular))
+            return (*self._limit(0.0, w_ref, dt), False)
         target, remaining = self._target(pose)
         local = pose.to_local(target[None])[0]
         heading = math.atan2(local[1], local[0])

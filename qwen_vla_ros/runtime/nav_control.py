@@ -68,6 +68,8 @@ class NavigationParams:
     max_linear_accel: float = param(0.8, "m/s^2", check=positive)
     max_angular_accel: float = param(3.0, "rad/s^2", check=positive)
     goal_tolerance: float = param(0.12, "m", check=positive)
+    yaw_tolerance: float = param(0.25, "rad; at a plan's last waypoint, turn to its yaw until "
+                                 "within this (>= pi: ignore the yaw)", check=positive)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -76,7 +78,7 @@ class NavigationParams:
         return FollowerConfig(
             lookahead=self.lookahead, max_linear=self.max_linear, max_angular=self.max_angular,
             max_linear_accel=self.max_linear_accel, max_angular_accel=self.max_angular_accel,
-            goal_tolerance=self.goal_tolerance)
+            goal_tolerance=self.goal_tolerance, yaw_tolerance=self.yaw_tolerance)
 
 
 @dataclass

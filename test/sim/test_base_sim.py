@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qwen_vla_ros.runtime.follower import FollowerConfig, PurePursuit
-from qwen_vla_ros.runtime.navigation import Pose2D
+from qwen_vla_ros.runtime.navigation import Pose2D, wrap
 from qwen_vla_ros.sim.base import OBJECTS, BaseSim
 
 DT = 0.05
@@ -49,11 +49,41 @@ def test_follower_reaches_a_waypoint_within_tolerance_and_limits(sim, goal, star
     done, vs, ws = drive(sim, f, [mid, (*goal, 0.0)], start)
     assert done, f"not reached: at {sim.pose}"
     assert math.hypot(sim.pose.x - goal[0], sim.pose.y - goal[1]) <= cfg.goal_tolerance + 0.02
+    assert abs(wrap(sim.pose.yaw - 0.0)) <= cfg.yaw_tolerance  # the last waypoint's yaw
     assert np.all(np.abs(vs) <= cfg.max_linear + 1e-9)
     assert np.all(np.abs(ws) <= cfg.max_angular + 1e-9)
     # Acceleration limits while driving (the final stop is allowed to be immediate).
     assert np.all(np.abs(np.diff(vs[:-1])) <= cfg.max_linear_accel * DT + 1e-9)
     assert np.all(np.abs(np.diff(ws[:-1])) <= cfg.max_angular_accel * DT + 1e-9)
+
+
+@pytest.mark.parametrize("turn", [1.6, -2.5, 3.0])
+def test_a_plan_that_only_turns_is_turned_in_place(sim, turn):
+    """A VLN plan whose waypoints stay by the robot but turn it (look for the named object
+    first): the follower turns in place to the last yaw, within the limits, without driving."""
+    cfg = FollowerConfig()
+    f = PurePursuit(cfg)
+    start = Pose2D(0.3, -0.4, 0.5)
+    path = [(start.x + 0.02, start.y, start.yaw + turn / 2), (start.x + 0.03, start.y + 0.01,
+                                                              start.yaw + turn)]
+    done, vs, ws = drive(sim, f, path, start, seconds=10.0)
+    assert done
+    assert abs(wrap(sim.pose.yaw - (start.yaw + turn))) <= cfg.yaw_tolerance
+    assert abs(wrap(sim.pose.yaw - start.yaw)) > 1.0  # it did turn
+    assert np.all(vs == 0.0) and math.hypot(sim.pose.x - start.x, sim.pose.y - start.y) < 1e-9
+    assert np.all(np.abs(ws) <= cfg.max_angular + 1e-9)
+    assert np.all(np.abs(np.diff(ws[:-1])) <= cfg.max_angular_accel * DT + 1e-9)
+
+
+def test_a_path_without_yaws_ends_at_the_position():
+    """[N, 2] paths (the scripted demonstrator's) keep the position-only behaviour."""
+    f = PurePursuit()
+    here = Pose2D(0.0, 0.0, 0.0)
+    f.set_path(np.array([[0.05, 0.0]]), here)
+    assert f.step(here, DT) == (0.0, 0.0, True)
+    f.set_path(np.array([[0.05, 0.0, 2.0]]), here)  # the same point with a yaw: turn first
+    v, w, done = f.step(here, DT)
+    assert not done and v == 0.0 and w > 0.0
 
 
 def test_walls_and_objects_stop_the_base(sim):

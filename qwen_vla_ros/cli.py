@@ -198,6 +198,18 @@ def _pair(text: str) -> tuple[str, str]:
     return name, value
 
 
+def _int(text: str, option: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{option}: expected an integer, got {text!r}") from None
+
+
+def _pixels_of(items: list[str]) -> dict[str, int]:
+    """``--image-pixels-of`` items EMBODIMENT=N."""
+    return {k: _int(v, "--image-pixels-of") for k, v in map(_pair, items)}
+
+
 def _by_embodiment(items: list[str], default: str) -> dict[str, list[Path]]:
     """``--data`` items: DIR (the --embodiment's) or EMBODIMENT=DIR (joint training)."""
     out: dict[str, list[Path]] = {}
@@ -215,6 +227,9 @@ def _model_view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-pixels", type=int, metavar="N",
                    help="about how many pixels each camera frame is resized to (a new "
                         "model; default the preset's)")
+    p.add_argument("--image-pixels-of", nargs="*", default=[], metavar="EMBODIMENT=N",
+                   help="a body's own pixels per frame, below --image-pixels (stored in the "
+                        "checkpoint): a body whose frames need less detail costs less")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -242,7 +257,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               embodiment=args.embodiment, resume=args.resume, settings=settings,
               cache=args.cache or first / "cache", progress=not args.no_progress,
               weights={k: float(v) for k, v in (_pair(w) for w in args.weights)},
-              cameras=args.cameras, image_pixels=args.image_pixels)
+              cameras=args.cameras, image_pixels=args.image_pixels,
+              image_pixels_of=_pixels_of(args.image_pixels_of))
 
     return _one_line_errors("train", run)
 
@@ -257,6 +273,11 @@ def cmd_pack(args: argparse.Namespace) -> int:
         spec = load_embodiment(args.embodiment)
         if args.cameras:
             spec = spec.with_cameras(args.cameras)
+        pixels = _pixels_of(args.image_pixels_of)
+        unknown = sorted(set(pixels) - {spec.name})
+        if unknown:
+            raise ConfigError(f"--image-pixels-of {unknown}: this pack is of {spec.name}")
+        spec = spec.with_image_pixels(pixels.get(spec.name))
         settings = training_settings(spec, DatasetSettings(
             embodiment=spec.name, target=args.target, include_failed=args.include_failed),
             image_resize_rule(args.preset, args.image_pixels))

@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 KINDS = ("joint_position", "joint_velocity", "waypoints")
+MIN_IMAGE_PIXELS = 32 * 32  # the smallest camera frame a model takes (one merged patch)
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,13 @@ class EmbodimentSpec:
     description: str = ""
     teleop: tuple[Leader, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
+    # At most this many pixels per camera frame of this body, below the model's own
+    # image_pixels (None: the model's): a body whose frames need less detail costs less, in a
+    # checkpoint shared with one that needs more (a checkpoint stores it, as ``cameras``).
+    image_pixels: int | None = None
 
     _KEYS = ("name", "prompt", "kind", "control_rate_hz", "horizon", "cameras", "action", "state",
-             "description", "teleop", "extras")
+             "description", "teleop", "extras", "image_pixels")
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -187,10 +192,12 @@ class EmbodimentSpec:
         if unknown_followers:
             raise ConfigError(f"{where}.teleop: {unknown_followers} are not robots of this "
                               f"embodiment ({sorted(robots)})")
-        return cls(name=name, prompt=str(data["prompt"]).strip(), kind=kind,
+        pixels = data.get("image_pixels")
+        spec = cls(name=name, prompt=str(data["prompt"]).strip(), kind=kind,
                    control_rate_hz=rate, horizon=horizon, cameras=cameras, action=action,
                    state=state, description=str(data.get("description", "")),
                    teleop=teleop, extras=dict(data.get("extras") or {}))
+        return spec if pixels is None else spec.with_image_pixels(pixels)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EmbodimentSpec:
@@ -212,6 +219,8 @@ class EmbodimentSpec:
             out["teleop"] = {t.follower: t.to_dict() for t in self.teleop}
         if self.extras:
             out["extras"] = dict(self.extras)
+        if self.image_pixels is not None:
+            out["image_pixels"] = self.image_pixels
         return out
 
     def with_cameras(self, cameras: Sequence[str]) -> EmbodimentSpec:
@@ -222,6 +231,16 @@ class EmbodimentSpec:
             raise ConfigError(f"cameras {list(cams)}: embodiment '{self.name}' has "
                               f"{list(self.cameras)} (a non-empty subset, each once)")
         return replace(self, cameras=cams)
+
+    def with_image_pixels(self, pixels: int | None) -> EmbodimentSpec:
+        """This body's camera frames capped at about ``pixels`` each (None: no cap)."""
+        if pixels is not None:
+            if isinstance(pixels, bool) or not isinstance(pixels, (int, np.integer)) \
+                    or pixels < MIN_IMAGE_PIXELS:
+                raise ConfigError(f"embodiment '{self.name}': image_pixels must be an integer "
+                                  f">= {MIN_IMAGE_PIXELS}, got {pixels!r}")
+            pixels = int(pixels)
+        return replace(self, image_pixels=pixels)
 
     # ---- derived views ------------------------------------------------------------------
     @property

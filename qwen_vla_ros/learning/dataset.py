@@ -117,7 +117,8 @@ class Skipped:
 def training_settings(spec: EmbodimentSpec, base: DatasetSettings | None,
                       resize_rule: tuple[int, int, int]) -> DatasetSettings:
     """What training assembles for ``spec`` (train and pack alike): ``base`` for this
-    embodiment, frames resized by the model's ``resize_rule`` unless ``base`` says, and for
+    embodiment, frames resized by the model's ``resize_rule`` (capped at the body's own
+    ``image_pixels`` where it has one, as the policy does) unless ``base`` says, and for
     waypoint embodiments what navigation_node gives the model (its parameter defaults: frame
     history, observation age; the instruction is each episode's, a bag without one is
     skipped, never given the arm's)."""
@@ -126,7 +127,9 @@ def training_settings(spec: EmbodimentSpec, base: DatasetSettings | None,
     settings = replace(base or DatasetSettings(), embodiment=spec.name,
                        cameras=tuple(spec.cameras))
     if settings.resize is None:  # frames resized once, as the model would each step
-        settings = replace(settings, resize=tuple(resize_rule))
+        from qwen_vla_ros.model.preprocess import capped_rule
+
+        settings = replace(settings, resize=capped_rule(resize_rule, spec.image_pixels))
     if spec.kind != "waypoints":
         return replace(settings, history_frames=settings.history_frames or 0)
     from qwen_vla_ros.runtime.nav_control import NavigationParams

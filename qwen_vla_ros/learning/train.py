@@ -15,7 +15,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -274,14 +274,18 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
           log: Callable[[str], None] = print,
           weights: dict[str, float] | None = None,
           cameras: Sequence[str] | None = None,
-          image_pixels: int | None = None) -> dict[str, Any]:
+          image_pixels: int | None = None,
+          image_pixels_of: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Train on ``data``: bag folders of ``embodiment``, or {embodiment: folders} for one
     checkpoint of several bodies (joint training; ``weights``: how often each embodiment's
     batch is drawn, default equal). The loss and validation loss are logged per embodiment.
 
     ``cameras``: the ``embodiment``'s cameras this checkpoint sees (a subset of its spec's;
     default all), stored in the checkpoint's embodiment, so the policy node feeds it those.
-    ``image_pixels``: per camera frame, for a new model (default the preset's)."""
+    ``image_pixels``: per camera frame, for a new model (default the preset's).
+    ``image_pixels_of``: {embodiment: pixels} below that, stored in the checkpoint's
+    embodiment (its frames are resized to it, in training and at run time): a body whose
+    frames need less detail costs less in a checkpoint shared with one that needs more."""
     from tqdm import tqdm
 
     from qwen_vla_ros.model.presets import build_preset
@@ -291,6 +295,9 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     unknown = sorted(set(weights) - set(sources))
     if unknown:
         raise ConfigError(f"sampling weights for {unknown}, which have no --data")
+    unknown = sorted(set(image_pixels_of or {}) - set(sources))
+    if unknown:
+        raise ConfigError(f"image pixels for {unknown}, which have no --data")
     if image_pixels is not None and (resume or init is not None):
         raise ConfigError("image_pixels shapes a new model; --init and --resume keep the "
                           "checkpoint's")
@@ -308,6 +315,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
                               image_pixels=image_pixels)
     if cameras:
         policy.embodiments[embodiment] = policy.spec(embodiment).with_cameras(cameras)
+    for name, pixels in (image_pixels_of or {}).items():
+        policy.embodiments[name] = policy.spec(name).with_image_pixels(pixels)
     parts: list[Part] = []
     for name, paths in sources.items():
         spec = policy.spec(name)  # a checkpoint without the embodiment fails here
@@ -367,7 +376,9 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     first = parts[0]
     meta = {"config": asdict(cfg), "preset": preset, "init": str(init) if init else None,
             "embodiment": first.name, "cameras": list(first.spec.cameras),
-            "image_pixels": policy.config.image_pixels, **data_of(first)}
+            "image_pixels": policy.config.image_pixels,
+            "image_pixels_of": {p.name: p.spec.image_pixels for p in parts
+                                if p.spec.image_pixels is not None}, **data_of(first)}
     if len(parts) > 1:  # joint training: every embodiment's data, and its share of steps
         meta["embodiments"] = {p.name: {"weight": float(w), **data_of(p)}
                                for p, w in zip(parts, probs, strict=True)}

@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from qwen_vla_ros.embodiment.spec import EmbodimentSpec
+from qwen_vla_ros.embodiment.spec import MIN_IMAGE_PIXELS, EmbodimentSpec
 from qwen_vla_ros.errors import ConfigError
 from qwen_vla_ros.model.backbone import VLMBackbone
 from qwen_vla_ros.model.dit import ActionDecoder, DecoderConfig
 from qwen_vla_ros.model.flow import euler_step, flow_matching_loss, sample_actions, soft_weights
 from qwen_vla_ros.model.normalize import NormStats
+from qwen_vla_ros.model.preprocess import capped_rule, fit_frame
 from qwen_vla_ros.model.types import ActionChunk, Observation  # re-exported
 
 FORMAT_VERSION = 1
@@ -54,8 +55,8 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         if self.flow_steps < 1:
             raise ConfigError("flow_steps must be >= 1")
-        if self.image_pixels < 32 * 32:
-            raise ConfigError("image_pixels must be >= 1024")
+        if self.image_pixels < MIN_IMAGE_PIXELS:
+            raise ConfigError(f"image_pixels must be >= {MIN_IMAGE_PIXELS}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -195,10 +196,21 @@ class QwenVLAPolicy(nn.Module):
         items = []
         for o in batch:
             spec = self.spec(o.embodiment)
-            images, order = o.camera_inputs(spec.cameras)
+            images, order = self.camera_inputs(spec, o)
             items.append((images, order, spec.prompt, o.instruction))
         hidden, mask = self.backbone(self.backbone.prepare_batch(items))
         return hidden.to(self.dtype), mask
+
+    def camera_inputs(self, spec: EmbodimentSpec, obs: Observation
+                      ) -> tuple[dict[str, np.ndarray], list[str]]:
+        """(images by name, order) for the backbone; a body with its own ``image_pixels``
+        (below the model's) gets its frames resized to it here, the same way the processor
+        resizes (training caches them at that size already: then nothing is done)."""
+        images, order = obs.camera_inputs(spec.cameras)
+        if spec.image_pixels is not None:
+            rule = capped_rule(self.backbone.pixels.resize_rule, spec.image_pixels)
+            images = {name: fit_frame(img, rule) for name, img in images.items()}
+        return images, order
 
     def state_tensor(self, spec: EmbodimentSpec, state: np.ndarray) -> torch.Tensor:
         state = np.asarray(state, dtype=np.float64).reshape(-1)
@@ -228,7 +240,7 @@ class QwenVLAPolicy(nn.Module):
             torch.compiler.cudagraph_mark_step_begin()
         t0 = time.perf_counter()
         state = self.state_tensor(spec, obs.state)
-        images, order = obs.camera_inputs(spec.cameras)
+        images, order = self.camera_inputs(spec, obs)
         inputs = self.backbone.prepare(images, order, spec.prompt, obs.instruction)
         t1 = time.perf_counter()
         hidden, mask = self.backbone(inputs)

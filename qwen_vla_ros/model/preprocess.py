@@ -130,6 +130,28 @@ def resize_frames(frames: np.ndarray, rule: tuple[int, int, int]) -> np.ndarray:
     return _resize(x, (h, w)).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def capped_rule(rule: tuple[int, int, int], pixels: int | None) -> tuple[int, int, int]:
+    """A ``resize_rule`` with its max pixels lowered to ``pixels`` (an embodiment's own
+    image_pixels; None or more than the rule's: the rule as it is). Frames resized by it
+    are left as they are by the rule itself, so not below the rule's min pixels."""
+    factor, lo, hi = rule
+    if pixels is None or pixels >= hi:
+        return factor, lo, hi
+    if pixels < lo:
+        raise ConfigError(f"image_pixels {pixels} is below the model's smallest frame ({lo} "
+                          "pixels)")
+    return factor, lo, pixels
+
+
+def fit_frame(frame: np.ndarray, rule: tuple[int, int, int]) -> np.ndarray:
+    """One HxWx3 uint8 frame at the size ``rule`` gives it (itself if already so)."""
+    if frame.ndim != 3:
+        raise ValueError(f"expected an HxWx3 frame, got shape {frame.shape}")
+    if _smart_resize(frame.shape[0], frame.shape[1], *rule) == tuple(frame.shape[:2]):
+        return frame
+    return resize_frames(frame[None], rule)[0]
+
+
 def _field(size, *names: str):
     for name in names:
         value = size.get(name) if isinstance(size, dict) else getattr(size, name, None)

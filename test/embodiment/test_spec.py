@@ -34,6 +34,11 @@ def _aloha_dict():
 def test_round_trip_through_dict():
     spec = load_embodiment("aloha")
     assert EmbodimentSpec.from_dict(spec.to_dict()) == spec
+    assert spec.image_pixels is None and "image_pixels" not in spec.to_dict()
+    capped = load_embodiment("vln").with_image_pixels(128 * 160)  # what a checkpoint stores
+    assert capped.to_dict()["image_pixels"] == 128 * 160
+    assert EmbodimentSpec.from_dict(capped.to_dict()) == capped
+    assert capped.with_image_pixels(None).image_pixels is None
 
 
 @pytest.mark.parametrize("mutate,message", [
@@ -46,6 +51,8 @@ def test_round_trip_through_dict():
     (lambda d: d.update(kind="teleport"), "kind 'teleport'"),
     (lambda d: d.update(state=["left_knee"]), r"state names \['left_knee'\]"),
     (lambda d: d["action"][6]["gripper"].update(grip=1), r"gripper: unknown key"),
+    (lambda d: d.update(image_pixels=512), r"image_pixels must be an integer >= 1024, got 512"),
+    (lambda d: d.update(image_pixels="20480"), r"image_pixels must be an integer"),
 ])
 def test_invalid_specs_are_rejected_by_name(mutate, message):
     data = _aloha_dict()

@@ -255,6 +255,41 @@ def test_a_checkpoint_can_see_fewer_cameras_at_a_higher_resolution(demos, tmp_pa
               **quiet)
 
 
+def test_a_body_can_have_its_own_smaller_frames(demos, tmp_path):
+    """train --image-pixels-of aloha=N: the model is shaped for --image-pixels, this body's
+    frames are cached and seen at about N pixels (stored in the checkpoint's embodiment, so
+    the policy resizes live frames the same way); a body without data, or below the model's
+    smallest frame, is refused by name."""
+    from qwen_vla_ros.errors import ConfigError
+    from qwen_vla_ros.learning.dataset import training_settings
+    from qwen_vla_ros.model.policy import QwenVLAPolicy
+
+    out, _ = demos
+    cfg = TrainConfig(steps=2, batch=2, val_every=100, checkpoint_every=100, seed=0)
+    quiet = {"settings": settings(), "progress": False, "log": lambda _: None}
+    result = train([out], tmp_path / "small", cfg, cameras=["cam_high"],
+                   image_pixels=256 * 320, image_pixels_of={"aloha": 128 * 192},
+                   cache=tmp_path / "cache", **quiet)
+    assert result["image_pixels"] == 256 * 320
+    assert result["image_pixels_of"] == {"aloha": 128 * 192}
+    policy = QwenVLAPolicy.from_pretrained(tmp_path / "small")
+    spec = policy.spec("aloha")
+    assert spec.image_pixels == 128 * 192 and policy.config.image_pixels == 256 * 320
+    part = training_settings(spec, settings(), policy.backbone.pixels.resize_rule)
+    episodes, _ = load_episodes([out], spec, part, cache=tmp_path / "cache")
+    assert episodes[0].frames["cam_high"].shape[1:] == (128, 160, 3)
+    raw, _ = load_episodes([out], spec, settings(resize=None))  # frames as recorded
+    obs, _ = Samples(episodes, "aloha", ("cam_high",)).get(0)
+    live, _ = Samples(raw, "aloha", ("cam_high",)).get(0)
+    assert live.images["cam_high"].size > obs.images["cam_high"].size  # as recorded
+    np.testing.assert_array_equal(policy.predict(obs, seed=0).actions,
+                                  policy.predict(live, seed=0).actions)
+    with pytest.raises(ConfigError, match=r"image pixels for \['vln'\], which have no --data"):
+        train([out], tmp_path / "x", cfg, image_pixels_of={"vln": 128 * 160}, **quiet)
+    with pytest.raises(ConfigError, match="below the model's smallest frame"):
+        train([out], tmp_path / "y", cfg, image_pixels_of={"aloha": 1024}, **quiet)
+
+
 def test_eval_refuses_seeds_the_checkpoint_was_trained_on(trained, tmp_path):
     from qwen_vla_ros.errors import ConfigError
     from qwen_vla_ros.evaluate import evaluate

@@ -76,6 +76,35 @@ def test_a_batch_conditions_each_sample_as_alone(tiny_policy):
         tiny_policy.loss(obs, actions[:1])
 
 
+def test_a_body_with_its_own_image_pixels_sees_smaller_frames(tiny_policy):
+    """One checkpoint, a body capped below the model's image_pixels (train
+    --image-pixels-of): its frames are resized to the cap inside predict and features (fewer
+    image tokens; a frame given at the capped size gives the same chunk), and the other
+    bodies are untouched."""
+    from qwen_vla_ros.model.preprocess import capped_rule, fit_frame
+
+    saved = dict(tiny_policy.embodiments)
+    obs = obs_for(tiny_policy, "vln", seed=2, instruction="go to the red box")
+    arm = obs_for(tiny_policy, "aloha", seed=2)
+    full_tokens = int(tiny_policy.features(obs)[1].sum())
+    arm_chunk = tiny_policy.predict(arm, seed=5).actions
+    try:
+        cap = 64 * 80
+        tiny_policy.embodiments["vln"] = tiny_policy.spec("vln").with_image_pixels(cap)
+        rule = capped_rule(tiny_policy.backbone.pixels.resize_rule, cap)
+        small = dataclasses.replace(obs, images={c: fit_frame(f, rule)
+                                                 for c, f in obs.images.items()})
+        assert small.images["front"].shape[0] * small.images["front"].shape[1] <= cap
+        assert int(tiny_policy.features(obs)[1].sum()) < full_tokens
+        np.testing.assert_array_equal(tiny_policy.predict(obs, seed=5).actions,
+                                      tiny_policy.predict(small, seed=5).actions)
+        np.testing.assert_array_equal(tiny_policy.predict(arm, seed=5).actions, arm_chunk)
+    finally:
+        tiny_policy.embodiments.clear()
+        tiny_policy.embodiments.update(saved)
+    assert int(tiny_policy.features(obs)[1].sum()) == full_tokens
+
+
 def test_embodiment_prompt_changes_the_chunk(tiny_policy):
     """Two embodiments identical but for the prompt text: the prompt alone must move the chunk."""
     aloha = tiny_policy.spec("aloha")

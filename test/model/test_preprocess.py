@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from qwen_vla_ros.errors import ConfigError
 from qwen_vla_ros.model.backbone import make_image_processor, patch_embed_as_matmul
-from qwen_vla_ros.model.preprocess import TorchImageProcessor, resize_frames
+from qwen_vla_ros.model.preprocess import (
+    TorchImageProcessor,
+    capped_rule,
+    fit_frame,
+    resize_frames,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +66,29 @@ def test_frames_resized_for_a_cache_are_left_alone(sim_frames):
     assert small.shape[1:3] == pixels.resized_size(240, 320) != (240, 320)
     torch.testing.assert_close(pixels(list(small))["pixel_values"],
                                pixels(list(raw))["pixel_values"], rtol=0, atol=0)
+
+
+def test_a_body_capped_below_the_model_is_resized_once(sim_frames):
+    """An embodiment's own image_pixels (capped_rule): its frames are resized to the capped
+    size (fit_frame), as a cache of them is (resize_frames), and the model's processor then
+    leaves them alone: what it sees is what the capped processor would give, bit for bit."""
+    model = TorchImageProcessor(make_image_processor(256 * 320))
+    capped = TorchImageProcessor(make_image_processor(128 * 160))
+    rule = capped_rule(model.resize_rule, 128 * 160)
+    assert rule == capped.resize_rule
+    frame = sim_frames[0]
+    small = fit_frame(frame, rule)
+    assert small.shape[:2] == capped.resized_size(240, 320) != model.resized_size(240, 320)
+    assert fit_frame(small, rule) is small  # already the size: not resized again
+    np.testing.assert_array_equal(small, resize_frames(frame[None], rule)[0])
+    seen, want = model([small]), capped([frame])
+    assert seen["image_grid_thw"].tolist() == want["image_grid_thw"].tolist()
+    torch.testing.assert_close(seen["pixel_values"], want["pixel_values"], rtol=0, atol=0)
+    assert model.tokens_per_image(*small.shape[:2]) < model.tokens_per_image(240, 320)
+    assert capped_rule(model.resize_rule, None) == model.resize_rule
+    assert capped_rule(model.resize_rule, 10 ** 7) == model.resize_rule  # no cap above it
+    with pytest.raises(ConfigError, match="below the model's smallest frame"):
+        capped_rule(model.resize_rule, 1024)
 
 
 def test_mixed_sizes_keep_their_order():

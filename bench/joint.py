@@ -7,7 +7,8 @@ same training minutes, each judged closed loop (issue 15's table).
 Runs, one after another so each has the machine to itself: ``qwen-vla-ros train`` three times
 (``--data aloha=ARM``, ``--data vln=VLN``, ``--data aloha=ARM vln=VLN`` with ``--weights``),
 the same ``--preset``, ``--minutes`` and ``--train-args`` for all three (``--arm-cameras``
-only where there is ALOHA data: ``train --cameras`` names the arm's cameras); then ``eval`` of
+only where there is ALOHA data: ``train --cameras`` names the arm's cameras; likewise
+``--image-pixels-of`` only where that body has data); then ``eval`` of
 transfer_cube (arm-only, joint; ``--blend rtc``), of vln_goto (VLN-only, joint) and the
 language check (the same start poses, each of the four colours; VLN-only, joint). Every seed
 range is an argument: use seeds that neither training saw nor anything was chosen on. Prints
@@ -45,6 +46,10 @@ def train_command(run: str, args: argparse.Namespace) -> list[str]:
            "--minutes", str(args.minutes), *shlex.split(args.train_args)]
     if run in ("arm", "joint") and args.arm_cameras:
         cmd += ["--embodiment", "aloha", "--cameras", *args.arm_cameras]
+    bodies = {"arm": {"aloha"}, "vln": {"vln"}, "joint": {"aloha", "vln"}}[run]
+    pixels = [p for p in args.image_pixels_of if p.partition("=")[0] in bodies]
+    if pixels:
+        cmd += ["--image-pixels-of", *pixels]
     if run == "joint" and args.weights:
         cmd += ["--weights", *args.weights]
     return cmd
@@ -133,6 +138,9 @@ def main() -> None:
     ap.add_argument("--arm-cameras", nargs="+", default=[], metavar="CAMERA",
                     help="the ALOHA cameras the arm and joint runs see (train --cameras); "
                          "default all")
+    ap.add_argument("--image-pixels-of", nargs="*", default=[], metavar="EMBODIMENT=N",
+                    help="a body's own pixels per frame (train --image-pixels-of), given to "
+                         "the runs with that body's data")
     ap.add_argument("--weights", nargs="*", default=[], metavar="EMBODIMENT=W",
                     help="joint run's sampling weights (train --weights)")
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)

@@ -188,7 +188,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         args.out, task=args.task, episodes=args.episodes, seed_start=args.seed_start,
         instruction=args.instruction, rate_factor=args.rate_factor,
         progress=not args.no_progress, disturbance=args.disturbance,
-        lockstep_timeout_s=args.lockstep_timeout))
+        lockstep_timeout_s=args.lockstep_timeout, search=args.search))
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -393,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arm tasks: the sim steps with the teleop commands, waiting up to "
                         "this long for them, so a busy machine slows the collection instead "
                         "of failing demonstrations; 0: the sim runs on its wall timer")
+    p.add_argument("--search", action="store_true",
+                   help="vln_goto: the demonstrator first turns left in place until the named "
+                        "object is in the camera's view, then plans (what it does can be "
+                        "told from the images; without: it heads off on the map's plan)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_collect)
 

@@ -30,12 +30,15 @@ def episode_dir(out: Path, seed: int) -> Path:
 def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_start: int = 0,
             instruction: str = DEFAULT_INSTRUCTION, rate_factor: float = 1.0,
             timeout_s: float = 120.0, progress: bool = True, log=print,
-            disturbance: float = 0.0, lockstep_timeout_s: float = 1.0) -> dict[str, Any]:
+            disturbance: float = 0.0, lockstep_timeout_s: float = 1.0,
+            search: bool = False) -> dict[str, Any]:
     """Record ``episodes`` teleop episodes; returns the summary (also ``OUT/collect.json``).
     ``disturbance`` (rad, transfer_cube/insertion): aloha_sim's ``disturbance_rad``, recovery
     data; each episode's record says which it was. ``lockstep_timeout_s`` (arm tasks):
     aloha_sim's, the sim steps with the teleop commands (sim/lockstep.py), so a busy machine
-    slows the collection instead of failing demonstrations; 0: on its wall timer."""
+    slows the collection instead of failing demonstrations; 0: on its wall timer.
+    ``search`` (vln_goto): the demonstrator turns until it sees the named object first
+    (``sim.vln_task.ScriptedNavigator``)."""
     if task not in TASKS:
         raise ValueError(f"no scripted demonstrator for task '{task}'; have {list(TASKS)}")
     if episodes < 1:
@@ -43,7 +46,7 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
     if task == "vln_goto":  # the mobile base in its room (vln_episodes.py)
         from qwen_vla_ros.vln_episodes import collect_vln
 
-        return collect_vln(out, episodes, seed_start, rate_factor, progress, log)
+        return collect_vln(out, episodes, seed_start, rate_factor, progress, log, search)
     from std_msgs.msg import String
     from tqdm import tqdm
 

@@ -159,11 +159,13 @@ class VlnEpisodeStack:
         self.instruction_pub.publish(String(data=episode.instruction))
         return episode
 
-    def demonstrate(self, episode: VlnEpisode, timeout: float = 120.0) -> dict[str, Any]:
-        """TELEOP: the scripted navigator drives, then REST_S at rest; returns the result."""
+    def demonstrate(self, episode: VlnEpisode, timeout: float = 120.0,
+                    search: bool = False) -> dict[str, Any]:
+        """TELEOP: the scripted navigator drives (``search``: it turns until it sees the
+        named object first), then REST_S at rest; returns the result."""
         t0 = self.now()
         with self._cond:
-            self.driver = ScriptedNavigator(episode)
+            self.driver = ScriptedNavigator(episode, search=search)
         self.mode("engage_teleop")
         self._wait(lambda: (self.arrived_at is not None
                             and self.track[-1][0] >= self.arrived_at + REST_S)
@@ -254,8 +256,9 @@ def vln_topics():
 
 
 def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 1.0,
-                progress: bool = True, log=print) -> dict[str, Any]:
-    """Record ``episodes`` scripted vln_goto demonstrations, one bag each."""
+                progress: bool = True, log=print, search: bool = False) -> dict[str, Any]:
+    """Record ``episodes`` scripted vln_goto demonstrations, one bag each (``search``: the
+    demonstrator that turns until it sees the named object first)."""
     from std_msgs.msg import String
     from tqdm import tqdm
 
@@ -279,10 +282,11 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
                     stack.mode("hold")
                     recorder.restart(episode_dir(out, seed_start + i))
                 episode = stack.start(i)
-                r = stack.demonstrate(episode)
+                r = stack.demonstrate(episode, search=search)
                 meta = {"seed": episode.seed, "task": "vln_goto",
                         "instruction": episode.instruction, "target": episode.target.name,
                         "success": r["success"], "spl": r["spl"],
+                        "demonstrator": "search, then plan" if search else "plan",
                         "source": "qwen-vla-ros collect (scripted navigator, base_sim)"}
                 record_meta(recorder, meta_pub, meta)
                 rows.append({**meta, **{k: r[k] for k in ("elapsed_s", "path_m",

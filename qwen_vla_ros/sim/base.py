@@ -19,6 +19,8 @@ from qwen_vla_ros.runtime.navigation import Pose2D, wrap
 
 ROOM = 3.0  # half size (m): the room spans [-3, 3] x [-3, 3]
 BASE_RADIUS = 0.2
+CAMERA_X = 0.2  # m ahead of the base centre: the front camera
+CAMERA_FOVY_DEG = 70.0  # its vertical field of view
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,19 @@ def scene_xml() -> str:
             rgba="0.15 0.15 0.18 1" contype="0" conaffinity="0"/>
       <geom name="nose" type="box" size="0.05 0.03 0.02" pos="0.18 0 0.2" rgba="1 1 1 1"
             contype="0" conaffinity="0"/>
-      <camera name="front" pos="0.2 0 0.45" xyaxes="0 -1 0 0.17 0 0.985" fovy="70"/>
+      <camera name="front" pos="{CAMERA_X:g} 0 0.45" xyaxes="0 -1 0 0.17 0 0.985"
+              fovy="{CAMERA_FOVY_DEG:g}"/>
     </body>
   </worldbody>
 </mujoco>
 """
+
+
+def horizontal_fov(image_size: tuple[int, int] = (240, 320)) -> float:
+    """rad: the front camera's horizontal field of view in an image of (height, width)
+    (MuJoCo's fovy is vertical; square pixels)."""
+    height, width = image_size
+    return 2.0 * math.atan(math.tan(math.radians(CAMERA_FOVY_DEG) / 2.0) * width / height)
 
 
 class BaseSim:

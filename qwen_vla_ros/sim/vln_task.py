@@ -11,6 +11,12 @@ The demonstrator plans on the known map: A* over a 5 cm grid of the room with wa
 objects inflated by the base's radius plus a margin, to the nearest cell within the approach
 distance of the object; the path is shortened where the straight line is free and followed
 with the package's pure-pursuit follower (``runtime.follower``), then the base stops.
+
+That demonstrator knows where the object is from the first instant; the policy sees only its
+camera, and the room's walls all look alike, so from a start that shows no object the way
+the demonstrator turns cannot be told from the images. ``search=True`` makes a demonstrator
+a policy can imitate: it first turns left in place until the named object is in the
+camera's view (``in_view``), then plans from there.
 """
 
 from __future__ import annotations
@@ -22,8 +28,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from qwen_vla_ros.runtime.follower import FollowerConfig, PurePursuit
-from qwen_vla_ros.runtime.navigation import Pose2D
-from qwen_vla_ros.sim.base import BASE_RADIUS, OBJECTS, ROOM, SceneObject
+from qwen_vla_ros.runtime.navigation import Pose2D, wrap
+from qwen_vla_ros.sim.base import (
+    BASE_RADIUS,
+    CAMERA_X,
+    OBJECTS,
+    ROOM,
+    SceneObject,
+    horizontal_fov,
+)
 
 SUCCESS_RADIUS = 0.5  # m from the object's footprint to the base centre
 APPROACH = 0.3  # m: where the demonstrator stops, inside the success region
@@ -31,6 +44,8 @@ TIME_LIMIT = 60.0  # s of sim time
 MIN_START_DISTANCE = 1.5  # m from the named object's footprint: never a trivial episode
 GRID = 0.05  # m per planning cell
 MARGIN = 0.08  # m of clearance beyond the base radius
+SEARCH_RATE = 0.8  # rad/s: the searching demonstrator's turn (left)
+VIEW_MARGIN = math.radians(10)  # in view: this far inside the image's left and right edges
 
 COLOURS = {o.name.split("_")[0]: o for o in OBJECTS}  # red, green, blue, yellow
 TEMPLATES = ("go to the {colour} {shape}", "navigate to the {colour} {shape}",
@@ -201,18 +216,52 @@ def _line_free(a: np.ndarray, b: np.ndarray) -> bool:
     return all(free(*(a + (b - a) * t)) for t in np.linspace(0.0, 1.0, n))
 
 
-class ScriptedNavigator:
-    """The demonstrator: plans once from the start, follows, then stops (``step`` returns
-    (v, w, stop))."""
+def in_view(pose: Pose2D, o: SceneObject, image_size: tuple[int, int] = (240, 320),
+            margin: float = VIEW_MARGIN) -> bool:
+    """The object's centre lies inside the front camera's horizontal view, ``margin`` from
+    its edges, and no other object stands on the line of sight to it."""
+    c, s = math.cos(pose.yaw), math.sin(pose.yaw)
+    cam = np.array([pose.x + CAMERA_X * c, pose.y + CAMERA_X * s])
+    bearing = float(wrap(math.atan2(o.y - cam[1], o.x - cam[0]) - pose.yaw))
+    if abs(bearing) > horizontal_fov(image_size) / 2.0 - margin:
+        return False
+    ray = np.array([o.x, o.y]) - cam
+    for other in OBJECTS:
+        if other is o:
+            continue
+        u = float(np.clip(np.dot([other.x, other.y] - cam, ray) / float(ray @ ray), 0.0, 1.0))
+        if math.dist(cam + u * ray, (other.x, other.y)) < other.radius:
+            return False
+    return True
 
-    def __init__(self, episode: VlnEpisode, config: FollowerConfig | None = None) -> None:
+
+class ScriptedNavigator:
+    """The demonstrator: plans from the start, follows, then stops (``step`` returns (v, w,
+    stop)). ``search``: first turns left in place (accelerating to SEARCH_RATE) until the
+    named object is in view, or for one full turn, then plans from where it is."""
+
+    def __init__(self, episode: VlnEpisode, config: FollowerConfig | None = None,
+                 search: bool = False) -> None:
+        self.target = episode.target
         self.path, self.shortest = plan_path(episode.start, episode.target)
         # A short lookahead: pure pursuit cuts corners by about it, and the plan keeps only
         # MARGIN of clearance.
-        self.follower = PurePursuit(config or FollowerConfig(lookahead=0.2,
-                                                             goal_tolerance=0.08))
-        self.follower.set_path(self.path, episode.start)
+        self.config = config or FollowerConfig(lookahead=0.2, goal_tolerance=0.08)
+        self.follower = PurePursuit(self.config)
+        self.searching = search and not in_view(episode.start, episode.target)
+        self.searched = 0.0  # rad turned while searching
+        self._w = 0.0
+        if not self.searching:
+            self.follower.set_path(self.path, episode.start)
 
     def step(self, pose: Pose2D, dt: float) -> tuple[float, float, bool]:
-        v, w, done = self.follower.step(pose, dt)
-        return v, w, done
+        if self.searching:
+            if not (in_view(pose, self.target) or self.searched >= 2.0 * math.pi):
+                self._w = min(SEARCH_RATE, self._w + self.config.max_angular_accel * dt)
+                self.searched += self._w * dt
+                return 0.0, self._w, False
+            self.searching = False
+            self.path, _ = plan_path(pose, self.target)
+            self.follower.set_path(self.path, pose)
+            self.follower.reset_velocity(0.0, self._w)  # its limits take the turn down
+        return self.follower.step(pose, dt)

@@ -66,6 +66,30 @@ def test_the_scripted_navigator_demonstrates_through_teleop(vln_demos):
         assert row["collisions"] == 0 and row["path_m"] > 1.0
 
 
+def test_the_searching_demonstrator_turns_before_it_drives(tmp_path):
+    """collect --search through the ROS path: from a start that does not show the named
+    object the joystick first turns the base left in place, then it drives there; the
+    episode's record says which demonstrator it was."""
+    from rosbags.highlevel import AnyReader
+
+    from qwen_vla_ros.collect import collect
+    from qwen_vla_ros.sim.vln_task import in_view
+
+    seed = 702
+    assert not in_view(sample_episode(seed).start, sample_episode(seed).target)
+    summary = collect(tmp_path, task="vln_goto", episodes=1, seed_start=seed,
+                      rate_factor=1.5, search=True, **QUIET)
+    row, = summary["per_episode"]
+    assert row["success"] and row["demonstrator"] == "search, then plan", row
+    with AnyReader([tmp_path / f"episode_{seed:05d}"]) as reader:
+        conns = [c for c in reader.connections if c.topic == "/teleop_cmd_vel"]
+        cmds = [(m.linear.x, m.angular.z) for m in (reader.deserialize(raw, c.msgtype)
+                                                    for c, _, raw in reader.messages(conns))]
+    moving = [c for c in cmds if c != (0.0, 0.0)]
+    first_drive = next(i for i, (v, _) in enumerate(moving) if v > 0)
+    assert first_drive > 10 and all(v == 0 and w > 0 for v, w in moving[:first_drive])
+
+
 def test_samples_are_where_the_base_went(vln_demos, tmp_path):
     out, _ = vln_demos
     eps, skipped = load_episodes([out], VLN, nav_settings(), cache=tmp_path / "cache")

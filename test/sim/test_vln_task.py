@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from qwen_vla_ros.runtime.navigation import Pose2D
-from qwen_vla_ros.sim.base import OBJECTS, BaseSim
+from qwen_vla_ros.sim.base import OBJECTS, BaseSim, horizontal_fov
 from qwen_vla_ros.sim.vln_task import (
     COLOURS,
     MIN_START_DISTANCE,
     TIME_LIMIT,
+    VIEW_MARGIN,
     ScriptedNavigator,
     footprint_distance,
     free,
+    in_view,
     named_object,
     plan_path,
     sample_episode,
@@ -63,12 +66,15 @@ def test_a_run_of_episodes_cycles_colours_at_each_start():
         parse_colours("red,pink")
 
 
-def drive(ep, dt=0.1):
+def drive(ep, dt=0.1, search=False, log=None):
     sim = BaseSim(image_size=(16, 16), start=ep.start)
-    nav = ScriptedNavigator(ep)
+    nav = ScriptedNavigator(ep, search=search)
     travelled, bumped, stop, p = 0.0, False, False, ep.start
     while sim.time < TIME_LIMIT and not stop:
+        searching = nav.searching
         v, w, stop = nav.step(sim.pose, dt)
+        if log is not None:
+            log.append((searching, nav.searching, sim.pose, v, w))
         if not stop:
             q = sim.step(v, w, dt)
             bumped |= sim.bumped
@@ -92,6 +98,50 @@ def test_the_scripted_navigator_reaches_the_named_object_without_touching_anythi
     assert not succeeded(sim.pose, ep.target, True, True, sim.time)
     assert not succeeded(sim.pose, ep.target, True, False, TIME_LIMIT + 1)
     assert not succeeded(ep.start, ep.target, True, False, 1.0)
+
+
+def test_the_searching_navigator_turns_left_until_it_sees_the_object_then_goes():
+    """search=True: from a start that does not show the named object the demonstrator turns
+    left in place (no driving) until it is in view, then plans from there and reaches it as
+    the planner does; from a start that shows it, it goes at once."""
+    searched = 0
+    for seed in range(30):
+        ep = sample_episode(seed)
+        log = []
+        sim, nav, travelled, bumped, stop = drive(ep, search=True, log=log)
+        assert not bumped, seed
+        assert succeeded(sim.pose, ep.target, stop, bumped, sim.time), (seed, sim.pose)
+        assert spl(True, nav.shortest, travelled) >= 0.85, seed
+        turning = [r for r in log if r[0] and r[1]]
+        assert all(v == 0.0 and w > 0.0 for *_, v, w in turning), seed
+        assert all(not in_view(pose, ep.target) for _, _, pose, *_ in turning), seed
+        ended = next(r for r in log if not r[1])  # the first step after the search
+        assert in_view(ended[2], ep.target) or nav.searched >= 2 * math.pi, seed
+        assert bool(turning) != in_view(ep.start, ep.target), seed
+        searched += bool(turning)
+    assert 10 <= searched < 30  # most starts do not show the object; some do
+
+
+def test_in_view_agrees_with_the_camera_image():
+    """The geometry the searching demonstrator uses against what MuJoCo renders: the red box
+    straight ahead, just inside the view and just outside it."""
+    red = COLOURS["red"]
+    sim = BaseSim(image_size=(120, 160))
+    half = horizontal_fov((120, 160)) / 2
+
+    def red_pixels(yaw_offset):
+        pose = Pose2D(0.0, 0.0, math.atan2(red.y, red.x) + yaw_offset)
+        sim.reset(pose)
+        img = sim.render().astype(int)
+        return pose, int(np.sum((img[..., 0] > 150) & (img[..., 1] < 80) & (img[..., 2] < 80)))
+
+    for offset, visible in ((0.0, True), (half - VIEW_MARGIN - 0.05, True),
+                            (-(half - VIEW_MARGIN - 0.05), True), (half + 0.35, False),
+                            (math.pi, False)):
+        pose, n = red_pixels(offset)
+        assert in_view(pose, red, (120, 160)) == visible, offset
+        assert (n > 20) == visible, (offset, n)
+    sim.close()
 
 
 def test_spl_and_unplannable_starts():

@@ -27,7 +27,8 @@ class FollowerConfig:
     turn_in_place: float = 0.9  # rad: larger heading errors turn without driving
     heading_gain: float = 2.0  # rad/s per rad when turning in place
     # rad: at the last waypoint, turn in place to its yaw until within this (pi or more: the
-    # yaw is ignored). 0.25 is Nav2's SimpleGoalChecker default yaw_goal_tolerance.
+    # yaw is ignored). 0.25 is Nav2's SimpleGoalChecker default yaw_goal_tolerance, and it is
+    # stateful by default too (docs.nav2.org, controller server plugins: simple goal checker).
     yaw_tolerance: float = 0.25
 
     def validate(self) -> None:

@@ -258,7 +258,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               cache=args.cache or first / "cache", progress=not args.no_progress,
               weights={k: float(v) for k, v in (_pair(w) for w in args.weights)},
               cameras=args.cameras, image_pixels=args.image_pixels,
-              image_pixels_of=_pixels_of(args.image_pixels_of))
+              image_pixels_of=_pixels_of(args.image_pixels_of), best_out=args.best_out)
 
     return _one_line_errors("train", run)
 
@@ -421,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--best-out", type=Path, metavar="DIR",
+                   help="also keep the checkpoint with the lowest validation loss so far here "
+                        "(weights and log; not resumable)")
     p.add_argument("--freeze-backbone", action="store_true")
     p.add_argument("--prefix-fraction", type=float, default=0.5,
                    help="share of samples trained to continue a committed prefix (real-time "

@@ -275,7 +275,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
           weights: dict[str, float] | None = None,
           cameras: Sequence[str] | None = None,
           image_pixels: int | None = None,
-          image_pixels_of: Mapping[str, int] | None = None) -> dict[str, Any]:
+          image_pixels_of: Mapping[str, int] | None = None,
+          best_out: Path | None = None) -> dict[str, Any]:
     """Train on ``data``: bag folders of ``embodiment``, or {embodiment: folders} for one
     checkpoint of several bodies (joint training; ``weights``: how often each embodiment's
     batch is drawn, default equal). The loss and validation loss are logged per embodiment.
@@ -285,7 +286,12 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     ``image_pixels``: per camera frame, for a new model (default the preset's).
     ``image_pixels_of``: {embodiment: pixels} below that, stored in the checkpoint's
     embodiment (its frames are resized to it, in training and at run time): a body whose
-    frames need less detail costs less in a checkpoint shared with one that needs more."""
+    frames need less detail costs less in a checkpoint shared with one that needs more.
+    ``best_out``: also keep there the checkpoint with the lowest validation loss so far
+    (weights and log, ``best`` in the log says its step; not resumable; a resumed run starts
+    its best anew). With few episodes the validation loss can turn up while the training
+    loss still falls: VLN-only on 180 episodes, 2026-12-06, lowest 0.15 near step 2750 of
+    14300, 0.96 at the end."""
     from tqdm import tqdm
 
     from qwen_vla_ros.model.presets import build_preset
@@ -402,6 +408,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     first_step, offset_s = step, float(history[-1].get("seconds", 0.0))
     total = cfg.steps
     bar = tqdm(total=total, initial=step, unit="step", disable=not progress, desc="train")
+    best: dict[str, Any] = {"step": None, "val_loss": math.inf}  # for best_out
     policy.train()
     while True:
         if cfg.steps is not None and step >= cfg.steps:
@@ -441,6 +448,10 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
             rec["embodiment"] = part.name
         if step % cfg.val_every == 0 or step == cfg.steps:
             rec.update(validate())
+            if best_out is not None and rec["val_loss"] < best["val_loss"]:
+                best.update(step=step, val_loss=rec["val_loss"])
+                _write_checkpoint(policy, Path(best_out), {LOG_FILE: {
+                    **meta, "history": [*history, rec], "best": dict(best)}})
             policy.train()
         history.append(rec)
         bar.update(1)
@@ -453,8 +464,9 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
             policy.train()
     bar.close()
     policy.eval()
-    _write_checkpoint(policy, out, {STATE_FILE: snapshot(), LOG_FILE: {**meta,
-                                                                      "history": history}})
+    kept = {"best": {**best, "out": str(best_out)}} if best["step"] is not None else {}
+    _write_checkpoint(policy, out, {STATE_FILE: snapshot(), LOG_FILE: {
+        **meta, "history": history, **kept}})
     plot_history(history, out / "train.png")
     final = {"steps": step, "samples_per_s": (step - first_step) * cfg.batch / max(
         time.monotonic() - started, 1e-9), "device": str(policy.device),
@@ -463,6 +475,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
         "last_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
         "val_loss": next((h["val_loss"] for h in reversed(history) if "val_loss" in h), None),
         "initial_val_loss": history[0].get("val_loss")}
+    final.update(kept)
     peak = final["peak_gpu_memory_gb"]
     log(f"train: {step} steps ({final['samples_per_s']:.0f} samples/s on {final['device']}"
         + (f", peak {peak:.2f} GB" if peak is not None else "") + f"), loss "

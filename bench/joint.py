@@ -19,6 +19,9 @@ after its checkpoint was written, so the three runs can be made in separate sess
 (``--runs vln``, later ``--runs joint`` ...) and the table drawn at the end with
 ``--skip-train --reuse-evals``.
 
+Every training keeps its lowest-validation-loss checkpoint too (``train --best-out``, in
+OUT/RUN/best); ``--checkpoint best`` evaluates those instead of the last ones.
+
 Wall time: 3 x ``--minutes`` of training plus about 30 minutes of evaluation on 2 CPU cores.
 """
 
@@ -43,7 +46,8 @@ def train_command(run: str, args: argparse.Namespace) -> list[str]:
             "joint": [f"aloha={args.arm_data}", f"vln={args.vln_data}"]}[run]
     cmd = [sys.executable, "-m", "qwen_vla_ros.cli", "train", "--data", *data,
            "--out", str(args.out / run / "ckpt"), "--preset", args.preset,
-           "--minutes", str(args.minutes), *shlex.split(args.train_args)]
+           "--minutes", str(args.minutes), "--best-out", str(args.out / run / "best"),
+           *shlex.split(args.train_args)]
     if run in ("arm", "joint") and args.arm_cameras:
         cmd += ["--embodiment", "aloha", "--cameras", *args.arm_cameras]
     bodies = {"arm": {"aloha"}, "vln": {"vln"}, "joint": {"aloha", "vln"}}[run]
@@ -150,6 +154,9 @@ def main() -> None:
     ap.add_argument("--language-starts", type=int, default=5,
                     help="start poses of the language check (x 4 colours)")
     ap.add_argument("--language-seed-start", type=int, default=42_000)
+    ap.add_argument("--checkpoint", choices=("last", "best"), default="last",
+                    help="evaluate each run's last checkpoint or the one with the lowest "
+                         "validation loss (train --best-out; evaluations go to NAME_best)")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--reuse-evals", action="store_true",
                     help="read back evaluations already in OUT with the same settings")
@@ -170,13 +177,14 @@ def main() -> None:
     for run in args.runs:
         if not args.skip_train:
             subprocess.run(train_command(run, args), check=True)
-        ckpt, results = args.out / run / "ckpt", {}
+        best = args.checkpoint == "best"
+        ckpt, results = args.out / run / ("best" if best else "ckpt"), {}
         for name, kw in evaluations(run, args):
-            old = saved(args.out / run / name, ckpt, kw) if args.reuse_evals else None
+            where = args.out / run / (f"{name}_best" if best else name)
+            old = saved(where, ckpt, kw) if args.reuse_evals else None
             if old is not None:
-                print(f"  eval {run}/{name}: read back from {args.out / run / name}", flush=True)
-            results[name] = old if old is not None else evaluate(ckpt, args.out / run / name,
-                                                                 **kw)
+                print(f"  eval {run}/{name}: read back from {where}", flush=True)
+            results[name] = old if old is not None else evaluate(ckpt, where, **kw)
         rows.append(row(run, results))
     print("\n| checkpoint | transfer_cube success | vln_goto success | vln SPL | language check |")
     print("|---|---|---|---|---|")
@@ -186,7 +194,7 @@ def main() -> None:
               f"{pct(r['vln_goto_success'])} | {spl} | {pct(r['language_share'])} |")
     save_results(args.out / "joint.json", {
         "minutes": args.minutes, "preset": args.preset, "train_args": args.train_args,
-        "weights": args.weights, "episodes": args.episodes,
+        "weights": args.weights, "episodes": args.episodes, "checkpoint": args.checkpoint,
         "seed_starts": {"transfer_cube": args.arm_seed_start, "vln_goto": args.vln_seed_start,
                         "language": args.language_seed_start}, "rows": rows})
     plot(rows, args.out / "joint.png")

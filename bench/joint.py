@@ -78,8 +78,8 @@ def saved(out: Path, checkpoint: Path, kw: dict[str, Any]) -> dict[str, Any] | N
     """The evaluation in ``out`` if it was made with the settings ``kw`` after ``checkpoint``
     was written; None otherwise (it is then run again)."""
     path = out / "eval.json"
-    weights = sorted(checkpoint.glob("*"), key=lambda f: f.stat().st_mtime)
-    if not path.exists() or not weights or weights[-1].stat().st_mtime > path.stat().st_mtime:
+    written = max((f.stat().st_mtime for f in checkpoint.glob("*")), default=None)
+    if not path.exists() or written is None or written > path.stat().st_mtime:
         return None
     r = json.loads(path.read_text())
     colours = [c for c in kw.get("colours", "").split(",") if c]

@@ -293,6 +293,7 @@ def test_a_body_can_have_its_own_smaller_frames(demos, tmp_path):
 def test_the_best_validation_checkpoint_is_kept_apart(demos, tmp_path):
     """train --best-out: the checkpoint with the lowest validation loss so far is written
     there; its weights give that loss again, and the logs say which step it was."""
+    from qwen_vla_ros.learning.dataset import training_settings
     from qwen_vla_ros.learning.train import evaluate_loss, split_episodes
     from qwen_vla_ros.model.policy import QwenVLAPolicy
 
@@ -308,17 +309,11 @@ def test_the_best_validation_checkpoint_is_kept_apart(demos, tmp_path):
     assert json.loads((tmp_path / "last" / "train_log.json").read_text())["best"]["step"] == step
     best = QwenVLAPolicy.from_pretrained(tmp_path / "best")
     spec = best.spec("aloha")
-    part = training_settings_for(best, spec)
+    part = training_settings(spec, settings(), best.backbone.pixels.resize_rule)
     episodes, _ = load_episodes([out], spec, part)
     _, val = split_episodes(episodes, cfg.val_fraction, cfg.seed)
     assert evaluate_loss(best, Samples(val, "aloha", spec.cameras), 64, cfg.seed) == \
         pytest.approx(vals[step], rel=1e-5)
-
-
-def training_settings_for(policy, spec):
-    from qwen_vla_ros.learning.dataset import training_settings
-
-    return training_settings(spec, settings(), policy.backbone.pixels.resize_rule)
 
 
 def test_eval_refuses_seeds_the_checkpoint_was_trained_on(trained, tmp_path):

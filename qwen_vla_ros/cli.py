@@ -188,7 +188,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         args.out, task=args.task, episodes=args.episodes, seed_start=args.seed_start,
         instruction=args.instruction, rate_factor=args.rate_factor,
         progress=not args.no_progress, disturbance=args.disturbance,
-        lockstep_timeout_s=args.lockstep_timeout, search=args.search))
+        lockstep_timeout_s=args.lockstep_timeout, search=args.search, detours=args.detours))
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -397,6 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vln_goto: the demonstrator first turns left in place until the named "
                         "object is in the camera's view, then plans (what it does can be "
                         "told from the images; without: it heads off on the map's plan)")
+    p.add_argument("--detours", type=float, default=0.0, metavar="SHARE",
+                   help="vln_goto: the share of episodes (chosen by seed) where the "
+                        "demonstrator is pushed off its path once, then recovers (recovery "
+                        "data; training skips the samples whose targets cover the push)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_collect)
 

@@ -19,6 +19,7 @@ Success, SPL and the distance at the stop use ``sim/vln_task.py``'s definitions.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import threading
 import time
@@ -36,12 +37,14 @@ from qwen_vla_ros.sim.base import OBJECTS
 from qwen_vla_ros.sim.vln_task import (
     SUCCESS_RADIUS,
     TIME_LIMIT,
+    Detour,
     ScriptedNavigator,
     VlnEpisode,
     episode_at,
     footprint_distance,
     named_object,
     plan_path,
+    sample_detour,
     spl,
     succeeded,
 )
@@ -71,6 +74,7 @@ class VlnEpisodeStack:
         self.status: list[tuple[float, str]] = []
         self.driver: ScriptedNavigator | None = None
         self.arrived_at: float | None = None
+        self.detours: list[list[float]] = []  # [start, end] (clock s): the driver was pushed
         self.mode = mode_switch(probe)  # mode("hold"), mode("engage_teleop"), ...
         self._reset = probe.create_client(Trigger, "/base_sim/reset")
         self.instruction_pub = probe.create_publisher(String, "/navigation_node/instruction",
@@ -94,7 +98,12 @@ class VlnEpisodeStack:
             self.track.append((t, pose.x, pose.y, pose.yaw))
             driver = self.driver
             if driver is not None and self.arrived_at is None and dt > 0:
+                pushed = driver.detouring
                 v, w, done = driver.step(pose, dt)
+                if driver.detouring and not pushed:
+                    self.detours.append([t, math.inf])
+                elif pushed and not driver.detouring:
+                    self.detours[-1][1] = t
                 if done:
                     v, w, self.arrived_at = 0.0, 0.0, t
             else:
@@ -160,12 +169,14 @@ class VlnEpisodeStack:
         return episode
 
     def demonstrate(self, episode: VlnEpisode, timeout: float = 120.0,
-                    search: bool = False) -> dict[str, Any]:
+                    search: bool = False, detour: Detour | None = None) -> dict[str, Any]:
         """TELEOP: the scripted navigator drives (``search``: it turns until it sees the
-        named object first), then REST_S at rest; returns the result."""
+        named object first; ``detour``: it is pushed off its path once), then REST_S at
+        rest; returns the result, with ``detours_s``: when it was pushed (clock s)."""
         t0 = self.now()
         with self._cond:
-            self.driver = ScriptedNavigator(episode, search=search)
+            self.detours = []
+            self.driver = ScriptedNavigator(episode, search=search, detour=detour)
         self.mode("engage_teleop")
         self._wait(lambda: (self.arrived_at is not None
                             and self.track[-1][0] >= self.arrived_at + REST_S)
@@ -173,7 +184,8 @@ class VlnEpisodeStack:
         self.mode("hold")
         with self._cond:
             arrived, self.driver = self.arrived_at, None
-        return self.result(episode, t0, arrived)
+            detours = [[a, b if math.isfinite(b) else self.track[-1][0]] for a, b in self.detours]
+        return {**self.result(episode, t0, arrived), "detours_s": detours}
 
     def run_policy(self, episode: VlnEpisode, timeout: float = 300.0) -> dict[str, Any]:
         """POLICY until navigation_node says STOPPED or the time limit; returns the result."""
@@ -256,9 +268,12 @@ def vln_topics():
 
 
 def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 1.0,
-                progress: bool = True, log=print, search: bool = False) -> dict[str, Any]:
+                progress: bool = True, log=print, search: bool = False,
+                detours: float = 0.0) -> dict[str, Any]:
     """Record ``episodes`` scripted vln_goto demonstrations, one bag each (``search``: the
-    demonstrator that turns until it sees the named object first)."""
+    demonstrator that turns until it sees the named object first; ``detours``: the share of
+    episodes, chosen by seed, where it is pushed off its path once: recovery data)."""
+    plan = {s: sample_detour(s, detours) for s in range(seed_start, seed_start + episodes)}
     from std_msgs.msg import String
     from tqdm import tqdm
 
@@ -282,11 +297,12 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
                     stack.mode("hold")
                     recorder.restart(episode_dir(out, seed_start + i))
                 episode = stack.start(i)
-                r = stack.demonstrate(episode, search=search)
+                r = stack.demonstrate(episode, search=search, detour=plan[episode.seed])
                 meta = {"seed": episode.seed, "task": "vln_goto",
                         "instruction": episode.instruction, "target": episode.target.name,
                         "success": r["success"], "spl": r["spl"],
                         "demonstrator": "search, then plan" if search else "plan",
+                        "detours_s": r["detours_s"],
                         "source": "qwen-vla-ros collect (scripted navigator, base_sim)"}
                 record_meta(recorder, meta_pub, meta)
                 rows.append({**meta, **{k: r[k] for k in ("elapsed_s", "path_m",

@@ -8,7 +8,8 @@ the first step at or after the time the base came to rest for good (the end of t
 demonstration) -- the semantics ``runtime.navigation.plan_from_chunk`` reads back: stop on
 step 0 means "the goal is reached", on step k "the path ends at waypoint k".
 
-Ticks are the camera's frames while ``/mode_manager/mode`` was TELEOP (where recorded). The
+Ticks are the camera's frames while ``/mode_manager/mode`` was TELEOP (where recorded), less
+those whose targets cover a detour off the path (``collect --detours``, ``clear_of_detours``). The
 instruction is the episode's (``/collect/episode``, else ``/base_sim/episode``, else the
 dataset's default). Bags from ``qwen-vla-ros collect --task vln_goto`` and real-robot bags
 with a camera, ``/odom`` and the mode topic read the same way.
@@ -38,6 +39,7 @@ ODOM_TOPIC = "/odom"
 SIM_EPISODE_TOPIC = "/base_sim/episode"
 REST_XY = 0.02  # m: the base is at rest once it stays this close to its final pose ...
 REST_YAW = 0.05  # rad: ... and this close to its final heading
+DETOUR_PAD_S = 0.1  # s: a detour's last command moves the base until the next command arrives
 
 
 def rest_time(times: np.ndarray, poses: np.ndarray) -> float:
@@ -46,6 +48,18 @@ def rest_time(times: np.ndarray, poses: np.ndarray) -> float:
     d_yaw = np.abs(np.angle(np.exp(1j * (poses[:, 2] - poses[-1, 2]))))
     moving = np.flatnonzero((d_xy > REST_XY) | (d_yaw > REST_YAW))
     return float(times[0] if len(moving) == 0 else times[min(moving[-1] + 1, len(times) - 1)])
+
+
+def clear_of_detours(ticks: np.ndarray, detours: list[list[float]], window: float
+                    ) -> np.ndarray:
+    """Which ``ticks`` have targets (the poses over (t, t + ``window``]) that cover none of
+    ``detours`` ([start, end] clock seconds when the demonstrator was pushed off its path,
+    ``collect --detours``): what the base did then was not demonstrated. The ticks after a
+    detour -- the recovery -- are kept."""
+    keep = np.ones(len(ticks), bool)
+    for start, end in detours:
+        keep &= ~((ticks < end + DETOUR_PAD_S) & (ticks + window > start))
+    return keep
 
 
 def waypoint_targets(times: np.ndarray, poses: np.ndarray, ticks: np.ndarray, dt: float,
@@ -147,6 +161,7 @@ def read_waypoint_episode(bag: Path, spec: EmbodimentSpec, settings: DatasetSett
     clock = clocks.clock(source.start_ns)
     keep = allowed_at(clock, modes, settings.modes, ticks)
     keep &= (ticks >= track[:, 0].min()) & (ticks <= track[:, 0].max())
+    keep &= clear_of_detours(ticks, meta.get("detours_s", []), spec.horizon * spec.dt)
     if not keep.any():
         return Skipped(bag, f"no camera frame while in {list(settings.modes)} with odometry")
     instruction = (meta.get("instruction") or sim_episode.get("instruction")

@@ -17,6 +17,12 @@ camera, and the room's walls all look alike, so from a start that shows no objec
 the demonstrator turns cannot be told from the images. ``search=True`` makes a demonstrator
 a policy can imitate: it first turns left in place until the named object is in the
 camera's view (``in_view``), then plans from there.
+
+Recovery data (``Detour``): a demonstrator that is pushed off its path once -- it drives a
+seeded arc for about a second -- and then plans again from where it ended up shows states
+no clean demonstration visits (off the path, facing away, near the object but beside it)
+and what to do there. The push is not a demonstration: the dataset drops the samples whose
+targets cover it (``learning/nav_dataset.py``), the recovery after it is kept.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ GRID = 0.05  # m per planning cell
 MARGIN = 0.08  # m of clearance beyond the base radius
 SEARCH_RATE = 0.8  # rad/s: the searching demonstrator's turn (left)
 VIEW_MARGIN = math.radians(10)  # in view: this far inside the image's left and right edges
+DETOUR_CLEARANCE = 0.15  # m beyond the planner's clearance: a detour ends before it comes
+DETOUR_LOOKAHEAD_S = 0.6  # this close to a wall or object within this much of its arc
 
 COLOURS = {o.name.split("_")[0]: o for o in OBJECTS}  # red, green, blue, yellow
 TEMPLATES = ("go to the {colour} {shape}", "navigate to the {colour} {shape}",
@@ -235,33 +243,109 @@ def in_view(pose: Pose2D, o: SceneObject, image_size: tuple[int, int] = (240, 32
     return True
 
 
+@dataclass(frozen=True)
+class Detour:
+    """A push off the demonstrator's path: once the base is within ``(1 - at)`` of the planned
+    path's length from its end, it drives (``v``, ``w``) for ``seconds`` (ending early where
+    the arc would come near a wall or object), then plans again from where it is."""
+
+    at: float  # share of the planned path behind it when the push starts
+    seconds: float
+    v: float  # m/s
+    w: float  # rad/s
+
+
+def sample_detour(seed: int, share: float) -> Detour | None:
+    """The episode's detour, or None: seeded (one stream per episode seed, apart from the
+    episode's own), so ``share`` of the episodes get one, the same ones on every run."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"the share of episodes with a detour must be in [0, 1], got {share}")
+    rng = np.random.default_rng([seed, 1])
+    if rng.random() >= share:
+        return None
+    return Detour(at=float(rng.uniform(0.2, 0.8)), seconds=float(rng.uniform(0.8, 1.6)),
+                  v=float(rng.uniform(0.0, 0.3)),
+                  w=float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.2)))
+
+
+def _arc(pose: Pose2D, v: float, w: float, t: float) -> tuple[float, float]:
+    """Where a base at ``pose`` driving (v, w) is after ``t`` seconds (x, y)."""
+    if abs(w) < 1e-9:
+        return pose.x + v * t * math.cos(pose.yaw), pose.y + v * t * math.sin(pose.yaw)
+    r = v / w
+    return (pose.x + r * (math.sin(pose.yaw + w * t) - math.sin(pose.yaw)),
+            pose.y - r * (math.cos(pose.yaw + w * t) - math.cos(pose.yaw)))
+
+
 class ScriptedNavigator:
     """The demonstrator: plans from the start, follows, then stops (``step`` returns (v, w,
     stop)). ``search``: first turns left in place (accelerating to SEARCH_RATE) until the
-    named object is in view, or for one full turn, then plans from where it is."""
+    named object is in view, or for one full turn, then plans from where it is. ``detour``:
+    pushed off the path once (``detouring`` says when), then it plans again from there,
+    searching first if the object is out of view."""
 
     def __init__(self, episode: VlnEpisode, config: FollowerConfig | None = None,
-                 search: bool = False) -> None:
+                 search: bool = False, detour: Detour | None = None) -> None:
         self.target = episode.target
         self.path, self.shortest = plan_path(episode.start, episode.target)
         # A short lookahead: pure pursuit cuts corners by about it, and the plan keeps only
         # MARGIN of clearance.
         self.config = config or FollowerConfig(lookahead=0.2, goal_tolerance=0.08)
         self.follower = PurePursuit(self.config)
+        self.search = search
         self.searching = search and not in_view(episode.start, episode.target)
         self.searched = 0.0  # rad turned while searching
         self._w = 0.0
+        self.detour = detour  # until it starts
+        self._pushed: Detour | None = None  # the detour under way
+        self._detour_left = 0.0  # s
+        self._planned = 0.0  # m: the length of the path being followed, at its start
         if not self.searching:
-            self.follower.set_path(self.path, episode.start)
+            self._follow(episode.start, self.path, self.shortest)
+
+    @property
+    def detouring(self) -> bool:
+        """Being pushed: these commands are not the demonstrator's."""
+        return self._pushed is not None
+
+    def _follow(self, pose: Pose2D, path: np.ndarray, length: float) -> None:
+        self.path, self._planned = path, length
+        self.follower.set_path(path, pose)
+
+    def _plan_from(self, pose: Pose2D, v: float, w: float) -> None:
+        """Search (if it does) or plan from ``pose``, moving at (v, w) now."""
+        self._w = 0.0
+        if self.search and not in_view(pose, self.target):
+            self.searching, self.searched = True, 0.0
+            return
+        self._follow(pose, *plan_path(pose, self.target))
+        self.follower.reset_velocity(v, w)  # its limits take the motion down
+
+    def _clear(self, pose: Pose2D, v: float, w: float) -> bool:
+        return all(free(*_arc(pose, v, w, t), BASE_RADIUS + MARGIN + DETOUR_CLEARANCE)
+                   for t in np.linspace(0.0, DETOUR_LOOKAHEAD_S, 7))
 
     def step(self, pose: Pose2D, dt: float) -> tuple[float, float, bool]:
+        d = self._pushed
+        if d is not None:
+            if self._detour_left > 0.0 and self._clear(pose, d.v, d.w):
+                self._detour_left -= dt
+                return d.v, d.w, False
+            self._pushed = None
+            self._plan_from(pose, d.v, d.w)
         if self.searching:
             if not (in_view(pose, self.target) or self.searched >= 2.0 * math.pi):
                 self._w = min(SEARCH_RATE, self._w + self.config.max_angular_accel * dt)
                 self.searched += self._w * dt
                 return 0.0, self._w, False
             self.searching = False
-            self.path, _ = plan_path(pose, self.target)
-            self.follower.set_path(self.path, pose)
+            self._follow(pose, *plan_path(pose, self.target))
             self.follower.reset_velocity(0.0, self._w)  # its limits take the turn down
+        d = self.detour
+        if d is not None and self.path is not None and len(self.path):
+            left = math.dist((pose.x, pose.y), self.path[-1][:2])
+            if left <= (1.0 - d.at) * self._planned and self._clear(pose, d.v, d.w):
+                self.detour, self._pushed = None, d
+                self._detour_left = d.seconds - dt
+                return d.v, d.w, False
         return self.follower.step(pose, dt)

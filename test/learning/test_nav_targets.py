@@ -78,3 +78,22 @@ def test_unknown_action_dims_are_refused():
     t, poses = drive(0.0, 0.2, 1.0, 1.0)
     with pytest.raises(ValueError, match="no navigation target"):
         waypoint_targets(t, poses, np.array([0.5]), 0.5, 8, ["x", "y", "z"])
+
+
+def test_samples_whose_targets_cover_a_detour_are_dropped_the_recovery_kept():
+    """collect --detours: the targets of a tick are the poses over (t, t + window]; where that
+    covers a push (its commands act until the next one, DETOUR_PAD_S later) the tick goes,
+    and every tick from the end of the push on stays."""
+    from qwen_vla_ros.learning.nav_dataset import DETOUR_PAD_S, clear_of_detours
+
+    window = SPEC.horizon * SPEC.dt
+    ticks = np.arange(0.0, 20.0, 0.2)
+    push = [8.0, 9.0]
+    keep = clear_of_detours(ticks, [push], window)
+    np.testing.assert_array_equal(keep, (ticks + window <= push[0])
+                                  | (ticks >= push[1] + DETOUR_PAD_S))
+    assert keep[ticks < 8.0 - window - 1e-9].all() and not keep[(ticks > 4.1) & (ticks < 9)].any()
+    assert keep[ticks > 9.2].all()
+    assert clear_of_detours(ticks, [], window).all()
+    two = clear_of_detours(ticks, [push, [15.0, 15.5]], window)
+    np.testing.assert_array_equal(two, keep & clear_of_detours(ticks, [[15.0, 15.5]], window))

@@ -90,6 +90,47 @@ def test_the_searching_demonstrator_turns_before_it_drives(tmp_path):
     assert first_drive > 10 and all(v == 0 and w > 0 for v, w in moving[:first_drive])
 
 
+def test_a_pushed_demonstration_records_its_detour_and_training_skips_it(tmp_path):
+    """collect --detours through the ROS path: the joystick drives the seeded arc once, the
+    episode's record says when, the demonstration still succeeds, and the samples whose
+    targets cover the push are not in the dataset while the recovery after it is."""
+    from rosbags.highlevel import AnyReader
+
+    from qwen_vla_ros.collect import collect
+    from qwen_vla_ros.learning.nav_dataset import DETOUR_PAD_S
+    from qwen_vla_ros.sim.vln_task import sample_detour
+
+    seed = 703
+    d = sample_detour(seed, 1.0)
+    summary = collect(tmp_path, task="vln_goto", episodes=1, seed_start=seed,
+                      rate_factor=1.5, detours=1.0, **QUIET)
+    row, = summary["per_episode"]
+    assert row["success"] and row["collisions"] == 0, row
+    (start, end), = row["detours_s"]
+    bag = tmp_path / f"episode_{seed:05d}"
+    with AnyReader([bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == "/teleop_cmd_vel"]
+        cmds = [(m.linear.x, m.angular.z) for m in (reader.deserialize(raw, c.msgtype)
+                                                    for c, _, raw in reader.messages(conns))]
+    pushed = [i for i, c in enumerate(cmds) if c == (d.v, d.w)]
+    assert len(pushed) > 3 and pushed == list(range(pushed[0], pushed[-1] + 1))  # one piece
+    eps, skipped = load_episodes([tmp_path], VLN, nav_settings(), cache=tmp_path / "cache")
+    assert skipped == [] and eps[0].meta["detours_s"] == [[start, end]]
+    ticks, window = eps[0].ticks, VLN.horizon * VLN.dt
+    assert not np.any((ticks < end + DETOUR_PAD_S) & (ticks + window > start))
+    assert np.sum(ticks >= end) >= 5 and np.sum(ticks + window <= start) >= 1
+
+
+def test_options_of_the_other_body_are_refused_before_anything_runs(tmp_path):
+    from qwen_vla_ros.collect import collect
+
+    for task, option in (("vln_goto", {"disturbance": 0.02}), ("transfer_cube", {"search": True}),
+                         ("transfer_cube", {"detours": 0.5})):
+        with pytest.raises(ValueError, match="--disturbance is for the arm tasks"):
+            collect(tmp_path / "x", task=task, episodes=1, **option, **QUIET)
+    assert not (tmp_path / "x").exists()
+
+
 def test_samples_are_where_the_base_went(vln_demos, tmp_path):
     out, _ = vln_demos
     eps, skipped = load_episodes([out], VLN, nav_settings(), cache=tmp_path / "cache")

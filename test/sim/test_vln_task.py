@@ -21,6 +21,7 @@ from qwen_vla_ros.sim.vln_task import (
     in_view,
     named_object,
     plan_path,
+    sample_detour,
     sample_episode,
     spl,
     succeeded,
@@ -66,15 +67,15 @@ def test_a_run_of_episodes_cycles_colours_at_each_start():
         parse_colours("red,pink")
 
 
-def drive(ep, dt=0.1, search=False, log=None):
+def drive(ep, dt=0.1, search=False, log=None, detour=None):
     sim = BaseSim(image_size=(16, 16), start=ep.start)
-    nav = ScriptedNavigator(ep, search=search)
+    nav = ScriptedNavigator(ep, search=search, detour=detour)
     travelled, bumped, stop, p = 0.0, False, False, ep.start
     while sim.time < TIME_LIMIT and not stop:
         searching = nav.searching
         v, w, stop = nav.step(sim.pose, dt)
         if log is not None:
-            log.append((searching, nav.searching, sim.pose, v, w))
+            log.append((searching, nav.searching, sim.pose, v, w, nav.detouring))
         if not stop:
             q = sim.step(v, w, dt)
             bumped |= sim.bumped
@@ -113,13 +114,54 @@ def test_the_searching_navigator_turns_left_until_it_sees_the_object_then_goes()
         assert succeeded(sim.pose, ep.target, stop, bumped, sim.time), (seed, sim.pose)
         assert spl(True, nav.shortest, travelled) >= 0.85, seed
         turning = [r for r in log if r[0] and r[1]]
-        assert all(v == 0.0 and w > 0.0 for *_, v, w in turning), seed
+        assert all(v == 0.0 and w > 0.0 for _, _, _, v, w, _ in turning), seed
         assert all(not in_view(pose, ep.target) for _, _, pose, *_ in turning), seed
         ended = next(r for r in log if not r[1])  # the first step after the search
         assert in_view(ended[2], ep.target) or nav.searched >= 2 * math.pi, seed
         assert bool(turning) != in_view(ep.start, ep.target), seed
         searched += bool(turning)
     assert 10 <= searched < 30  # most starts do not show the object; some do
+
+
+def test_detours_are_seeded_and_take_the_share_asked_for():
+    assert all(sample_detour(s, 0.0) is None for s in range(50))
+    assert all(sample_detour(s, 1.0) is not None for s in range(50))
+    half = [sample_detour(s, 0.5) for s in range(200)]
+    assert 70 <= sum(d is not None for d in half) <= 130
+    assert half == [sample_detour(s, 0.5) for s in range(200)]
+    assert sample_detour(3, 1.0) != sample_detour(4, 1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        sample_detour(0, 1.5)
+
+
+@pytest.mark.parametrize("search", [False, True])
+def test_a_pushed_navigator_drives_the_detour_once_then_recovers_without_touching_anything(
+        search):
+    """Recovery data: the demonstrator drives the seeded arc once, for at most its seconds,
+    never close to a wall or object, then reaches the named object as before (the searching
+    one turns to find it again when the push turned it away)."""
+    dt, pushed, searched_again = 0.1, 0, 0
+    for seed in range(30):
+        ep, d = sample_episode(seed), sample_detour(seed, 1.0)
+        log = []
+        sim, nav, _, bumped, stop = drive(ep, dt=dt, search=search, log=log, detour=d)
+        assert not bumped, seed
+        assert succeeded(sim.pose, ep.target, stop, bumped, sim.time), (seed, sim.pose)
+        on = [i for i, r in enumerate(log) if r[5]]
+        if not on:  # never clear of walls and objects where it would have started
+            assert nav.detour == d, seed
+            continue
+        pushed += 1
+        assert nav.detour is None, seed
+        assert on == list(range(on[0], on[-1] + 1)), seed  # one push, in one piece
+        assert len(on) <= math.ceil(d.seconds / dt), seed
+        assert all((r[3], r[4]) == (d.v, d.w) for r in log[on[0]: on[-1] + 1]), seed
+        assert all(free(r[2].x, r[2].y) for r in log[on[0]: on[-1] + 2]), seed
+        after = log[on[-1] + 1]
+        assert not after[5] and (after[3], after[4]) != (d.v, d.w), seed
+        searched_again += after[1]
+    assert pushed >= 20
+    assert searched_again > 0 if search else searched_again == 0
 
 
 def test_in_view_agrees_with_the_camera_image():

@@ -77,7 +77,8 @@ SEEDS ?= 1
 test-loaded: $(STAMP) $(IX_STAMP) $(PKG_STAMP) lint
 	@mkdir -p out/test_loaded; failed=0; \
 	for seed in $(SEEDS); do \
-	  python3 -c "while True: pass" & busy=$$!; \
+	  python3 -c "import os; p = os.getppid(); exec('while os.getppid() == p: pass')" & \
+	  busy=$$!; trap 'kill $$busy 2>/dev/null' EXIT; \
 	  start=$$(date +%s); \
 	  QVR_TEST_SHUFFLE=$$seed $(RUN_ENV) $(PY) -m pytest -ra -p no:cacheprovider \
 	    > out/test_loaded/$$seed.log 2>&1; rc=$$?; \

@@ -185,7 +185,9 @@ def test_summary_rate_is_the_sim_time_rate_on_a_loaded_machine(tmp_path, tiny_ch
     """With a busy loop on a core, the sim falls behind real time; the summary still gives
     the commands per second of sim time (the bag's /clock): at most 50 Hz, as counted from
     the bag."""
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # a busy loop that ends with its parent, so a killed pytest leaves no core spinning
+    busy = subprocess.Popen([sys.executable, "-c", "import os\np = os.getppid()\n"
+                                                   "while os.getppid() == p: pass"])
     try:
         proc = subprocess.run([sys.executable, "-m", "qwen_vla_ros.cli", "demo", "--seconds",
                                "4", "--teleop-seconds", "3", "--out", str(tmp_path / "d"),

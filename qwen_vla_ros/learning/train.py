@@ -51,6 +51,9 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1  # of the episodes (at least one when there are two or more)
     val_every: int = 100
+    # Validation samples per check (the same ones, with the same noise, every time): the
+    # curve's noise and so which checkpoint --best-out keeps; each costs a forward pass.
+    val_samples: int = 64
     checkpoint_every: int = 500
     freeze_backbone: bool = False
     device: str = "cpu"
@@ -101,6 +104,8 @@ class TrainConfig:
             raise ConfigError(f"shift_pixels must be >= 0, got {self.shift_pixels}")
         if self.noise_samples < 1:
             raise ConfigError(f"noise_samples must be >= 1, got {self.noise_samples}")
+        if self.val_samples < 1:
+            raise ConfigError(f"val_samples must be >= 1, got {self.val_samples}")
 
 
 
@@ -390,7 +395,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
                                for p, w in zip(parts, probs, strict=True)}
 
     def validate() -> dict[str, float]:
-        losses = {p.name: evaluate_loss(policy, p.val, 64, cfg.seed) for p in parts}
+        losses = {p.name: evaluate_loss(policy, p.val, cfg.val_samples, cfg.seed) for p in parts}
         rec = {"val_loss": float(sum(w * losses[p.name] for p, w in zip(parts, probs,
                                                                         strict=True)))}
         if len(parts) > 1:

@@ -299,7 +299,7 @@ def test_the_best_validation_checkpoint_is_kept_apart(demos, tmp_path):
 
     out, _ = demos
     cfg = TrainConfig(steps=6, batch=2, lr=3e-2, warmup=1, val_every=1, checkpoint_every=100,
-                      seed=0)
+                      seed=0, val_samples=8)
     result = train([out], tmp_path / "last", cfg, settings=settings(), progress=False,
                    log=lambda _: None, best_out=tmp_path / "best")
     log = json.loads((tmp_path / "best" / "train_log.json").read_text())
@@ -312,7 +312,9 @@ def test_the_best_validation_checkpoint_is_kept_apart(demos, tmp_path):
     part = training_settings(spec, settings(), best.backbone.pixels.resize_rule)
     episodes, _ = load_episodes([out], spec, part)
     _, val = split_episodes(episodes, cfg.val_fraction, cfg.seed)
-    assert evaluate_loss(best, Samples(val, "aloha", spec.cameras), 64, cfg.seed) == \
+    samples = Samples(val, "aloha", spec.cameras)
+    assert len(samples) > cfg.val_samples  # so the logged loss is over val_samples of them
+    assert evaluate_loss(best, samples, cfg.val_samples, cfg.seed) == \
         pytest.approx(vals[step], rel=1e-5)
 
 

@@ -52,8 +52,8 @@ GRID = 0.05  # m per planning cell
 MARGIN = 0.08  # m of clearance beyond the base radius
 SEARCH_RATE = 0.8  # rad/s: the searching demonstrator's turn (left)
 VIEW_MARGIN = math.radians(10)  # in view: this far inside the image's left and right edges
-DETOUR_CLEARANCE = 0.15  # m beyond the planner's clearance: a detour ends before it comes
-DETOUR_LOOKAHEAD_S = 0.6  # this close to a wall or object within this much of its arc
+DETOUR_CLEARANCE = 0.15  # m: a detour keeps the planner's clearance plus this from walls and
+DETOUR_LOOKAHEAD_S = 0.6  # objects along this much of its arc ahead (s), or it ends
 
 COLOURS = {o.name.split("_")[0]: o for o in OBJECTS}  # red, green, blue, yellow
 TEMPLATES = ("go to the {colour} {shape}", "navigate to the {colour} {shape}",
@@ -342,7 +342,7 @@ class ScriptedNavigator:
             self._follow(pose, *plan_path(pose, self.target))
             self.follower.reset_velocity(0.0, self._w)  # its limits take the turn down
         d = self.detour
-        if d is not None and self.path is not None and len(self.path):
+        if d is not None:
             left = math.dist((pose.x, pose.y), self.path[-1][:2])
             if left <= (1.0 - d.at) * self._planned and self._clear(pose, d.v, d.w):
                 self.detour, self._pushed = None, d

@@ -188,7 +188,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         args.out, task=args.task, episodes=args.episodes, seed_start=args.seed_start,
         instruction=args.instruction, rate_factor=args.rate_factor,
         progress=not args.no_progress, disturbance=args.disturbance,
-        lockstep_timeout_s=args.lockstep_timeout, search=args.search, detours=args.detours))
+        lockstep_timeout_s=args.lockstep_timeout, search=args.search, detours=args.detours,
+        colours=args.colours))
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -402,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vln_goto: the share of episodes (chosen by seed) where the "
                         "demonstrator is pushed off its path once, then recovers (recovery "
                         "data; training skips the samples whose targets cover the push)")
+    p.add_argument("--colours", default="", metavar="C1,C2,...",
+                   help="vln_goto: each of the --episodes start poses once per colour (e.g. "
+                        "red,green,blue,yellow), so only the named object differs, as eval's "
+                        "language check runs them")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_collect)
 

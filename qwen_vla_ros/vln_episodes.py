@@ -267,35 +267,50 @@ def vln_topics():
             ("/teleop_cmd_vel", Twist, qos.COMMAND), (EPISODE_TOPIC, String, qos.LATCHED)]
 
 
+def vln_bag_dir(out: Path, episode: VlnEpisode, by_colour: bool) -> Path:
+    """An episode's bag: ``episode_SEED`` (``collect.episode_dir``), with the named object's
+    colour after it when each start is recorded once per colour."""
+    from qwen_vla_ros.collect import episode_dir
+
+    bag = episode_dir(out, episode.seed)
+    return bag.with_name(f"{bag.name}_{episode.target.name.split('_')[0]}") if by_colour \
+        else bag
+
+
 def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 1.0,
                 progress: bool = True, log=print, search: bool = False,
-                detours: float = 0.0) -> dict[str, Any]:
+                detours: float = 0.0, colours: tuple[str, ...] = ()) -> dict[str, Any]:
     """Record ``episodes`` scripted vln_goto demonstrations, one bag each (``search``: the
     demonstrator that turns until it sees the named object first; ``detours``: the share of
-    episodes, chosen by seed, where it is pushed off its path once: recovery data)."""
+    episodes, chosen by seed, where it is pushed off its path once: recovery data;
+    ``colours``: ``episodes`` start poses, each once per colour, as the language check runs
+    them -- pairs that differ only in the named object -- one bag per start and colour)."""
     plan = {s: sample_detour(s, detours) for s in range(seed_start, seed_start + episodes)}
     from std_msgs.msg import String
     from tqdm import tqdm
 
-    from qwen_vla_ros.collect import episode_dir, record_meta, summarize
+    from qwen_vla_ros.collect import record_meta, summarize
     from qwen_vla_ros.ros import qos
     from qwen_vla_ros.ros.bag_recorder import BagRecorder
 
+    total = episodes * max(len(colours), 1)
+    bags = [vln_bag_dir(out, episode_at(seed_start, k, colours), bool(colours))
+            for k in range(total)]
     out.mkdir(parents=True, exist_ok=True)
-    for seed in range(seed_start, seed_start + episodes):
-        if episode_dir(out, seed).exists():
-            shutil.rmtree(episode_dir(out, seed))
+    for bag in bags:
+        if bag.exists():
+            shutil.rmtree(bag)
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
-    with vln_episode_stack(seed_start, rate_factor) as stack:
+    with vln_episode_stack(seed_start, rate_factor, colours=colours) as stack:
         meta_pub = stack.probe.create_publisher(String, EPISODE_TOPIC, qos.LATCHED)
-        recorder = BagRecorder(stack.probe, episode_dir(out, seed_start), vln_topics())
-        bar = tqdm(total=episodes, unit="ep", disable=not progress, desc="collect vln_goto")
+        recorder = BagRecorder(stack.probe, bags[0], vln_topics())
+        bar = tqdm(total=total, unit="ep", disable=not progress, desc="collect vln_goto")
         try:
-            for i in range(episodes):
+            for i in range(total):
                 if i > 0:  # the new bag first: the reset's episode message lands in it
                     stack.mode("hold")
-                    recorder.restart(episode_dir(out, seed_start + i))
+                    recorder.restart(bags[i])
                 episode = stack.start(i)
                 r = stack.demonstrate(episode, search=search, detour=plan[episode.seed])
                 meta = {"seed": episode.seed, "task": "vln_goto",

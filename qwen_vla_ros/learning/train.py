@@ -160,11 +160,17 @@ class Samples:
 
 def split_episodes(episodes: Sequence[Episode], fraction: float, seed: int
                    ) -> tuple[list[Episode], list[Episode]]:
-    """Validation episodes held out whole (never a sample of a training episode)."""
-    order = np.random.default_rng(seed).permutation(len(episodes))
-    n_val = 0 if len(episodes) < 2 else max(1, round(fraction * len(episodes)))
-    val = [episodes[i] for i in sorted(order[:n_val])]
-    train = [episodes[i] for i in sorted(order[n_val:])]
+    """Validation episodes held out whole (never a sample of a training episode), and by
+    start: episodes of one seed (a start recorded once per colour, ``collect --colours``) fall
+    on one side, so validation sees starts training did not. ``fraction`` counts starts;
+    where every episode has its own seed, the split is the per-episode one."""
+    keys = [e.meta.get("seed", f"#{i}") for i, e in enumerate(episodes)]
+    starts = list(dict.fromkeys(keys))
+    order = np.random.default_rng(seed).permutation(len(starts))
+    n_val = 0 if len(starts) < 2 else max(1, round(fraction * len(starts)))
+    held = {starts[i] for i in order[:n_val]}
+    val = [e for e, k in zip(episodes, keys, strict=True) if k in held]
+    train = [e for e, k in zip(episodes, keys, strict=True) if k not in held]
     return train, val
 
 

@@ -26,3 +26,34 @@ def test_bad_settings_are_refused_by_name(bad, match):
 def test_good_settings_pass():
     cfg = TrainConfig(minutes=1.0, val_samples=256)
     assert cfg.val_samples == 256 and cfg.steps is None
+
+
+def _episodes(seeds):
+    from pathlib import Path
+
+    import numpy as np
+
+    from qwen_vla_ros.learning.dataset import Episode
+
+    empty = np.zeros((0,))
+    return [Episode(Path(f"ep{i}"), "", {} if s is None else {"seed": s}, {}, empty, empty,
+                    empty, empty) for i, s in enumerate(seeds)]
+
+
+def test_validation_holds_out_whole_starts():
+    """collect --colours records one start once per colour: its episodes fall on one side of
+    the split; with one seed per episode the split is the per-episode one it always was."""
+    import numpy as np
+
+    from qwen_vla_ros.learning.train import split_episodes
+
+    eps = _episodes([s for s in range(1000, 1020) for _ in range(4)])
+    for seed in range(5):
+        train, val = split_episodes(eps, 0.1, seed)
+        assert len(val) == 8 and len(train) == 72
+        assert not {e.meta["seed"] for e in val} & {e.meta["seed"] for e in train}
+    unique = _episodes([*range(30), None, None])
+    train, val = split_episodes(unique, 0.1, 3)
+    order = np.random.default_rng(3).permutation(len(unique))
+    assert [e.bag for e in val] == [unique[i].bag for i in sorted(order[:3])]
+    assert len(train) + len(val) == len(unique)

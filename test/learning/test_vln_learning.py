@@ -121,11 +121,30 @@ def test_a_pushed_demonstration_records_its_detour_and_training_skips_it(tmp_pat
     assert np.sum(ticks >= end) >= 5 and np.sum(ticks + window <= start) >= 1
 
 
+def test_each_start_is_recorded_once_per_colour(tmp_path):
+    """collect --colours: the same start pose, one bag per named colour, each demonstration
+    reaching the object it names; the dataset reads each bag's own instruction."""
+    from qwen_vla_ros.collect import collect
+
+    seed = 704
+    summary = collect(tmp_path, task="vln_goto", episodes=1, seed_start=seed,
+                      rate_factor=1.5, colours="red,yellow", **QUIET)
+    rows = summary["per_episode"]
+    assert [r["target"] for r in rows] == ["red_box", "yellow_box"] and \
+        all(r["success"] and r["seed"] == seed for r in rows), rows
+    assert sorted(p.name for p in tmp_path.glob("episode_*")) == \
+        [f"episode_{seed:05d}_red", f"episode_{seed:05d}_yellow"]
+    eps, skipped = load_episodes([tmp_path], VLN, nav_settings(), cache=tmp_path / "cache")
+    assert skipped == [] and [e.instruction for e in eps] == [r["instruction"] for r in rows]
+    assert eps[0].instruction != eps[1].instruction
+
+
 def test_options_of_the_other_body_are_refused_before_anything_runs(tmp_path):
     from qwen_vla_ros.collect import collect
 
-    for task, option in (("vln_goto", {"disturbance": 0.02}), ("transfer_cube", {"search": True}),
-                         ("transfer_cube", {"detours": 0.5})):
+    for task, option in (("vln_goto", {"disturbance": 0.02}),
+                         ("transfer_cube", {"search": True}), ("transfer_cube", {"detours": 0.5}),
+                         ("transfer_cube", {"colours": "red"})):
         with pytest.raises(ValueError, match="--disturbance is for the arm tasks"):
             collect(tmp_path / "x", task=task, episodes=1, **option, **QUIET)
     assert not (tmp_path / "x").exists()

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen_vla_ros.results import save_results
+from qwen_vla_ros.sim.vln_task import episodes_in_run
 
 RUNS = ("arm", "vln", "joint")
 COLOURS = "red,green,blue,yellow"
@@ -85,7 +86,7 @@ def saved(out: Path, checkpoint: Path, kw: dict[str, Any]) -> dict[str, Any] | N
     colours = [c for c in kw.get("colours", "").split(",") if c]
     seeds = set(range(kw["seed_start"], kw["seed_start"] + kw["episodes"]))
     same = (r.get("task") == kw["task"] and set(r.get("seeds", [])) == seeds
-            and r.get("episodes") == kw["episodes"] * max(len(colours), 1)
+            and r.get("episodes") == episodes_in_run(kw["episodes"], tuple(colours))
             and r.get("colours", []) == colours
             and r.get("rate_factor") == kw.get("rate_factor", 1.0)
             and r.get("blend") == kw.get("blend"))

@@ -41,6 +41,7 @@ from qwen_vla_ros.sim.vln_task import (
     ScriptedNavigator,
     VlnEpisode,
     episode_at,
+    episodes_in_run,
     footprint_distance,
     named_object,
     plan_path,
@@ -273,8 +274,7 @@ def vln_bag_dir(out: Path, episode: VlnEpisode, by_colour: bool) -> Path:
     from qwen_vla_ros.collect import episode_dir
 
     bag = episode_dir(out, episode.seed)
-    return bag.with_name(f"{bag.name}_{episode.target.name.split('_')[0]}") if by_colour \
-        else bag
+    return bag.with_name(f"{bag.name}_{episode.target.colour}") if by_colour else bag
 
 
 def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 1.0,
@@ -285,7 +285,6 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
     episodes, chosen by seed, where it is pushed off its path once: recovery data;
     ``colours``: ``episodes`` start poses, each once per colour, as the language check runs
     them -- pairs that differ only in the named object -- one bag per start and colour)."""
-    plan = {s: sample_detour(s, detours) for s in range(seed_start, seed_start + episodes)}
     from std_msgs.msg import String
     from tqdm import tqdm
 
@@ -293,7 +292,8 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
     from qwen_vla_ros.ros import qos
     from qwen_vla_ros.ros.bag_recorder import BagRecorder
 
-    total = episodes * max(len(colours), 1)
+    plan = {s: sample_detour(s, detours) for s in range(seed_start, seed_start + episodes)}
+    total = episodes_in_run(episodes, colours)
     bags = [vln_bag_dir(out, episode_at(seed_start, k, colours), bool(colours))
             for k in range(total)]
     out.mkdir(parents=True, exist_ok=True)
@@ -342,7 +342,7 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
 
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
-    total = episodes * max(len(colours), 1)
+    total = episodes_in_run(episodes, colours)
     extra = {"navigation_node": {"torch_threads": 1, **(params or {})}}
     with vln_episode_stack(seed_start, rate_factor, {"checkpoint": str(checkpoint)},
                            extra, colours) as stack:
@@ -400,7 +400,7 @@ def plot_paths(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.add_patch(plt.Rectangle((-ROOM, -ROOM), 2 * ROOM, 2 * ROOM, fill=False, color="k"))
     for o in OBJECTS:
-        ax.add_patch(plt.Circle((o.x, o.y), o.radius, color=o.name.split("_")[0], alpha=0.8))
+        ax.add_patch(plt.Circle((o.x, o.y), o.radius, color=o.colour, alpha=0.8))
     for r in rows:
         p = np.array(r["path"]).reshape(-1, 2)
         colour = "#16a34a" if r["success"] else "#dc2626"

@@ -32,6 +32,11 @@ class SceneObject:
     radius: float  # footprint radius for collisions
     rgba: tuple[float, float, float, float]
 
+    @property
+    def colour(self) -> str:
+        """The colour word instructions name it by: the first part of its name."""
+        return self.name.split("_")[0]
+
 
 OBJECTS = (
     SceneObject("red_box", "box", 2.0, 1.0, 0.3, (0.85, 0.1, 0.1, 1)),

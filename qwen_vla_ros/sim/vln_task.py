@@ -55,7 +55,7 @@ VIEW_MARGIN = math.radians(10)  # in view: this far inside the image's left and 
 DETOUR_CLEARANCE = 0.15  # m: a detour keeps the planner's clearance plus this from walls and
 DETOUR_LOOKAHEAD_S = 0.6  # objects along this much of its arc ahead (s), or it ends
 
-COLOURS = {o.name.split("_")[0]: o for o in OBJECTS}  # red, green, blue, yellow
+COLOURS = {o.colour: o for o in OBJECTS}  # red, green, blue, yellow
 TEMPLATES = ("go to the {colour} {shape}", "navigate to the {colour} {shape}",
              "find the {colour} {shape} and stop next to it", "head to the {colour} one",
              "drive over to the {colour} {shape}")
@@ -100,7 +100,7 @@ def sample_episode(seed: int, colour: str | None = None, template: int | None = 
             break
     start = Pose2D(float(x), float(y), float(rng.uniform(-math.pi, math.pi)))
     return VlnEpisode(seed, start, target,
-                      words.format(colour=target.name.split("_")[0], shape=shape_word(target)))
+                      words.format(colour=target.colour, shape=shape_word(target)))
 
 
 def parse_colours(text: str) -> tuple[str, ...]:
@@ -118,6 +118,11 @@ def episode_at(seed_start: int, k: int, colours: tuple[str, ...] = ()) -> VlnEpi
     if not colours:
         return sample_episode(seed_start + k)
     return sample_episode(seed_start + k // len(colours), colour=colours[k % len(colours)])
+
+
+def episodes_in_run(starts: int, colours: tuple[str, ...] = ()) -> int:
+    """How many episodes a run of ``starts`` start poses has (``episode_at``'s k < this)."""
+    return starts * max(len(colours), 1)
 
 
 def free(x: float, y: float, clearance: float = BASE_RADIUS + MARGIN) -> bool:
@@ -312,14 +317,19 @@ class ScriptedNavigator:
         self.path, self._planned = path, length
         self.follower.set_path(path, pose)
 
+    def _plan(self, pose: Pose2D, v: float, w: float) -> None:
+        """Plan from ``pose`` and follow, moving at (v, w) now (the follower's limits take
+        that motion down)."""
+        self._follow(pose, *plan_path(pose, self.target))
+        self.follower.reset_velocity(v, w)
+
     def _plan_from(self, pose: Pose2D, v: float, w: float) -> None:
         """Search (if it does) or plan from ``pose``, moving at (v, w) now."""
         self._w = 0.0
         if self.search and not in_view(pose, self.target):
             self.searching, self.searched = True, 0.0
             return
-        self._follow(pose, *plan_path(pose, self.target))
-        self.follower.reset_velocity(v, w)  # its limits take the motion down
+        self._plan(pose, v, w)
 
     def _clear(self, pose: Pose2D, v: float, w: float) -> bool:
         return all(free(*_arc(pose, v, w, t), BASE_RADIUS + MARGIN + DETOUR_CLEARANCE)
@@ -339,8 +349,7 @@ class ScriptedNavigator:
                 self.searched += self._w * dt
                 return 0.0, self._w, False
             self.searching = False
-            self._follow(pose, *plan_path(pose, self.target))
-            self.follower.reset_velocity(0.0, self._w)  # its limits take the turn down
+            self._plan(pose, 0.0, self._w)
         d = self.detour
         if d is not None:
             left = math.dist((pose.x, pose.y), self.path[-1][:2])

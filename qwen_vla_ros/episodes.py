@@ -19,6 +19,20 @@ from typing import Any
 SETTLE_STEPS = 5  # sim steps after a reset before a mode is engaged (0.1 s at 50 Hz)
 
 
+def refuse_shared_domain(node, clocks: int = 1) -> None:
+    """Raise where more than ``clocks`` publishers of /clock are on this ROS domain: another
+    process's sim (a second collect, eval or demo) or a bag player is there, and every node of
+    both stacks follows both clocks (the adapters log "clock jumped back", the episodes are
+    spoiled). Checked as each episode starts, once discovery has had the stack's start-up."""
+    found = node.count_publishers("/clock")
+    if found > clocks:
+        domain = os.environ.get("ROS_DOMAIN_ID", "0")
+        raise RuntimeError(
+            f"{found} publishers of /clock on ROS_DOMAIN_ID={domain}, this stack has "
+            f"{clocks}: another sim, eval, demo or bag player runs on this domain; give "
+            "each its own ROS_DOMAIN_ID")
+
+
 def execution_params(blend: str | None) -> dict[str, dict[str, Any]]:
     """Node parameter overrides for one chunk execution mode (runtime/executor.BLEND_MODES),
     as ``eval --blend`` and the demo run it: ``rtc`` also has the policy sample each chunk
@@ -79,6 +93,7 @@ class EpisodeStack:
         began with the followers commanded toward the previous episode's end pose)."""
         from qwen_vla_ros.demos.common import call_mode as _call
 
+        refuse_shared_domain(self.probe)
         if i == 0 and "aloha_adapter" in self.nodes:
             with self._cond:
                 if not self._cond.wait_for(lambda: self.adapter_state == "READY", timeout):

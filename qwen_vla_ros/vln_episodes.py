@@ -148,7 +148,9 @@ class VlnEpisodeStack:
         from std_msgs.msg import String
 
         from qwen_vla_ros.demos.common import call_mode
+        from qwen_vla_ros.episodes import refuse_shared_domain
 
+        refuse_shared_domain(self.probe)
         self.mode("hold")
         with self._cond:
             self.driver, self.arrived_at = None, None

@@ -150,6 +150,29 @@ def test_options_of_the_other_body_are_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_second_clock_on_the_domain_stops_the_collection(tmp_path):
+    """Another process's sim on this ROS domain (here: a /clock publisher in a context of its
+    own, as a second collect would have) is refused with the fix in the error, not recorded
+    into spoiled episodes."""
+    import rclpy
+    from rosgraph_msgs.msg import Clock
+
+    from qwen_vla_ros.collect import collect
+
+    context = rclpy.Context()
+    context.init()
+    intruder = rclpy.create_node("other_sim", context=context)
+    try:
+        intruder.create_publisher(Clock, "/clock", 10)
+        with pytest.raises(RuntimeError, match="2 publishers of /clock on ROS_DOMAIN_ID="):
+            collect(tmp_path, task="vln_goto", episodes=3, seed_start=705, rate_factor=2.0,
+                    **QUIET)
+    finally:
+        intruder.destroy_node()
+        context.shutdown()
+    assert not (tmp_path / "collect.json").exists()
+
+
 def test_samples_are_where_the_base_went(vln_demos, tmp_path):
     out, _ = vln_demos
     eps, skipped = load_episodes([out], VLN, nav_settings(), cache=tmp_path / "cache")

@@ -161,6 +161,31 @@ def test_nan_joint_states_are_rejected_ticks_not_a_crash(tmp_path, tiny_policy,
     assert spans and spans[0]["t"] >= 2.0
 
 
+def test_a_diverged_checkpoint_replays_as_dropped_chunks_not_a_crash(bag, tmp_path,
+                                                                     tiny_checkpoint):
+    """The tiny checkpoint with its decoder's weights NaN (a training run that diverged):
+    every tick's chunk is dropped with the reason, written to /replay/status, and nothing
+    goes to the action or predicted-joint-state topics."""
+    import torch
+
+    from qwen_vla_ros.model.policy import QwenVLAPolicy
+
+    policy = QwenVLAPolicy.from_pretrained(tiny_checkpoint)
+    with torch.no_grad():
+        for p in policy.decoder.parameters():
+            p.fill_(float("nan"))
+    res = replay(options(bag, tmp_path / "nan_model", tiny_checkpoint, end=1.5),
+                 policy=policy, log=lambda m: None)
+    assert res.ticks and all(r.rejection == "model output contains NaN/inf: chunk dropped"
+                             and r.actions is None for r in res.ticks), \
+        [(r.t, r.rejection) for r in res.ticks]
+    assert res.chunks == [] and not [e for e in res.errors if "/vendor/blob" not in e]
+    counts = open_bag(tmp_path / "nan_model" / "replay_bag").counts
+    assert counts.get("/replay/status") == len(res.ticks), counts
+    assert counts.get("/replay/action_chunk", 0) == 0
+    assert counts.get("/replay/predicted_joint_states", 0) == 0
+
+
 def test_missing_topic_is_named_and_recorded_data_kept(bag, tmp_path, tiny_policy,
                                                        tiny_checkpoint):
     res = replay(options(bag, tmp_path / "m", tiny_checkpoint,

@@ -43,6 +43,7 @@ from qwen_vla_ros.sim.vln_task import (
     episode_at,
     episodes_in_run,
     footprint_distance,
+    language_figures,
     named_object,
     plan_path,
     sample_detour,
@@ -378,10 +379,8 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
                                                            2),
               "per_episode": rows}
     if colours:  # the language check: same start, each colour; chance is 1 in 4 objects
-        result["language_check"] = {
-            "start_poses": episodes, "colours": list(colours),
-            "reached_instructed": result["successes"], "episodes": len(known),
-            "share": result["success_rate"], "chance": 1 / 4}
+        result["language_check"] = {"start_poses": episodes, "colours": list(colours),
+                                     **language_figures(rows)}
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     plot_paths(rows, out / "eval.png")
     log(f"eval vln_goto: {result['successes']}/{len(known)} successful, SPL "

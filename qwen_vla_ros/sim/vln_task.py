@@ -125,6 +125,32 @@ def episodes_in_run(starts: int, colours: tuple[str, ...] = ()) -> int:
     return starts * max(len(colours), 1)
 
 
+def language_figures(rows: list[dict]) -> dict:
+    """The language check's figures from its judged episodes (each start once per colour;
+    rows as ``vln_episodes`` judges them: seed, target, success, reached,
+    names_known_object).
+    ``reached_by_instruction``: instructed object -> object stopped at ("none": not within
+    the success radius of any), the confusion matrix; ``objects_per_start``: how many
+    different objects the base stopped at from each start as the colour changed -- 1 where
+    it went to the same one whatever was named (the words ignored), the number of colours
+    where it followed each."""
+    known = [r for r in rows if r["names_known_object"]]
+    confusion: dict[str, dict[str, int]] = {}
+    by_start: dict[int, set[str]] = {}
+    for r in known:
+        row = confusion.setdefault(r["target"], {})
+        reached = r["reached"] or "none"
+        row[reached] = row.get(reached, 0) + 1
+        by_start.setdefault(int(r["seed"]), set())
+        if r["reached"]:
+            by_start[int(r["seed"])].add(r["reached"])
+    wins = sum(r["success"] for r in known)  # reached the instructed one, untouched, in time
+    return {"reached_instructed": wins, "episodes": len(known),
+            "share": wins / max(len(known), 1), "chance": 1 / len(OBJECTS),
+            "reached_by_instruction": confusion,
+            "objects_per_start": {str(k): len(v) for k, v in sorted(by_start.items())}}
+
+
 def free(x: float, y: float, clearance: float = BASE_RADIUS + MARGIN) -> bool:
     """The base centred at (x, y) keeps ``clearance`` from every wall and object."""
     if abs(x) > ROOM - clearance or abs(y) > ROOM - clearance:

@@ -19,6 +19,7 @@ from qwen_vla_ros.sim.vln_task import (
     footprint_distance,
     free,
     in_view,
+    language_figures,
     named_object,
     plan_path,
     sample_detour,
@@ -191,3 +192,29 @@ def test_spl_and_unplannable_starts():
     o = OBJECTS[0]
     with pytest.raises(ValueError, match="not free"):
         plan_path(Pose2D(o.x, o.y, 0.0), OBJECTS[1])
+
+
+def test_language_figures_tell_ignored_words_from_followed_ones():
+    """Two starts x four colours: from the first the base stops at the blue sphere whatever
+    is named (the words ignored), from the second at each named object but the yellow one
+    (bumped into it: not a success, though it stopped there)."""
+    colours = ("red", "green", "blue", "yellow")
+    rows = []
+    for seed, goes_to in ((11000, lambda c: "blue"), (11001, lambda c: c)):
+        for colour in colours:
+            ep = sample_episode(seed, colour=colour)
+            reached = next(o.name for o in OBJECTS if o.colour == goes_to(colour))
+            bumped = seed == 11001 and colour == "yellow"
+            rows.append({"seed": seed, "target": ep.target.name, "reached": reached,
+                         "success": reached == ep.target.name and not bumped,
+                         "names_known_object": True})
+    rows.append({"seed": 11002, "target": "red_box", "reached": None, "success": False,
+                 "names_known_object": False})  # not the check's: left out
+    fig = language_figures(rows)
+    blue = next(o.name for o in OBJECTS if o.colour == "blue")
+    assert fig["episodes"] == 8 and fig["reached_instructed"] == 1 + 3
+    assert fig["share"] == 0.5 and fig["chance"] == 0.25
+    assert fig["objects_per_start"] == {"11000": 1, "11001": 4}
+    for o in OBJECTS:
+        row = fig["reached_by_instruction"][o.name]
+        assert row.get(blue, 0) >= 1 and row.get(o.name, 0) == 1 + (o.name == blue)

@@ -133,7 +133,8 @@ def language_figures(rows: list[dict]) -> dict:
     the success radius of any), the confusion matrix; ``objects_per_start``: how many
     different objects the base stopped at from each start as the colour changed -- 1 where
     it went to the same one whatever was named (the words ignored), the number of colours
-    where it followed each."""
+    where it followed each; a policy's own sampling noise can vary it too, so it is read
+    beside the confusion matrix."""
     known = [r for r in rows if r["names_known_object"]]
     confusion: dict[str, dict[str, int]] = {}
     by_start: dict[int, set[str]] = {}

@@ -242,6 +242,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                           warmup=args.warmup, seed=args.seed, val_every=args.val_every,
                           val_samples=args.val_samples,
                           checkpoint_every=args.checkpoint_every,
+                          keep_every=args.keep_every,
                           freeze_backbone=args.freeze_backbone, device=args.device,
                           prefix_fraction=args.prefix_fraction,
                           state_noise=args.state_noise, start_share=args.start_share,
@@ -260,7 +261,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               cache=args.cache or first / "cache", progress=not args.no_progress,
               weights={k: float(v) for k, v in (_pair(w) for w in args.weights)},
               cameras=args.cameras, image_pixels=args.image_pixels,
-              image_pixels_of=_pixels_of(args.image_pixels_of), best_out=args.best_out)
+              image_pixels_of=_pixels_of(args.image_pixels_of), best_out=args.best_out,
+              keep_out=args.keep_out)
 
     return _one_line_errors("train", run)
 
@@ -437,6 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best-out", type=Path, metavar="DIR",
                    help="also keep the checkpoint with the lowest validation loss so far here "
                         "(weights and log; not resumable)")
+    p.add_argument("--keep-every", type=int, default=0, metavar="N",
+                   help="also keep the weights every N steps, each in KEEP_OUT/step_NNNNNN "
+                        "(to choose a step in closed loop; not resumable); 0: off")
+    p.add_argument("--keep-out", type=Path, metavar="DIR",
+                   help="where --keep-every's checkpoints go (default: OUT_steps)")
     p.add_argument("--freeze-backbone", action="store_true")
     p.add_argument("--prefix-fraction", type=float, default=0.5,
                    help="share of samples trained to continue a committed prefix (real-time "

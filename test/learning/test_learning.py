@@ -203,6 +203,28 @@ def test_resume_continues_to_the_same_weights(demos, tmp_path):
     assert seconds == sorted(seconds), "the resumed run's clock went back"
 
 
+def test_keep_every_leaves_the_weights_of_each_step(demos, tmp_path):
+    """--keep-every 2 over 4 steps: step_000002 and step_000004 beside the run, each a
+    checkpoint that loads, the last one the run's final weights, the first one not."""
+    from safetensors.numpy import load_file
+
+    from qwen_vla_ros.model.policy import QwenVLAPolicy
+
+    out, _ = demos
+    train([out], tmp_path / "run", TrainConfig(steps=4, batch=2, warmup=1, val_every=100,
+                                               checkpoint_every=1000, keep_every=2),
+          settings=settings(), progress=False, log=lambda _: None)
+    kept = tmp_path / "run_steps"
+    assert sorted(p.name for p in kept.iterdir()) == ["step_000002", "step_000004"]
+    final = load_file(str(tmp_path / "run" / "decoder.safetensors"))
+    for name, same in (("step_000002", False), ("step_000004", True)):
+        QwenVLAPolicy.from_pretrained(kept / name)
+        weights = load_file(str(kept / name / "decoder.safetensors"))
+        assert all(np.array_equal(weights[k], final[k]) for k in final) == same, name
+        log = json.loads((kept / name / "train_log.json").read_text())
+        assert log["history"][-1]["step"] == int(name[5:])
+
+
 def test_train_refuses_what_it_cannot_use(demos, tmp_path):
     from qwen_vla_ros.errors import ConfigError
     from qwen_vla_ros.model.presets import build_preset

@@ -17,6 +17,7 @@ from qwen_vla_ros.learning.train import TrainConfig
     ({"steps": 10, "shift_pixels": -1}, "shift_pixels"),
     ({"steps": 10, "noise_samples": 0}, "noise_samples"),
     ({"steps": 10, "val_samples": 0}, "val_samples must be >= 1"),
+    ({"steps": 10, "keep_every": -5}, "keep_every must be >= 0"),
 ])
 def test_bad_settings_are_refused_by_name(bad, match):
     with pytest.raises(ConfigError, match=match):

@@ -253,8 +253,10 @@ def vln_episode_stack(seed_start: int, rate_factor: float = 1.0,
                                "colours": ",".join(colours)}}
     for name, params in (extra or {}).items():
         node_extra[name] = {**node_extra.get(name, {}), **params}
-    with bringup_nodes("vln_sim", {"rate_factor": str(rate_factor), **(values or {})},
-                       node_extra) as (nodes, probe):
+    # Without the obstacle stop: the eval judges the policy, and a stop would turn its
+    # collisions into halts beside the object (collect's TELEOP never uses it).
+    with bringup_nodes("vln_sim", {"rate_factor": str(rate_factor), "scan_topic": "",
+                                   **(values or {})}, node_extra) as (nodes, probe):
         yield VlnEpisodeStack(nodes, probe, seed_start, colours)
 
 

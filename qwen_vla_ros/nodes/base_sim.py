@@ -4,6 +4,8 @@ Topics:
   pub  /clock               rosgraph_msgs/Clock (sim time; the other nodes use_sim_time)
   pub  odom                 nav_msgs/Odometry, frame ``odom``, child ``base_link``, 50 Hz
   pub  front/image_raw      sensor_msgs/Image rgb8 (``camera_rate_hz``)
+  pub  scan                 sensor_msgs/LaserScan from the base centre (frame ``base_link``,
+                            360 rays, ``scan_rate_hz``): MuJoCo ray casts to walls, objects
   pub  /tf                  tf2_msgs/TFMessage odom -> base_link (where tf2_msgs is installed)
   pub  ~/bumped             std_msgs/Bool, true while a move is refused by a wall or object
   sub  cmd_vel              geometry_msgs/Twist (linear.x, angular.z); older than
@@ -28,12 +30,12 @@ from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, LaserScan
 from std_msgs.msg import Bool, Int32, String
 from std_srvs.srv import Trigger
 
 from qwen_vla_ros.ros import qos
-from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
+from qwen_vla_ros.ros.conversions import arrays_to_scan, rgb_to_image, sec_to_stamp
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.navigation import Pose2D, quaternion_from_yaw
 from qwen_vla_ros.sim.base import BaseSimParams
@@ -53,6 +55,7 @@ class BaseSimNode(Node):
         params = declare(self, BaseSimParams)
         rate = params.rate_factor
         self.camera_rate = params.camera_rate_hz
+        self.scan_rate = params.scan_rate_hz
         h, w = params.image_height, params.image_width
         self.cmd_timeout = params.cmd_timeout
         self.start = Pose2D(params.start_x, params.start_y, params.start_yaw)
@@ -68,6 +71,7 @@ class BaseSimNode(Node):
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.odom_pub = self.create_publisher(Odometry, "odom", qos.SENSOR)
         self.cam_pub = self.create_publisher(Image, "front/image_raw", qos.SENSOR)
+        self.scan_pub = self.create_publisher(LaserScan, "scan", qos.SENSOR)
         self.bump_pub = self.create_publisher(Bool, "~/bumped", qos.COMMAND)
         try:
             from tf2_msgs.msg import TFMessage
@@ -156,6 +160,13 @@ class BaseSimNode(Node):
         if every and self.steps % every == 0:
             self.cam_pub.publish(rgb_to_image(self.sim.render(), Image, stamp=stamp,
                                               frame_id="front_camera"))
+        every = round(1.0 / (self.scan_rate * DT)) if self.scan_rate > 0 else 0
+        if every and self.steps % every == 0:
+            from qwen_vla_ros.sim.base import SCAN_RANGE
+
+            angles, ranges = self.sim.scan()
+            self.scan_pub.publish(arrays_to_scan(angles, ranges, SCAN_RANGE, LaserScan,
+                                                 stamp=stamp, frame_id="base_link"))
         self.clock_pub.publish(Clock(clock=stamp))  # after what was measured at this stamp
 
     def destroy_node(self) -> None:

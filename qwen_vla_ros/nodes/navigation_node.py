@@ -11,6 +11,9 @@ Topics (relative, remappable):
   sub  front/image_raw        sensor_msgs/Image or CompressedImage (``camera_topic``)
   sub  depth/image_raw        optional (``depth_topic``; "" = none): staleness-checked only,
                               this model takes no depth
+  sub  scan                   optional (``scan_topic``; "" = none): sensor_msgs/LaserScan
+                              from the base centre, x ahead: the obstacle stop in POLICY
+                              (``runtime.obstacle``); stale like the camera
   sub  odom                   nav_msgs/Odometry (``pose_source: odom``), or
   sub  /tf                    tf2_msgs/TFMessage (``pose_source: tf``): the transform
                               ``odom_frame`` -> ``base_frame`` (published directly, one hop)
@@ -23,7 +26,7 @@ Topics (relative, remappable):
                               only (``publish_goal``; Nav2's /goal_pose convention)
   pub  ~/markers              visualization_msgs/MarkerArray (path, waypoints, goal, status)
   pub  ~/status               std_msgs/String, latched: IDLE | NAVIGATING | STOPPED: reason |
-                              STALE: reason | HOLD | TELEOP
+                              STALE: reason | BLOCKED: obstacle ... | HOLD | TELEOP
   pub  ~/action_chunk         trajectory_msgs/JointTrajectory: the raw prediction (robot frame)
   pub  ~/observation_info     std_msgs/String JSON, as policy_node
   pub  /diagnostics           diagnostic_msgs/DiagnosticArray (1 Hz)
@@ -35,7 +38,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, LaserScan
 from std_msgs.msg import String
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
@@ -47,7 +50,12 @@ from qwen_vla_ros.nodes.policy_io import (
     open_policy_or_none,
 )
 from qwen_vla_ros.ros import qos
-from qwen_vla_ros.ros.conversions import pose_2d, stamp_to_sec, transforms_between
+from qwen_vla_ros.ros.conversions import (
+    pose_2d,
+    scan_to_arrays,
+    stamp_to_sec,
+    transforms_between,
+)
 from qwen_vla_ros.ros.diagnostics import publish_diagnostics
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.modes import Mode
@@ -79,6 +87,8 @@ class NavigationNode(Node):
         if params.depth_topic:
             self.create_subscription(Image, params.depth_topic, lambda m: self.nav.add_depth(
                 stamp_or(stamp_to_sec(m.header.stamp), self.now())), qos.SENSOR)
+        if params.scan_topic:
+            self.create_subscription(LaserScan, params.scan_topic, self._scan_cb, qos.SENSOR)
         if params.pose_source == "odom":
             self.create_subscription(Odometry, "odom", self._odom_cb, qos.SENSOR)
         else:
@@ -128,6 +138,13 @@ class NavigationNode(Node):
         if msg.header.frame_id:
             self.out.frame = msg.header.frame_id
         self._add_pose(msg.header.stamp, msg.pose.pose.position, msg.pose.pose.orientation)
+
+    def _scan_cb(self, msg: LaserScan) -> None:
+        angles, ranges, range_min = scan_to_arrays(msg)
+        reason = self.nav.add_scan(stamp_or(stamp_to_sec(msg.header.stamp), self.now()),
+                                   angles, ranges, range_min)
+        if reason:
+            self._warn("scan", reason)
 
     def _tf_cb(self, msg) -> None:
         for tf in transforms_between(msg, self.out.frame, self.params.base_frame):

@@ -92,6 +92,29 @@ def rgb_to_image(rgb: np.ndarray, msg_cls, stamp=None, frame_id: str = ""):
     return msg
 
 
+def scan_to_arrays(msg) -> tuple[np.ndarray, np.ndarray, float]:
+    """sensor_msgs/LaserScan -> (angles, ranges, range_min); a range above range_max is
+    "nothing there" (inf), as the message's convention has it."""
+    ranges = np.asarray(msg.ranges, np.float64)
+    angles = msg.angle_min + msg.angle_increment * np.arange(len(ranges))
+    return angles, np.where(ranges > msg.range_max, np.inf, ranges), float(msg.range_min)
+
+
+def arrays_to_scan(angles: np.ndarray, ranges: np.ndarray, range_max: float, msg_cls,
+                   stamp=None, frame_id: str = ""):
+    """Evenly spaced (angles, ranges) -> sensor_msgs/LaserScan (inf: above range_max)."""
+    msg = msg_cls()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.angle_min = float(angles[0])
+    msg.angle_increment = float(angles[1] - angles[0]) if len(angles) > 1 else 0.0
+    msg.angle_max = float(angles[-1])
+    msg.range_min, msg.range_max = 0.0, float(range_max)
+    msg.ranges = [float(r) if np.isfinite(r) else float("inf") for r in ranges]
+    return msg
+
+
 def pose_2d(position, orientation):
     """The planar pose (x, y, yaw about z) of a geometry_msgs Point/Vector3 and Quaternion,
     e.g. an Odometry's pose or a TransformStamped's transform."""

@@ -29,6 +29,7 @@ from qwen_vla_ros.runtime.navigation import (
     plan_from_chunk,
 )
 from qwen_vla_ros.runtime.observation import Rejection
+from qwen_vla_ros.runtime.obstacle import FreeSpace, free_space
 from qwen_vla_ros.runtime.policy_loop import PolicyLoop, Request
 
 
@@ -57,6 +58,12 @@ class NavigationParams:
     camera_topic: str = param("front/image_raw", "RGB camera topic")
     camera_compressed: bool = param(False, "camera is CompressedImage")
     depth_topic: str = param("", "depth image topic ('' = none)")
+    scan_topic: str = param("", "sensor_msgs/LaserScan for the obstacle stop in POLICY ('' = "
+                            "none); older than max_observation_age -> zero velocity")
+    footprint_radius: float = param(0.2, "m; the base's round footprint, for the obstacle "
+                                    "stop (base_sim's: 0.2)", check=positive)
+    stop_clearance: float = param(0.1, "m kept between the footprint and any scan return "
+                                  "ahead (or behind, reversing)", check=at_least(0.0))
     stop_threshold: float = param(0.5, "stop flag >= this: stop")
     publish_goal: bool = param(True, "publish goal_pose in POLICY")
     follower: bool = param(True, "drive cmd_vel with the built-in pure-pursuit follower")
@@ -118,6 +125,9 @@ class NavigationController:
         self.control_dt = 1.0 / params.control_rate_hz
         self._teleop: tuple[float, float, float] | None = None  # (time, v, w)
         self._depth_stamp: float | None = None if params.depth_topic else math.inf
+        # What the last scan leaves free; without a scan topic nothing limits the speed.
+        self._free: FreeSpace | None = None if params.scan_topic else \
+            FreeSpace(math.inf, math.inf, math.inf)
         self._lock = threading.Lock()
 
     # ---- inputs -------------------------------------------------------------------------
@@ -127,6 +137,17 @@ class NavigationController:
 
     def add_depth(self, stamp: float) -> None:
         self._depth_stamp = stamp
+
+    def add_scan(self, stamp: float, angles, ranges, range_min: float = 0.0) -> str | None:
+        """A range scan (base frame); returns why it was refused, or None."""
+        try:
+            free = free_space(angles, ranges, self.params.footprint_radius,
+                              self.params.stop_clearance, stamp, range_min)
+        except ValueError as exc:
+            return f"scan refused: {exc}"
+        with self._lock:
+            self._free = free
+        return None
 
     def add_pose(self, stamp: float, pose: Pose2D) -> str | None:
         """Returns why the pose was rejected, or None."""
@@ -181,6 +202,9 @@ class NavigationController:
             return f"camera is {(now - cam) * 1e3:.0f} ms old"
         if self._depth_stamp is None or now - self._depth_stamp > self.params.max_observation_age:
             return "depth is missing or stale"
+        free = self._free
+        if free is None or now - free.stamp > self.params.max_observation_age:
+            return "scan is missing or stale"
         return None
 
     # ---- planning -----------------------------------------------------------------------
@@ -264,14 +288,27 @@ class NavigationController:
         with self._lock:
             state = self.navigator.state
             latest = self.poses.latest()
+            blocked = ""
             if state is not NavState.NAVIGATING or self.follower.path is None:
                 v, w = 0.0, 0.0
             else:
+                v_before = self.follower.v
                 v, w, done = self.follower.step(latest[1], self.control_dt)
                 if done:
                     self.navigator.reached_end()
+                since_scan = abs(v_before) * max(now - self._free.stamp, 0.0)
+                limit = self._free.speed_limit(v, self.params.max_linear_accel, since_scan)
+                if abs(v) > limit:  # the obstacle stop: slow to what still brakes in time
+                    if limit < 1e-3:
+                        blocked = "ahead" if v > 0 else "behind"
+                    v = math.copysign(limit, v)
+                    self.follower.reset_velocity(v, w)  # its ramps go on from what is sent
         out = self._after_navigator(state)
         out.velocity = self._velocity(v, w)
         if out.status is None and self.navigator.state is NavState.NAVIGATING:
-            out.status = "NAVIGATING"
+            out.status = f"BLOCKED: obstacle {blocked} (turning only)" if blocked \
+                else "NAVIGATING"
+        if blocked:
+            out.warning = (f"obstacle:obstacle {blocked} within the stop clearance "
+                           f"({self.params.stop_clearance:g} m): linear speed held at zero")
         return out

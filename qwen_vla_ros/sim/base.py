@@ -21,6 +21,9 @@ ROOM = 3.0  # half size (m): the room spans [-3, 3] x [-3, 3]
 BASE_RADIUS = 0.2
 CAMERA_X = 0.2  # m ahead of the base centre: the front camera
 CAMERA_FOVY_DEG = 70.0  # its vertical field of view
+SCAN_HEIGHT = 0.15  # m: the planar range scanner's height, below every object's top
+SCAN_RAYS = 360  # one per degree, all round
+SCAN_RANGE = 10.0  # m: returns beyond are "nothing" (inf), as a LaserScan's range_max
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,24 @@ class BaseSim:
         self._write()
         return self.pose
 
+    def scan(self, rays: int = SCAN_RAYS) -> tuple[np.ndarray, np.ndarray]:
+        """A planar range scan from the base centre at ``SCAN_HEIGHT``: (angles in the base
+        frame from -pi, counter-clockwise; ranges in m from the centre, inf where nothing is
+        within ``SCAN_RANGE``). MuJoCo's ray casting against the walls and objects (the
+        base's own geoms excluded), as a LaserScan reports them."""
+        mj = self._mj
+        angles = -math.pi + np.arange(rays) * (2 * math.pi / rays)
+        world = angles + self.pose.yaw
+        vec = np.stack([np.cos(world), np.sin(world), np.zeros(rays)], axis=1).reshape(-1)
+        geom = np.zeros(rays, np.int32)
+        dist = np.zeros(rays, np.float64)
+        body = mj.mj_name2id(self.model, mj.mjtObj.mjOBJ_BODY, "base")
+        origin = np.array([self.pose.x, self.pose.y, SCAN_HEIGHT])
+        mj.mj_multiRay(self.model, self.data, origin, vec, None, 1, body, geom, dist, None,
+                       rays, SCAN_RANGE)
+        ranges = np.where((geom >= 0) & (dist >= 0) & (dist <= SCAN_RANGE), dist, np.inf)
+        return angles, ranges
+
     def render(self) -> np.ndarray:
         if self._renderer is None:
             h, w = self.image_size
@@ -186,6 +207,7 @@ class BaseSimParams:
 
     rate_factor: float = param(1.0, "sim seconds per wall second", check=positive)
     camera_rate_hz: float = param(5.0, "image rate (0: off)", check=at_least(0.0))
+    scan_rate_hz: float = param(10.0, "LaserScan rate (0: off)", check=at_least(0.0))
     image_height: int = param(240, "rendered image height", check=at_least(16))
     image_width: int = param(320, "rendered image width", check=at_least(16))
     cmd_timeout: float = param(0.5, "s without cmd_vel -> stop", check=positive)

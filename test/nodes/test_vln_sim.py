@@ -148,3 +148,44 @@ def test_the_language_check_runs_each_start_once_per_colour():
             n.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def test_the_obstacle_stop_holds_the_base_short_of_the_box_it_is_sent_into():
+    """A policy that always asks for a point 3 m ahead, from 0.8 m in front of the red box:
+    with base_sim's LaserScan wired to navigation_node's obstacle stop, the base brakes and
+    waits at the stop clearance, BLOCKED, without touching the box."""
+    from qwen_vla_ros.nodes.base_sim import BaseSimNode
+    from qwen_vla_ros.nodes.mode_manager import ModeManager
+    from qwen_vla_ros.nodes.navigation_node import NavigationNode
+    from qwen_vla_ros.ros.services import call_trigger
+    from qwen_vla_ros.sim.base import BASE_RADIUS, OBJECTS
+
+    red = next(o for o in OBJECTS if o.name == "red_box")
+    face = red.x - red.radius * 0.7  # the box's west face (sim/base.py)
+    rclpy.init()
+    sim_time = Parameter("use_sim_time", value=True)
+    try:
+        sim = BaseSimNode(parameter_overrides=[
+            Parameter("image_height", value=60), Parameter("image_width", value=80),
+            Parameter("start_x", value=face - BASE_RADIUS - 0.8),
+            Parameter("start_y", value=red.y)])
+        nav = NavigationNode(policy=pinned_policy(3.0, 0.0, 0.0),
+                             parameter_overrides=[*nav_params(inference_rate_hz=2.0,
+                                                              scan_topic="scan"), sim_time],
+                             cli_args=["--ros-args", "-r", "mode:=/mode_manager/mode"])
+        modes = ModeManager(parameter_overrides=[sim_time])
+        probe = rclpy.create_node("probe")
+        engage = probe.create_client(Trigger, "/mode_manager/engage_policy")
+        with spinning(sim, nav, modes, probe):
+            assert call_trigger(engage).success
+            assert wait_for(lambda: nav.status.startswith("BLOCKED: obstacle ahead"), 30), \
+                (nav.status, sim.sim.pose)
+            t = sim.now_sim()
+            assert wait_for(lambda: sim.now_sim() > t + 1.0, 10)  # and it stays there
+            gap = face - sim.sim.pose.x - BASE_RADIUS
+            assert 0.05 <= gap <= 0.12 and sim.collisions == 0, (gap, sim.collisions)
+            assert nav.status.startswith("BLOCKED") and abs(sim.sim.v) < 1e-9
+        for n in (sim, nav, modes, probe):
+            n.destroy_node()
+    finally:
+        rclpy.shutdown()

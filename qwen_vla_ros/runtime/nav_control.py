@@ -296,8 +296,10 @@ class NavigationController:
                 v, w, done = self.follower.step(latest[1], self.control_dt)
                 if done:
                     self.navigator.reached_end()
+                # Braking planned at half the follower's limit: the cut from one tick to the
+                # next (a scan's period, the distance driven since) stays within the limit.
                 since_scan = abs(v_before) * max(now - self._free.stamp, 0.0)
-                limit = self._free.speed_limit(v, self.params.max_linear_accel, since_scan)
+                limit = self._free.speed_limit(v, self.params.max_linear_accel / 2, since_scan)
                 if abs(v) > limit:  # the obstacle stop: slow to what still brakes in time
                     if limit < 1e-3:
                         blocked = "ahead" if v > 0 else "behind"

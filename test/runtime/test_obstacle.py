@@ -105,8 +105,11 @@ def test_the_follower_stops_short_of_the_box_with_the_scan_and_hits_it_without()
     assert 0.08 <= gap <= 0.12, gap  # stop_clearance 0.1
     assert statuses[-1].startswith("BLOCKED: obstacle ahead") and speeds[-1] == 0.0
     assert max(speeds) > 0.3 and min(speeds) >= 0.0  # it drove, then braked, never reversed
-    decel = -np.diff(speeds) / NavigationParams().control_rate_hz ** -1
-    assert np.max(decel) <= NavigationParams().max_linear_accel * 1.6, np.max(decel)
+    # Braking within the follower's deceleration limit, as demo vln's check has it, but
+    # for the last step to zero.
+    v = np.array(speeds)
+    decel = -np.diff(v)[v[1:] > 0] * NavigationParams().control_rate_hz
+    assert np.max(decel) <= NavigationParams().max_linear_accel + 1e-9, np.max(decel)
 
 
 def test_a_missing_or_stale_scan_stops_the_base():

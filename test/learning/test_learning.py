@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,6 +212,7 @@ def test_keep_every_leaves_the_weights_of_each_step(demos, tmp_path):
     from qwen_vla_ros.model.policy import QwenVLAPolicy
 
     out, _ = demos
+    repo = Path(__file__).resolve().parents[2]
     train([out], tmp_path / "run", TrainConfig(steps=4, batch=2, warmup=1, val_every=100,
                                                checkpoint_every=1000, keep_every=2),
           settings=settings(), progress=False, log=lambda _: None)
@@ -223,6 +225,23 @@ def test_keep_every_leaves_the_weights_of_each_step(demos, tmp_path):
         assert all(np.array_equal(weights[k], final[k]) for k in final) == same, name
         log = json.loads((kept / name / "train_log.json").read_text())
         assert log["history"][-1]["step"] == int(name[5:])
+    # bench/checkpoints.py judges them in step order, then the run's own, by step and loss
+    proc = subprocess.run([sys.executable, "bench/checkpoints.py", "--steps", str(kept),
+                           "--also", str(tmp_path / "run"), "--out", str(tmp_path / "judge"),
+                           "--eval-args", "--task transfer_cube --episodes 2", "--dry-run"],
+                          capture_output=True, text=True, cwd=repo, check=True)
+    planned = [Path(line.split("--out ")[1].split()[0]).name
+               for line in proc.stdout.splitlines() if line.startswith("$ ")]
+    assert planned == ["step_000002", "step_000004", f"{tmp_path.name}_run"], proc.stdout
+    sys.path.insert(0, str(repo / "bench"))
+    try:
+        from checkpoints import step_and_val_loss
+    finally:
+        sys.path.remove(str(repo / "bench"))
+    step, val = step_and_val_loss(kept / "step_000004")  # validated at the last step
+    assert step == 4 and val is not None and step_and_val_loss(tmp_path / "run") == (4, val)
+    early = json.loads((kept / "step_000002" / "train_log.json").read_text())["history"]
+    assert step_and_val_loss(kept / "step_000002") == (2, early[0]["val_loss"])  # step 0's
 
 
 def test_train_refuses_what_it_cannot_use(demos, tmp_path):

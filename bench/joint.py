@@ -75,6 +75,21 @@ def evaluations(run: str, args: argparse.Namespace) -> list[tuple[str, dict[str,
     return out
 
 
+def eval_command(checkpoint: Path, out: Path, kw: dict[str, Any]) -> list[str]:
+    """``qwen-vla-ros eval`` for one of ``evaluations``' entries: a process of its own, so an
+    evaluation after a 90-minute training runs the package as it is then, not as this
+    process imported it before the training (a change in between broke that once)."""
+    cmd = [sys.executable, "-m", "qwen_vla_ros.cli", "eval", "--checkpoint", str(checkpoint),
+           "--out", str(out), "--task", kw["task"], "--episodes", str(kw["episodes"]),
+           "--seed-start", str(kw["seed_start"]), "--rate-factor",
+           str(kw.get("rate_factor", 1.0))]
+    if kw.get("blend"):
+        cmd += ["--blend", kw["blend"]]
+    if kw.get("colours"):
+        cmd += ["--colours", kw["colours"]]
+    return cmd
+
+
 def saved(out: Path, checkpoint: Path, kw: dict[str, Any]) -> dict[str, Any] | None:
     """The evaluation in ``out`` if it was made with the settings ``kw`` after ``checkpoint``
     was written; None otherwise (it is then run again)."""
@@ -172,8 +187,6 @@ def main() -> None:
     if args.dry_run:
         return
 
-    from qwen_vla_ros.evaluate import evaluate
-
     rows = []
     for run in args.runs:
         if not args.skip_train:
@@ -185,7 +198,10 @@ def main() -> None:
             old = saved(where, ckpt, kw) if args.reuse_evals else None
             if old is not None:
                 print(f"  eval {run}/{name}: read back from {where}", flush=True)
-            results[name] = old if old is not None else evaluate(ckpt, where, **kw)
+            if old is None:
+                subprocess.run(eval_command(ckpt, where, kw), check=True)
+            results[name] = old if old is not None else json.loads(
+                (where / "eval.json").read_text())
         rows.append(row(run, results))
     print("\n| checkpoint | transfer_cube success | vln_goto success | vln SPL | language check |")
     print("|---|---|---|---|---|")

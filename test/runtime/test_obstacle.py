@@ -97,6 +97,7 @@ def drive_at_the_box(scan: bool) -> tuple[BaseSim, list[str], list[float]]:
 
 
 def test_the_follower_stops_short_of_the_box_with_the_scan_and_hits_it_without():
+    assert NavigationParams().footprint_radius == BASE_RADIUS  # the sim base is the default
     blind, _, _ = drive_at_the_box(scan=False)
     assert blind.bumped, "the plan through the box should hit it without the obstacle stop"
     sim, statuses, speeds = drive_at_the_box(scan=True)

@@ -7,6 +7,11 @@ from the same pose and only the images say where the object is, against predicti
 first chunk of the training episodes; and how much the prediction moves when the images are
 another held-out episode's (0: the policy ignores its cameras there).
 
+--language (vln_goto checkpoints): the validation loss with each held-out sample's own
+instruction against the same samples and noise with the instruction reworded to name the next
+object of the room (red -> green -> blue -> yellow -> red, same template): equal where the
+policy ignores the words; the ratio says how much the named goal steers its prediction.
+
     python bench/learning.py --checkpoint ckpt/tc --samples 64 --json out/bench_learning.json
 """
 
@@ -28,6 +33,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--first-chunk", action="store_true")
+    ap.add_argument("--language", action="store_true",
+                    help="vln_goto: loss with own vs another object's instruction")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     from qwen_vla_ros.cli import _quiet_transformers
@@ -65,7 +72,31 @@ def main() -> None:
         print(f"first chunk of {len(val)} held-out episodes: error {first['error']:.3f} vs "
               f"the training episodes' mean first chunk {first['mean_baseline']:.3f}; "
               f"another episode's images move it by {first['image_swap']:.3f}")
+    if args.language:
+        result["language"] = language_check(policy, Samples(val, spec.name, spec.cameras),
+                                            args.samples, args.seed)
+        lang = result["language"]
+        print(f"language: loss {lang['own_instruction']:.4f} with the own instruction, "
+              f"{lang['other_object']:.4f} naming the next object (ratio {lang['ratio']:.2f}) "
+              f"on {lang['samples']} samples")
     save_results(args.json, result)
+
+
+def language_check(policy, samples, n: int, seed: int) -> dict[str, float]:
+    """Loss with the own instruction vs the same wording naming the next object."""
+    from qwen_vla_ros.learning.train import instruction_swap_loss
+    from qwen_vla_ros.sim.base import OBJECTS
+    from qwen_vla_ros.sim.vln_task import named_object, reworded
+
+    def next_object(text: str) -> str | None:
+        named = named_object(text)
+        if named is None:
+            return None
+        return reworded(text, OBJECTS[(OBJECTS.index(named) + 1) % len(OBJECTS)])
+
+    own, other, used = instruction_swap_loss(policy, samples, n, seed, next_object)
+    return {"own_instruction": own, "other_object": other, "ratio": other / own,
+            "samples": used}
 
 
 def first_chunk_check(policy, spec, train_eps, val_eps, seed: int) -> dict[str, float]:

@@ -211,6 +211,37 @@ def evaluate_loss(policy: QwenVLAPolicy, samples: Samples, n: int, seed: int,
     return total / len(ks)
 
 
+def instruction_swap_loss(policy: QwenVLAPolicy, samples: Samples, n: int, seed: int,
+                          reword: Callable[[str], str | None], batch: int = 16
+                          ) -> tuple[float, float, int]:
+    """(mean flow-matching loss with each sample's own instruction, the same with the
+    instruction ``reword`` makes of it, how many samples): the same fixed samples and noise
+    for both; samples ``reword`` gives None for are left out. A policy that ignores the
+    words scores both alike; one that follows them does worse when told another goal."""
+    if len(samples) == 0:
+        return float("nan"), float("nan"), 0
+    ks = np.random.default_rng(seed).choice(len(samples), min(n, len(samples)), replace=False)
+    ks = np.array([k for k in ks if reword(samples.get(int(k))[0].instruction) is not None],
+                  np.int64)
+    if len(ks) == 0:
+        return float("nan"), float("nan"), 0
+    policy.eval()
+    totals = []
+    for swap in (False, True):
+        gen = torch.Generator(device=policy.device).manual_seed(seed)
+        total = 0.0
+        with torch.no_grad():
+            for i in range(0, len(ks), batch):
+                observations, targets = samples.batch(ks[i:i + batch])
+                if swap:
+                    observations = [replace(o, instruction=reword(o.instruction))
+                                    for o in observations]
+                total += float(policy.loss(observations, targets, generator=gen)) * len(
+                    observations)
+        totals.append(total / len(ks))
+    return totals[0], totals[1], len(ks)
+
+
 def action_error(policy: QwenVLAPolicy, samples: Samples, n: int, seed: int,
                  steps: int = 10) -> tuple[float, float]:
     """(mean |predicted - target| of sampled chunks, same for predicting the training

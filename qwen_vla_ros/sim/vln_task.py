@@ -80,6 +80,18 @@ def named_object(text: str) -> SceneObject | None:
     return named[0] if len(named) == 1 else None
 
 
+def reworded(text: str, other: SceneObject) -> str | None:
+    """``text``, one of ``TEMPLATES`` naming an object, in the same words naming ``other``
+    (colour and shape); None where ``text`` is no template's."""
+    named = named_object(text)
+    if named is None:
+        return None
+    for words in TEMPLATES:
+        if words.format(colour=named.colour, shape=shape_word(named)) == text.strip():
+            return words.format(colour=other.colour, shape=shape_word(other))
+    return None
+
+
 def footprint_distance(x: float, y: float, o: SceneObject) -> float:
     return math.hypot(x - o.x, y - o.y) - o.radius
 

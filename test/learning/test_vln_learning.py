@@ -201,6 +201,28 @@ def test_samples_are_where_the_base_went(vln_demos, tmp_path):
     np.testing.assert_array_equal(again[0].history_idx, eps[0].history_idx)
 
 
+def test_instruction_swap_loss_compares_like_with_like(vln_demos, tmp_path):
+    """The language probe (bench/learning.py --language): the same samples and noise with
+    the own and the reworded instruction -- equal when the words are left alone, apart
+    when another object is named (the model reads its prompt), nothing when none can be."""
+    from qwen_vla_ros.learning.train import Samples, instruction_swap_loss
+    from qwen_vla_ros.model.presets import build_preset
+    from qwen_vla_ros.sim.base import OBJECTS
+    from qwen_vla_ros.sim.vln_task import named_object, reworded
+
+    out, _ = vln_demos
+    eps, _ = load_episodes([out], VLN, nav_settings(), cache=tmp_path / "cache")
+    samples = Samples(eps, "vln", VLN.cameras)
+    policy = build_preset("tiny", ["vln"], seed=0)
+    own, same, n = instruction_swap_loss(policy, samples, 12, 0, lambda text: text)
+    assert n == 12 and own == same
+    other = next(o for o in OBJECTS if o is not named_object(eps[0].instruction))
+    own2, swapped, n = instruction_swap_loss(policy, samples, 12, 0,
+                                             lambda text: reworded(text, other))
+    assert own2 == own and swapped != own and n >= 1
+    assert instruction_swap_loss(policy, samples, 12, 0, lambda text: None)[2] == 0
+
+
 @pytest.fixture(scope="module")
 def joint(vln_demos, tmp_path_factory):
     """One checkpoint trained on an arm episode and the base episodes."""

@@ -22,6 +22,7 @@ from qwen_vla_ros.sim.vln_task import (
     language_figures,
     named_object,
     plan_path,
+    reworded,
     sample_detour,
     sample_episode,
     spl,
@@ -218,3 +219,16 @@ def test_language_figures_tell_ignored_words_from_followed_ones():
     for o in OBJECTS:
         row = fig["reached_by_instruction"][o.name]
         assert row.get(blue, 0) >= 1 and row.get(o.name, 0) == 1 + (o.name == blue)
+
+
+def test_rewording_names_another_object_in_the_same_words():
+    red, green = COLOURS["red"], COLOURS["green"]
+    for seed in range(20):
+        ep = sample_episode(seed, colour="red")
+        text = reworded(ep.instruction, green)
+        assert named_object(text) is green
+        assert text.split()[:2] == ep.instruction.split()[:2]  # the template's own words
+    assert reworded("go to the red box", red) == "go to the red box"
+    assert reworded("go to the red box", green) == "go to the green cylinder"
+    assert reworded("please go near the red box", green) is None  # no template's words
+    assert reworded("go to the kitchen", green) is None  # names no object

@@ -84,17 +84,9 @@ def main() -> None:
 
 def language_check(policy, samples, n: int, seed: int) -> dict[str, float]:
     """Loss with the own instruction vs the same wording naming the next object."""
-    from qwen_vla_ros.learning.train import instruction_swap_loss
-    from qwen_vla_ros.sim.base import OBJECTS
-    from qwen_vla_ros.sim.vln_task import named_object, reworded
+    from qwen_vla_ros.learning.train import instruction_swap_loss, next_goal
 
-    def next_object(text: str) -> str | None:
-        named = named_object(text)
-        if named is None:
-            return None
-        return reworded(text, OBJECTS[(OBJECTS.index(named) + 1) % len(OBJECTS)])
-
-    own, other, used = instruction_swap_loss(policy, samples, n, seed, next_object)
+    own, other, used = instruction_swap_loss(policy, samples, n, seed, next_goal)
     return {"own_instruction": own, "other_object": other, "ratio": other / own,
             "samples": used}
 

@@ -242,6 +242,17 @@ def instruction_swap_loss(policy: QwenVLAPolicy, samples: Samples, n: int, seed:
     return totals[0], totals[1], len(ks)
 
 
+def next_goal(text: str) -> str | None:
+    """A vln_goto instruction in the same words naming the room's next object (red -> green
+    -> blue -> yellow -> red); None for any other text. The language probe's other goal."""
+    from qwen_vla_ros.sim.base import OBJECTS
+    from qwen_vla_ros.sim.vln_task import named_object, reworded
+
+    named = named_object(text)
+    return None if named is None else reworded(
+        text, OBJECTS[(OBJECTS.index(named) + 1) % len(OBJECTS)])
+
+
 def action_error(policy: QwenVLAPolicy, samples: Samples, n: int, seed: int,
                  steps: int = 10) -> tuple[float, float]:
     """(mean |predicted - target| of sampled chunks, same for predicting the training
@@ -445,6 +456,12 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
                                                                         strict=True)))}
         if len(parts) > 1:
             rec.update({f"val_loss/{n}": v for n, v in losses.items()})
+        for p in parts:  # vln_goto's language probe: the held-out loss told another goal
+            if p.spec.kind == "waypoints":
+                own, other, n = instruction_swap_loss(policy, p.val, cfg.val_samples, cfg.seed,
+                                                      next_goal)
+                if n:
+                    rec[f"val_language_ratio/{p.name}"] = other / own
         return rec
 
     if not history:  # where the validation curve starts
@@ -565,6 +582,16 @@ def plot_history(history: Sequence[dict[str, float]], path: Path) -> None:
                and np.isfinite(h[f"val_loss/{name}"])]
         if pts:
             ax.plot(*zip(*pts, strict=True), ".--", color=colour, label=f"validation, {name}")
+    ratios = sorted({k for h in history for k in h if k.startswith("val_language_ratio/")})
+    if ratios:
+        ax2 = ax.twinx()
+        for key in ratios:
+            pts = [(h["step"], h[key]) for h in history if key in h]
+            ax2.plot(*zip(*pts, strict=True), "^:", color="#64748b",
+                     label=f"language probe, {key.split('/', 1)[1]} (other goal / own)")
+        ax2.axhline(1.0, color="#94a3b8", lw=0.6)
+        ax2.set_ylabel("loss told another goal / own")
+        ax2.legend(loc="upper center", fontsize=8)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("flow-matching loss")
     ax.set_yscale("log")

@@ -253,6 +253,8 @@ def test_joint_training_logs_each_embodiment(joint):
     assert 0.55 < share < 0.95, share  # drawn 3:1
     last = next(h for h in reversed(log["history"]) if "val_loss" in h)
     assert {"val_loss/aloha", "val_loss/vln"} <= set(last)
+    # the language probe for the body that takes vln_goto instructions, not for the arm
+    assert last["val_language_ratio/vln"] > 0 and "val_language_ratio/aloha" not in last
     policy = QwenVLAPolicy.from_pretrained(ckpt)
     assert policy.norm_stats.get("vln", "action", "std", 4).shape == (4,)
     assert (ckpt / "train.png").exists()

@@ -54,6 +54,22 @@ def test_bringup_names_only_real_executables_files_and_arguments(name):
         assert used, f"argument '{arg}' of {name} is declared but never used"
 
 
+def test_every_rviz_config_is_yaml_rviz_can_read():
+    """RViz reads its config with yaml-cpp: an unquoted "key: value" inside a display's name
+    made both files unreadable (RViz then opens its empty default). Every display has a class
+    and a name; topics are absolute."""
+    configs = sorted({load_bringup(n).rviz for n in available_bringups()})
+    assert configs
+    for rel in configs:
+        data = yaml.safe_load((ROOT / rel).read_text())
+        displays = data["Visualization Manager"]["Displays"]
+        assert displays, rel
+        for d in displays:
+            assert d["Class"].startswith("rviz_default_plugins/") and d["Name"], (rel, d)
+            topic = d.get("Topic", {}).get("Value")
+            assert topic is None or topic.startswith("/"), (rel, d["Name"], topic)
+
+
 def test_every_node_console_script_is_startable_by_bringup():
     nodes = {s for s in console_scripts() if s != "qwen-vla-ros"}
     assert nodes == set(EXECUTABLES)

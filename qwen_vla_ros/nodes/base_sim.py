@@ -38,7 +38,7 @@ from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import arrays_to_scan, rgb_to_image, sec_to_stamp
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.navigation import Pose2D, quaternion_from_yaw
-from qwen_vla_ros.sim.base import BaseSimParams
+from qwen_vla_ros.sim.base import SCAN_RANGE, BaseSimParams
 from qwen_vla_ros.sim.vln_task import episode_at, parse_colours
 
 DT = 0.02
@@ -162,8 +162,6 @@ class BaseSimNode(Node):
                                               frame_id="front_camera"))
         every = round(1.0 / (self.scan_rate * DT)) if self.scan_rate > 0 else 0
         if every and self.steps % every == 0:
-            from qwen_vla_ros.sim.base import SCAN_RANGE
-
             angles, ranges = self.sim.scan()
             self.scan_pub.publish(arrays_to_scan(angles, ranges, SCAN_RANGE, LaserScan,
                                                  stamp=stamp, frame_id="base_link"))

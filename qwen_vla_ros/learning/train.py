@@ -221,7 +221,8 @@ def instruction_swap_loss(policy: QwenVLAPolicy, samples: Samples, n: int, seed:
     if len(samples) == 0:
         return float("nan"), float("nan"), 0
     ks = np.random.default_rng(seed).choice(len(samples), min(n, len(samples)), replace=False)
-    ks = np.array([k for k in ks if reword(samples.get(int(k))[0].instruction) is not None],
+    ks = np.array([k for k in ks  # an episode's instruction, no frames decoded for it
+                   if reword(samples.episodes[samples.index[k][0]].instruction) is not None],
                   np.int64)
     if len(ks) == 0:
         return float("nan"), float("nan"), 0

@@ -54,8 +54,10 @@ class BaseSimNode(Node):
         super().__init__("base_sim", **kwargs)
         params = declare(self, BaseSimParams)
         rate = params.rate_factor
-        self.camera_rate = params.camera_rate_hz
-        self.scan_rate = params.scan_rate_hz
+        # sim steps between camera images and between scans (0: off)
+        self.camera_every, self.scan_every = (
+            round(1.0 / (hz * DT)) if hz > 0 else 0
+            for hz in (params.camera_rate_hz, params.scan_rate_hz))
         h, w = params.image_height, params.image_width
         self.cmd_timeout = params.cmd_timeout
         self.start = Pose2D(params.start_x, params.start_y, params.start_yaw)
@@ -156,12 +158,10 @@ class BaseSimNode(Node):
             self.bump_pub.publish(Bool(data=True))
             self.collisions += 1
             self.collision_pub.publish(Int32(data=self.collisions))
-        every = round(1.0 / (self.camera_rate * DT)) if self.camera_rate > 0 else 0
-        if every and self.steps % every == 0:
+        if self.camera_every and self.steps % self.camera_every == 0:
             self.cam_pub.publish(rgb_to_image(self.sim.render(), Image, stamp=stamp,
                                               frame_id="front_camera"))
-        every = round(1.0 / (self.scan_rate * DT)) if self.scan_rate > 0 else 0
-        if every and self.steps % every == 0:
+        if self.scan_every and self.steps % self.scan_every == 0:
             angles, ranges = self.sim.scan()
             self.scan_pub.publish(arrays_to_scan(angles, ranges, SCAN_RANGE, LaserScan,
                                                  stamp=stamp, frame_id="base_link"))

@@ -121,6 +121,7 @@ class BaseSim:
         self.v = 0.0
         self.w = 0.0
         self.bumped = False
+        self._base_body = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "base")
         self.reset(start or Pose2D())
 
     def reset(self, pose: Pose2D) -> None:
@@ -171,10 +172,9 @@ class BaseSim:
         vec = np.stack([np.cos(world), np.sin(world), np.zeros(rays)], axis=1).reshape(-1)
         geom = np.zeros(rays, np.int32)
         dist = np.zeros(rays, np.float64)
-        body = mj.mj_name2id(self.model, mj.mjtObj.mjOBJ_BODY, "base")
         origin = np.array([self.pose.x, self.pose.y, SCAN_HEIGHT])
-        mj.mj_multiRay(self.model, self.data, origin, vec, None, 1, body, geom, dist, None,
-                       rays, SCAN_RANGE)
+        mj.mj_multiRay(self.model, self.data, origin, vec, None, 1, self._base_body, geom,
+                       dist, None, rays, SCAN_RANGE)
         ranges = np.where((geom >= 0) & (dist >= 0) & (dist <= SCAN_RANGE), dist, np.inf)
         return angles, ranges
 

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qwen_vla_ros.results import save_results, wilson_interval
+from qwen_vla_ros.results import made_after, save_results, wilson_interval
 
 
 def kept(steps: Path | None, also: list[Path]) -> list[Path]:
@@ -52,9 +52,8 @@ def eval_command(checkpoint: Path, out: Path, eval_args: str) -> list[str]:
 def judged(checkpoint: Path, out: Path, eval_args: str) -> dict[str, Any]:
     """The checkpoint's eval.json: read back if made after it with these arguments, else run."""
     path, args_file = out / "eval.json", out / "eval_args.txt"
-    written = max((f.stat().st_mtime for f in checkpoint.glob("*")), default=None)
-    if (path.exists() and args_file.exists() and args_file.read_text() == eval_args
-            and written is not None and path.stat().st_mtime > written):
+    if (made_after(path, checkpoint) and args_file.exists()
+            and args_file.read_text() == eval_args):
         print(f"  {checkpoint.name}: read back from {path}", flush=True)
         return json.loads(path.read_text())
     subprocess.run(eval_command(checkpoint, out, eval_args), check=True)

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qwen_vla_ros.results import save_results
+from qwen_vla_ros.results import made_after, save_results
 from qwen_vla_ros.sim.vln_task import episodes_in_run
 
 RUNS = ("arm", "vln", "joint")
@@ -94,8 +94,7 @@ def saved(out: Path, checkpoint: Path, kw: dict[str, Any]) -> dict[str, Any] | N
     """The evaluation in ``out`` if it was made with the settings ``kw`` after ``checkpoint``
     was written; None otherwise (it is then run again)."""
     path = out / "eval.json"
-    written = max((f.stat().st_mtime for f in checkpoint.glob("*")), default=None)
-    if not path.exists() or written is None or written > path.stat().st_mtime:
+    if not made_after(path, checkpoint):
         return None
     r = json.loads(path.read_text())
     colours = [c for c in kw.get("colours", "").split(",") if c]

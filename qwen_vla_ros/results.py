@@ -30,3 +30,10 @@ def wilson_interval(successes: int, episodes: int, z: float = 1.96) -> tuple[flo
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def made_after(result: Path, checkpoint: Path) -> bool:
+    """Whether the file ``result`` exists and was written after every file of the checkpoint
+    folder ``checkpoint`` (a result read back must not belong to older weights)."""
+    written = max((f.stat().st_mtime for f in checkpoint.glob("*")), default=None)
+    return result.exists() and written is not None and result.stat().st_mtime > written

@@ -1,10 +1,13 @@
-"""The success-rate interval eval reports (``results.wilson_interval``): plain tests."""
+"""The success-rate interval eval reports (``results.wilson_interval``) and the check that a
+result read back belongs to its checkpoint (``results.made_after``): plain tests."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from qwen_vla_ros.results import wilson_interval
+from qwen_vla_ros.results import made_after, wilson_interval
 
 
 def test_the_interval_matches_the_wilson_formula_at_known_points():
@@ -24,3 +27,20 @@ def test_impossible_counts_are_refused():
     with pytest.raises(ValueError, match="successes"):
         wilson_interval(3, 2)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_a_result_counts_only_when_written_after_every_file_of_its_checkpoint(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    result = tmp_path / "eval.json"
+    assert not made_after(result, ckpt)                  # neither exists yet
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "model.safetensors").write_text("w")
+    result.write_text("{}")
+    os.utime(ckpt / "config.json", (100, 100))
+    os.utime(ckpt / "model.safetensors", (200, 200))
+    os.utime(result, (300, 300))
+    assert made_after(result, ckpt)
+    os.utime(ckpt / "model.safetensors", (400, 400))     # the weights rewritten since
+    assert not made_after(result, ckpt)
+    assert not made_after(result, tmp_path / "empty")    # no checkpoint files: never current

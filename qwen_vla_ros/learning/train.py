@@ -452,18 +452,23 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
                                for p, w in zip(parts, probs, strict=True)}
 
     def validate() -> dict[str, float]:
-        losses = {p.name: evaluate_loss(policy, p.val, cfg.val_samples, cfg.seed) for p in parts}
+        losses: dict[str, float] = {}
+        ratios: dict[str, float] = {}
+        for p in parts:
+            if p.spec.kind == "waypoints":  # vln_goto's language probe: told another goal
+                own, other, n = instruction_swap_loss(policy, p.val, cfg.val_samples, cfg.seed,
+                                                      next_goal)
+                if n:
+                    ratios[f"val_language_ratio/{p.name}"] = other / own
+                if n == min(cfg.val_samples, len(p.val)):  # none left out: evaluate_loss's
+                    losses[p.name] = own                   # samples and noise, already run
+            if p.name not in losses:
+                losses[p.name] = evaluate_loss(policy, p.val, cfg.val_samples, cfg.seed)
         rec = {"val_loss": float(sum(w * losses[p.name] for p, w in zip(parts, probs,
                                                                         strict=True)))}
         if len(parts) > 1:
             rec.update({f"val_loss/{n}": v for n, v in losses.items()})
-        for p in parts:  # vln_goto's language probe: the held-out loss told another goal
-            if p.spec.kind == "waypoints":
-                own, other, n = instruction_swap_loss(policy, p.val, cfg.val_samples, cfg.seed,
-                                                      next_goal)
-                if n:
-                    rec[f"val_language_ratio/{p.name}"] = other / own
-        return rec
+        return {**rec, **ratios}
 
     if not history:  # where the validation curve starts
         history.append({"step": 0, **validate(), "seconds": 0.0})

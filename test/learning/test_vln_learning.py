@@ -204,8 +204,10 @@ def test_samples_are_where_the_base_went(vln_demos, tmp_path):
 def test_instruction_swap_loss_compares_like_with_like(vln_demos, tmp_path):
     """The language probe (bench/learning.py --language): the same samples and noise with
     the own and the reworded instruction -- equal when the words are left alone, apart
-    when another object is named (the model reads its prompt), nothing when none can be."""
-    from qwen_vla_ros.learning.train import Samples, instruction_swap_loss
+    when another object is named (the model reads its prompt), nothing when none can be.
+    Its own-instruction loss is evaluate_loss's on the same samples: train's validation
+    reuses it rather than run those samples twice."""
+    from qwen_vla_ros.learning.train import Samples, evaluate_loss, instruction_swap_loss
     from qwen_vla_ros.model.presets import build_preset
     from qwen_vla_ros.sim.base import OBJECTS
     from qwen_vla_ros.sim.vln_task import named_object, reworded
@@ -216,6 +218,7 @@ def test_instruction_swap_loss_compares_like_with_like(vln_demos, tmp_path):
     policy = build_preset("tiny", ["vln"], seed=0)
     own, same, n = instruction_swap_loss(policy, samples, 12, 0, lambda text: text)
     assert n == 12 and own == same
+    assert own == evaluate_loss(policy, samples, 12, 0)
     other = next(o for o in OBJECTS if o is not named_object(eps[0].instruction))
     own2, swapped, n = instruction_swap_loss(policy, samples, 12, 0,
                                              lambda text: reworded(text, other))

@@ -55,7 +55,8 @@ class AlohaSimNode(Node):
         params = declare(self, AlohaSimParams, live=("drop_topics",))
         self.seed = params.seed
         rate = params.rate_factor
-        self.camera_rate = params.camera_rate_hz
+        hz = params.camera_rate_hz  # sim steps between camera images (0: off)
+        self.camera_every = round(1.0 / (hz * DT)) if hz > 0 else 0
         h, w, fast, cams = params.image_height, params.image_width, params.fast_render, \
             params.cameras
         self.episode_steps = params.episode_steps
@@ -145,8 +146,7 @@ class AlohaSimNode(Node):
             msg.header.stamp = stamp
             pub.publish(msg)
         self.reward_pub.publish(Int32(data=info.reward))
-        every = round(1.0 / (self.camera_rate * DT)) if self.camera_rate > 0 else 0
-        if every and self.sim.steps % every == 0:
+        if self.camera_every and self.sim.steps % self.camera_every == 0:
             for name, mj_cam in self.camera_map.items():
                 if self.cam_pubs[name].topic_name in drop:
                     continue

@@ -48,7 +48,9 @@ from qwen_vla_ros.sim.vln_task import (
     plan_path,
     sample_detour,
     spl,
+    start_clearance,
     succeeded,
+    success_by_start,
 )
 
 REST_S = 2.0  # s of sim time recorded at rest after the demonstrator arrives
@@ -238,6 +240,8 @@ class VlnEpisodeStack:
                 "spl": round(spl(ok, shortest, travelled), 3),
                 "names_known_object": named_object(episode.instruction) is not None,
                 "start": [episode.start.x, episode.start.y, episode.start.yaw],
+                "start_clearance_m": round(start_clearance(episode.start.x, episode.start.y,
+                                                           episode.target.name), 3),
                 "end": [pose.x, pose.y, pose.yaw],
                 "path": track[:, 1:3][:: max(1, len(track) // 200)].round(3).tolist()}
 
@@ -375,6 +379,7 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
               # stopped by some object: the instructed one, or another (language errors)
               "stopped_at_another_object": sum(r["reached"] not in (None, r["target"])
                                                for r in known),
+              "success_by_start": success_by_start(rows),
               "colours": list(colours),
               "seeds": [r["seed"] for r in rows], "trained_seeds": trained,
               "rate_factor": rate_factor, "minutes": round((time.monotonic() - started) / 60,

@@ -164,6 +164,30 @@ def language_figures(rows: list[dict]) -> dict:
             "objects_per_start": {str(k): len(v) for k, v in sorted(by_start.items())}}
 
 
+def start_clearance(x: float, y: float, target: str) -> float:
+    """How far (m) a start at (x, y) is from the footprint of the nearest object other than
+    the named one ``target``: below ``MIN_START_DISTANCE`` the base begins beside an object
+    it must leave (the language check's starts, drawn clear of every object, never do)."""
+    return min(footprint_distance(x, y, o) for o in OBJECTS if o.name != target)
+
+
+def success_by_start(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """Successes and episodes of the judged episodes ``rows`` (start, target, success,
+    names_known_object) split by where they began: ``beside_another_object`` (within
+    ``MIN_START_DISTANCE`` of an object that is not the named one) or ``clear_of_all``."""
+    split = {"beside_another_object": {"successes": 0, "episodes": 0},
+             "clear_of_all": {"successes": 0, "episodes": 0}}
+    for r in rows:
+        if not r["names_known_object"]:
+            continue
+        x, y = r["start"][:2]
+        cell = split["beside_another_object" if start_clearance(x, y, r["target"])
+                     < MIN_START_DISTANCE else "clear_of_all"]
+        cell["successes"] += bool(r["success"])
+        cell["episodes"] += 1
+    return split
+
+
 def free(x: float, y: float, clearance: float = BASE_RADIUS + MARGIN) -> bool:
     """The base centred at (x, y) keeps ``clearance`` from every wall and object."""
     if abs(x) > ROOM - clearance or abs(y) > ROOM - clearance:

@@ -289,6 +289,9 @@ def test_vln_eval_judges_what_the_base_did(joint, tmp_path):
     assert row["distance_to_target_m"] == pytest.approx(
         footprint_distance(row["end"][0], row["end"][1], episode.target), abs=1e-3)
     assert math.dist(row["end"][:2], row["start"][:2]) < 0.05 and row["path_m"] < 0.05
+    beside = row["start_clearance_m"] < 1.5  # where it began, as the split counts it
+    assert result["success_by_start"]["beside_another_object" if beside else "clear_of_all"] \
+        == {"successes": 0, "episodes": 1}
     assert (tmp_path / "eval" / "eval.png").exists()
     # the language check (each start with each colour) is in the file, not only returned
     lang = evaluate(stopper, tmp_path / "lang", task="vln_goto", episodes=1, seed_start=9100,

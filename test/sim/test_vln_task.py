@@ -26,7 +26,9 @@ from qwen_vla_ros.sim.vln_task import (
     sample_detour,
     sample_episode,
     spl,
+    start_clearance,
     succeeded,
+    success_by_start,
 )
 
 
@@ -232,3 +234,26 @@ def test_rewording_names_another_object_in_the_same_words():
     assert reworded("go to the red box", green) == "go to the green cylinder"
     assert reworded("please go near the red box", green) is None  # no template's words
     assert reworded("go to the kitchen", green) is None  # names no object
+
+
+def test_success_split_by_whether_the_start_is_beside_another_object():
+    """vln_goto's starts keep MIN_START_DISTANCE from the named object only; the language
+    check's from every object. The eval splits its successes by that."""
+    red, green = COLOURS["red"], COLOURS["green"]
+    beside_green = (green.x + green.radius + 0.5, green.y)  # 0.5 m from green's footprint
+    assert start_clearance(*beside_green, red.name) == pytest.approx(0.5)
+    assert start_clearance(*beside_green, green.name) > MIN_START_DISTANCE  # it is the goal
+    for seed in range(11000, 11010):  # the language check's starts: clear of all four
+        ep = sample_episode(seed, colour="red")
+        assert start_clearance(ep.start.x, ep.start.y, "red_box") >= MIN_START_DISTANCE
+    rows = [{"start": [*beside_green, 0.0], "target": red.name, "success": True,
+             "names_known_object": True},
+            {"start": [*beside_green, 0.0], "target": red.name, "success": False,
+             "names_known_object": True},
+            {"start": [*beside_green, 0.0], "target": green.name, "success": False,
+             "names_known_object": True},  # beside its own goal: clear of the others
+            {"start": [0.0, 0.0, 0.0], "target": red.name, "success": True,
+             "names_known_object": False}]  # names no object: not counted
+    assert success_by_start(rows) == {
+        "beside_another_object": {"successes": 1, "episodes": 2},
+        "clear_of_all": {"successes": 0, "episodes": 1}}

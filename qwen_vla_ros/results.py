@@ -37,3 +37,30 @@ def made_after(result: Path, checkpoint: Path) -> bool:
     folder ``checkpoint`` (a result read back must not belong to older weights)."""
     written = max((f.stat().st_mtime for f in checkpoint.glob("*")), default=None)
     return result.exists() and written is not None and result.stat().st_mtime > written
+
+
+def pool_evals(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several eval.json of one checkpoint and task (e.g. two sets of seeds) as one figure:
+    successes over episodes that name a known object, its Wilson interval, mean SPL weighted
+    by episodes, the seeds. Refuses results of different checkpoints or tasks, and seeds
+    counted twice."""
+    if not results:
+        raise ValueError("no evaluations to pool")
+    for key in ("checkpoint", "task"):
+        values = {str(r.get(key)) for r in results}
+        if len(values) > 1:
+            raise ValueError(f"evaluations of different {key}s cannot be pooled: {values}")
+    # an episode is its seed and, in the language check, the object named from that start
+    seeds = [(row["seed"], row.get("target")) for r in results for row in r["per_episode"]]
+    if len(set(seeds)) < len(seeds):
+        raise ValueError("a seed is in more than one of the pooled evaluations")
+    wins = sum(int(r["successes"]) for r in results)
+    counted = sum(int(r["episodes"]) - int(r.get("episodes_naming_no_known_object", 0))
+                  for r in results)
+    spl = [(r["spl"], int(r["episodes"])) for r in results if r.get("spl") is not None]
+    return {"checkpoint": results[0].get("checkpoint"), "task": results[0].get("task"),
+            "successes": wins, "episodes": counted,
+            "success_rate": wins / counted if counted else 0.0,
+            "success_ci95": list(wilson_interval(wins, counted)),
+            "spl": sum(s * n for s, n in spl) / sum(n for _, n in spl) if spl else None,
+            "seeds": sorted({s for s, _ in seeds})}

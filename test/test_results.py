@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from qwen_vla_ros.results import made_after, wilson_interval
+from qwen_vla_ros.results import made_after, pool_evals, wilson_interval
 
 
 def test_the_interval_matches_the_wilson_formula_at_known_points():
@@ -44,3 +44,33 @@ def test_a_result_counts_only_when_written_after_every_file_of_its_checkpoint(tm
     os.utime(ckpt / "model.safetensors", (400, 400))     # the weights rewritten since
     assert not made_after(result, ckpt)
     assert not made_after(result, tmp_path / "empty")    # no checkpoint files: never current
+
+
+def _eval(seeds, wins, spl=None, checkpoint="ck", targets=None):
+    seeds = list(seeds)
+    rows = [{"seed": s, "target": t, "success": i < wins}
+            for i, (s, t) in enumerate(zip(seeds, targets or [None] * len(seeds), strict=True))]
+    return {"checkpoint": checkpoint, "task": "vln_goto", "episodes": len(seeds),
+            "successes": wins, "spl": spl, "seeds": list(seeds), "per_episode": rows}
+
+
+def test_pooled_evaluations_add_episodes_and_narrow_the_interval():
+    a, b = _eval(range(0, 20), 4, spl=0.2), _eval(range(20, 40), 5, spl=0.3)
+    pooled = pool_evals([a, b])
+    assert (pooled["successes"], pooled["episodes"]) == (9, 40)
+    assert pooled["success_ci95"] == pytest.approx(list(wilson_interval(9, 40)))
+    assert pooled["spl"] == pytest.approx(0.25) and pooled["seeds"] == list(range(40))
+    # the language check: one start, four objects named -- four episodes, not a repeat
+    lang = _eval([7, 7, 7, 7], 2, targets=["red_box", "green_cylinder", "blue_sphere",
+                                            "yellow_box"])
+    assert pool_evals([lang])["episodes"] == 4
+
+
+def test_pooling_refuses_what_is_not_one_figure():
+    a = _eval(range(0, 20), 4)
+    with pytest.raises(ValueError, match="more than one"):
+        pool_evals([a, _eval(range(10, 30), 4)])         # seeds 10-19 twice
+    with pytest.raises(ValueError, match="checkpoints"):
+        pool_evals([a, _eval(range(20, 40), 4, checkpoint="other")])
+    with pytest.raises(ValueError, match="no evaluations"):
+        pool_evals([])

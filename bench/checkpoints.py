@@ -67,7 +67,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [r for r in rows if r["step"] is not None]
+    pts = sorted((r for r in rows if r["step"] is not None), key=lambda r: r["step"])
     fig, ax = plt.subplots(figsize=(7, 4))
     if pts:
         steps = [r["step"] for r in pts]

@@ -55,9 +55,12 @@ def pool_evals(results: list[dict[str, Any]]) -> dict[str, Any]:
     if len(set(seeds)) < len(seeds):
         raise ValueError("a seed is in more than one of the pooled evaluations")
     wins = sum(int(r["successes"]) for r in results)
-    counted = sum(int(r["episodes"]) - int(r.get("episodes_naming_no_known_object", 0))
-                  for r in results)
-    spl = [(r["spl"], int(r["episodes"])) for r in results if r.get("spl") is not None]
+    # success and SPL count the episodes whose instruction names a known object
+    known = [int(r["episodes"]) - int(r.get("episodes_naming_no_known_object", 0))
+             for r in results]
+    counted = sum(known)
+    spl = [(r["spl"], n) for r, n in zip(results, known, strict=True)
+           if r.get("spl") is not None]
     return {"checkpoint": results[0].get("checkpoint"), "task": results[0].get("task"),
             "successes": wins, "episodes": counted,
             "success_rate": wins / counted if counted else 0.0,

@@ -64,6 +64,11 @@ def test_pooled_evaluations_add_episodes_and_narrow_the_interval():
     lang = _eval([7, 7, 7, 7], 2, targets=["red_box", "green_cylinder", "blue_sphere",
                                             "yellow_box"])
     assert pool_evals([lang])["episodes"] == 4
+    # episodes naming no known object count in neither the rate nor the SPL
+    c = {**_eval(range(40, 60), 2, spl=0.1), "episodes_naming_no_known_object": 10}
+    pooled = pool_evals([a, c])
+    assert (pooled["successes"], pooled["episodes"]) == (6, 30)
+    assert pooled["spl"] == pytest.approx((0.2 * 20 + 0.1 * 10) / 30)
 
 
 def test_pooling_refuses_what_is_not_one_figure():

@@ -4,37 +4,36 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 
 def spin_node(node_cls, args=None) -> None:
     """Init rclpy, spin one node until SIGINT or SIGTERM, let it finish (``on_shutdown``),
     clean up; a stop by signal exits 0 with no traceback (ros2 launch sends SIGINT, then
-    SIGTERM after its sigterm_timeout)."""
+    SIGTERM after its sigterm_timeout).
+
+    A stop cannot hang the process: see ``_Stop``. After a stop by signal the process leaves
+    once its own cleanup is done, without the interpreter's finalisation (libraries' exit hooks
+    and finalisers, e.g. MuJoCo's EGL display teardown, run there in an order no node controls,
+    where no timer can run any more)."""
+    import faulthandler
     import signal
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    stop = threading.Event()
-    grace = [SHUTDOWN_GRACE_S]  # the node may need longer (e.g. a sleep move)
-
-    def on_signal(*_) -> None:
-        if not stop.is_set():
-            stop.set()
-            timer = threading.Timer(grace[0], _force_exit, args=(grace[0],))
-            timer.daemon = True  # a clean exit does not wait for it
-            timer.start()
-
+    faulthandler.enable()  # a fatal signal prints every thread's stack (stderr)
+    stop = _Stop(SHUTDOWN_GRACE_S)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, stop.begin) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop.watch()
     node = node_cls()
-    grace[0] = SHUTDOWN_GRACE_S + float(getattr(node, "shutdown_budget_s", 0.0))
+    stop.grace = SHUTDOWN_GRACE_S + float(getattr(node, "shutdown_budget_s", 0.0))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        while not stop.is_set() and rclpy.ok():
+        while not stop.event.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
         finish = getattr(node, "on_shutdown", None)
         if finish is not None and rclpy.ok():
@@ -42,13 +41,97 @@ def spin_node(node_cls, args=None) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        stop.unwatch()
         executor.shutdown()
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    if stop.event.is_set():
+        _leave(0)
 
 
 SHUTDOWN_GRACE_S = 10.0  # after SIGINT/SIGTERM, beyond the node's own shutdown_budget_s
+LAST_RESORT_S = 5.0  # beyond the grace: the C-level stack dump and exit 1 (see _Stop)
+
+
+class _Stop:
+    """The stop SIGINT/SIGTERM asks for, begun once, whichever way the signal is seen first.
+
+    Python runs a signal handler only when the main thread is back in the interpreter; a main
+    thread blocked in a C call (a middleware or GL wait) would never see it. The C-level
+    handler also writes the signal number to a wake-up socket at once: a watcher thread reads
+    it and begins the stop too. A begun stop arms (1) a timer that, after ``grace`` s, prints
+    where the threads are and exits 0 (``_force_exit``; ros2 launch would SIGKILL), and (2)
+    for a C call that blocks while holding the interpreter lock, where no Python thread can
+    run, faulthandler's C watchdog: ``LAST_RESORT_S`` later it prints every thread's stack and
+    exits 1 -- a hang reported, never a process left hanging."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.event = threading.Event()
+        self._lock = threading.RLock()  # begin() may be re-entered by a signal in the main thread
+        self._socks: tuple | None = None
+
+    def begin(self, *_) -> None:
+        import faulthandler
+
+        with self._lock:
+            if self.event.is_set():
+                return
+            self.event.set()
+            timer = threading.Timer(self.grace, _force_exit, args=(self.grace,))
+            timer.daemon = True  # a clean exit does not wait for it
+            timer.start()
+            faulthandler.dump_traceback_later(self.grace + LAST_RESORT_S, exit=True)
+
+    def watch(self) -> None:
+        """Start the wake-up socket's watcher (main thread only, after the handlers are set)."""
+        import signal
+        import socket
+
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        signal.set_wakeup_fd(theirs.fileno(), warn_on_full_buffer=False)
+        self._socks = (ours, theirs)
+        threading.Thread(target=self._read, args=(ours,), daemon=True,
+                         name="signal-watcher").start()
+
+    def _read(self, sock) -> None:
+        import signal
+
+        wanted = {int(signal.SIGINT), int(signal.SIGTERM)}
+        while True:
+            try:
+                data = sock.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            if wanted & set(data):
+                self.begin()
+
+    def unwatch(self) -> None:
+        import signal
+
+        signal.set_wakeup_fd(-1)
+        if self._socks is not None:
+            for s in reversed(self._socks):  # the writing end first: the reader sees its end
+                s.close()
+            self._socks = None
+
+
+def _leave(code: int) -> None:
+    """Flush what was written (Python's and C's buffered streams), then exit at once."""
+    import ctypes
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None).fflush(None)
+    os._exit(code)
 
 
 def _force_exit(grace: float) -> None:
@@ -64,7 +147,7 @@ def _force_exit(grace: float) -> None:
         lines += ["    " + ln.strip().replace("\n", " ")
                   for ln in traceback.format_stack(frame)[-3:]]
     print("\n".join(lines), file=sys.stderr, flush=True)
-    os._exit(0)
+    os._exit(0)  # no C-level flush here: a stuck thread may hold a stream's lock
 
 
 @contextmanager

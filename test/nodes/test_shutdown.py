@@ -4,6 +4,7 @@ SIGINT and SIGTERM end each with status 0 and no traceback, and aloha_adapter wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,6 +47,18 @@ def start(exe: str, *params: str, log: Path, name: str | None = None) -> subproc
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
 
 
+def _wait(proc: subprocess.Popen, timeout: float) -> int | str:
+    """The exit code; for a process still running after ``timeout``, "hung" once SIGABRT has
+    made it print every thread's stack (spin_node enables faulthandler) into its log."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        return "hung"
+
+
 def graph_has(probe, names: set[str]) -> bool:
     rclpy.spin_once(probe, timeout_sec=0.05)
     return names <= {n for n, _ in probe.get_node_names_and_namespaces()}
@@ -62,14 +75,14 @@ def test_every_executable_exits_0_without_a_traceback(probe, tmp_path, sig):
             {e: (tmp_path / f"{e}.log").read_text()[-500:] for e in EXECUTABLES}
         for p in procs.values():
             p.send_signal(sig)
-        codes = {exe: p.wait(30) for exe, p in procs.items()}
+        codes = {exe: _wait(p, 30) for exe, p in procs.items()}
     finally:
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
     logs = {exe: (tmp_path / f"{exe}.log").read_text() for exe in EXECUTABLES}
-    assert codes == dict.fromkeys(EXECUTABLES, 0), {e: logs[e][-800:] for e in EXECUTABLES
-                                                    if codes[e]}
+    assert codes == dict.fromkeys(EXECUTABLES, 0), {e: (codes[e], logs[e][-3000:])
+                                                    for e in EXECUTABLES if codes[e]}
     assert not [e for e, text in logs.items() if "Traceback" in text], logs
 
 
@@ -114,42 +127,112 @@ def test_aloha_adapter_sleeps_the_arms_on_sigint(probe, tmp_path):
             probe.destroy_subscription(s)
 
 
-BLOCKED_NODE = """
+STUCK_NODE = """
+import atexit
+import ctypes
+import threading
 import time
 import qwen_vla_ros.nodes as nodes
 from rclpy.node import Node
 
+MUTEX = ctypes.create_string_buffer(64)  # a zeroed glibc pthread_mutex_t: a default mutex
+WORD = ctypes.c_int.from_buffer(MUTEX)  # glibc's lock word: 2 once a thread waits for it
+
+def say():
+    print("blocking", flush=True)
+
+def lock(lib):  # a default mutex locked twice by one thread: blocked in C for good
+    lib.pthread_mutex_lock(MUTEX)
+    lib.pthread_mutex_lock(MUTEX)
+
+def wait_in_c():  # blocked in C, the interpreter lock released; said only once it waits
+    # there (a signal sent earlier would still reach the Python-level handler)
+    libc = ctypes.CDLL(None)
+    held = threading.Event()
+    def holder():
+        libc.pthread_mutex_lock(MUTEX)
+        held.set()
+        while WORD.value != 2:
+            time.sleep(0.01)
+        say()
+    threading.Thread(target=holder, daemon=True).start()
+    held.wait()
+    libc.pthread_mutex_lock(MUTEX)
+
 class Stuck(Node):
     def __init__(self):
         super().__init__("stuck_node")
-        self.create_timer(0.05, self.tick)
+        self.t = self.create_timer(0.05, self.tick)
 
     def tick(self):
-        print("blocking", flush=True)
-        time.sleep(1000)  # a callback that never returns
+        {block}
+
+    def destroy_node(self):
+        {teardown}
+        super().destroy_node()
 
 nodes.SHUTDOWN_GRACE_S = 1.0
+nodes.LAST_RESORT_S = 1.0
+{setup}
 nodes.spin_node(Stuck)
 """
 
 
-def test_a_node_stuck_in_a_callback_still_exits_after_the_grace_period(tmp_path):
-    """spin_node cannot interrupt a blocked callback; after SHUTDOWN_GRACE_S it says where the
-    threads were and leaves with 0 (instead of hanging until ros2 launch's SIGKILL)."""
+def run_stuck(block: str, setup: str = "", teardown: str = "pass"
+              ) -> tuple[int | None, float, str]:
+    """Start STUCK_NODE with ``block`` in its timer callback and ``teardown`` in its
+    destroy_node, SIGTERM it once the callback has run: (exit code, seconds from the signal to
+    the exit, stderr)."""
     import sys
     import time
 
-    proc = subprocess.Popen([sys.executable, "-c", BLOCKED_NODE], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    script = STUCK_NODE.format(block=block, setup=setup, teardown=teardown)
+    proc = subprocess.Popen([sys.executable, "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == "blocking"
+        assert proc.stdout.readline().strip() == "blocking", proc.stderr.read()[-2000:]
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(20)
+        code = proc.wait(30)
         took = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
-    err = proc.stderr.read()
+    return code, took, proc.stderr.read()
+
+
+def test_a_node_stuck_in_a_callback_still_exits_after_the_grace_period():
+    """spin_node cannot interrupt a blocked callback; after SHUTDOWN_GRACE_S it says where the
+    threads were and leaves with 0 (instead of hanging until ros2 launch's SIGKILL)."""
+    code, took, err = run_stuck("say(); time.sleep(1000)  # a callback that never returns")
     assert code == 0 and 0.9 <= took <= 10, (code, took, err[-1000:])
     assert "shutdown still running 1 s after the signal" in err and "in tick" in err
+
+
+def test_a_node_blocked_in_a_c_call_still_sees_the_signal():
+    """A main thread blocked in C (the interpreter lock released, as in a middleware or GL
+    wait) never runs the Python-level handler; the C handler's wake-up byte starts the grace
+    period anyway: exit 0 after it."""
+    code, took, err = run_stuck("wait_in_c()")
+    assert code == 0 and 0.9 <= took <= 10, (code, took, err[-1000:])
+    assert "shutdown still running 1 s after the signal" in err
+
+
+def test_a_teardown_blocked_holding_the_interpreter_lock_is_reported_and_ended():
+    """Cleanup blocked in a C call that holds the interpreter lock (a GL context's free can)
+    stops every Python thread, the grace timer's too: faulthandler's watchdog, armed when the
+    stop began, prints every thread's stack and exits 1 after the grace and LAST_RESORT_S --
+    a hang reported, not a process left hanging."""
+    code, took, err = run_stuck("say(); self.destroy_timer(self.t)",
+                                teardown="lock(ctypes.PyDLL(None))")
+    assert code == 1 and 1.9 <= took <= 12, (code, took, err[-1000:])
+    assert "Timeout" in err and "in destroy_node" in err, err[-2000:]
+
+
+def test_after_its_cleanup_the_node_leaves_without_the_exit_hooks():
+    """A stop by signal does the node's own cleanup and leaves: a library's exit hook that
+    would hang (as an EGL teardown can) never runs."""
+    code, took, err = run_stuck("say(); self.destroy_timer(self.t)",
+                                setup="atexit.register(time.sleep, 1000)")
+    assert code == 0 and took <= 8, (code, took, err[-1000:])
+    assert "shutdown still running" not in err, err[-1000:]

@@ -174,11 +174,29 @@ def test_summary_reports_the_closed_loop(demo):
     assert s["chunks"] > 5 and s["inference_ms"]["p50"] > 0
     # The scripted leader solved the first episode through the teleop path.
     assert s["task_success"]["TELEOP"] == "1/1"
-    # Handover: from the measured pose within about one step of the velocity limit (the bag's
-    # measured sample may be one control tick older than the adapter's own snapshot).
-    assert s["handover"] is not None and s["handover"]["max_jump_over_step_limit"] <= 1.5
+    # Handover: from the measured pose within one step of the velocity limit, plus how far the
+    # arm itself moved in two control ticks around the switch: the bag's measured sample and
+    # the adapter's own snapshot of the pose may be a tick or two apart under load.
+    assert s["handover"] is not None
+    assert s["handover"]["max_jump_over_step_limit"] <= 1.0 + _motion_in_ticks(
+        out / "bag", s["handover"]["t"], ticks=2) + 0.05, s["handover"]
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "control rate" in stdout and "handover jump" in stdout
+
+
+def _motion_in_ticks(bag, t: float, ticks: int) -> float:
+    """The most any joint of the measured arms moved within ``ticks`` control ticks, in the
+    0.5 s around ``t``, in units of its per-step velocity limit (read from the bag)."""
+    from qwen_vla_ros.embodiment.spec import load_embodiment
+    from qwen_vla_ros.replay.summary import read_aloha_bag
+
+    spec = load_embodiment("aloha")
+    step = spec.max_velocity() * spec.dt
+    near = [(tm, v) for tm, v in read_aloha_bag(bag, spec).measured if abs(tm - t) <= 0.25]
+    assert len(near) > 2 * ticks, "too few measured samples around the handover"
+    return max(float((np.abs(vb - va) / step).max())
+               for i, (ta, va) in enumerate(near) for tb, vb in near[i + 1:]
+               if tb - ta <= ticks * spec.dt + 1e-6)
 
 
 def test_summary_rate_is_the_sim_time_rate_on_a_loaded_machine(tmp_path, tiny_checkpoint):

@@ -166,8 +166,9 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--arm-seed-start", type=int, default=40_000)
     ap.add_argument("--vln-seed-start", type=int, default=41_000)
-    ap.add_argument("--language-starts", type=int, default=5,
-                    help="start poses of the language check (x 4 colours)")
+    ap.add_argument("--language-starts", type=int, default=10,
+                    help="start poses of the language check (x 4 colours; five were too few: "
+                         "one checkpoint read 1/20 and 10/20 on two sets of five)")
     ap.add_argument("--language-seed-start", type=int, default=42_000)
     ap.add_argument("--checkpoint", choices=("last", "best"), default="last",
                     help="evaluate each run's last checkpoint or the one with the lowest "

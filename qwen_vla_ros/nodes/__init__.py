@@ -12,10 +12,11 @@ def spin_node(node_cls, args=None) -> None:
     clean up; a stop by signal exits 0 with no traceback (ros2 launch sends SIGINT, then
     SIGTERM after its sigterm_timeout).
 
-    A stop cannot hang the process: see ``_Stop``. After a stop by signal the process leaves
-    once its own cleanup is done, without the interpreter's finalisation (libraries' exit hooks
-    and finalisers, e.g. MuJoCo's EGL display teardown, run there in an order no node controls,
-    where no timer can run any more)."""
+    A signal while the node is still being constructed (a model loading) abandons the
+    construction and exits 0 at once. A stop cannot hang the process: see ``_Stop``. After a
+    stop by signal the process leaves once its own cleanup is done, without the interpreter's
+    finalisation (libraries' exit hooks and finalisers, e.g. MuJoCo's EGL display teardown,
+    run there in an order no node controls, where no timer can run any more)."""
     import faulthandler
     import signal
 
@@ -25,10 +26,27 @@ def spin_node(node_cls, args=None) -> None:
 
     faulthandler.enable()  # a fatal signal prints every thread's stack (stderr)
     stop = _Stop(SHUTDOWN_GRACE_S)
+    starting = [True]
+
+    def on_signal(*_) -> None:
+        stop.begin()
+        if starting[0]:  # abandon the construction (a model may take a minute to load)
+            raise _Stopped
+
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    previous = {sig: signal.signal(sig, stop.begin) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     stop.watch()
-    node = node_cls()
+    try:
+        node = node_cls()
+        starting[0] = False
+    except BaseException:
+        if not stop.event.is_set():
+            raise
+        # Stopped while starting: nothing of the node's to finish. The signal's exception may
+        # surface as another one (an import it interrupted fails with ImportError).
+        if rclpy.ok():
+            rclpy.shutdown()
+        _leave(0)
     stop.grace = SHUTDOWN_GRACE_S + float(getattr(node, "shutdown_budget_s", 0.0))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -52,6 +70,10 @@ def spin_node(node_cls, args=None) -> None:
 
 SHUTDOWN_GRACE_S = 10.0  # after SIGINT/SIGTERM, beyond the node's own shutdown_budget_s
 LAST_RESORT_S = 5.0  # beyond the grace: the C-level stack dump and exit 1 (see _Stop)
+
+
+class _Stopped(BaseException):
+    """A stop signal while the node was still being constructed (not an error)."""
 
 
 class _Stop:

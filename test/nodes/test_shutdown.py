@@ -236,3 +236,17 @@ def test_after_its_cleanup_the_node_leaves_without_the_exit_hooks():
                                 setup="atexit.register(time.sleep, 1000)")
     assert code == 0 and took <= 8, (code, took, err[-1000:])
     assert "shutdown still running" not in err, err[-1000:]
+
+
+def test_a_signal_while_the_node_is_constructed_ends_it_at_once():
+    """A node still constructing (a model loading can take a minute) is abandoned at the
+    signal and exits 0 at once, not after the grace period, without a traceback."""
+    slow_start = ("nodes.SHUTDOWN_GRACE_S = 30.0\n"
+                  "def slow(self):\n"
+                  "    Node.__init__(self, 'slow_start_node')\n"
+                  "    say()\n"
+                  "    time.sleep(1000)  # a model that takes long to load\n"
+                  "Stuck.__init__ = slow")
+    code, took, err = run_stuck("pass", setup=slow_start)
+    assert code == 0 and took <= 8, (code, took, err[-1000:])
+    assert "Traceback" not in err and "shutdown still running" not in err, err[-1000:]

@@ -61,6 +61,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     checks = list(dict.fromkeys(r["check"] for r in rows))
     runs = list(dict.fromkeys(r["run"] for r in rows))
@@ -89,8 +90,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("success (95 % Wilson)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(runs), fontsize=8)
+    # every run, also one missing from the first check
+    handles = [Patch(color=colours(i), label=run) for i, run in enumerate(runs)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(runs), fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

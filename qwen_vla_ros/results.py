@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ def pool_evals(results: list[dict[str, Any]]) -> dict[str, Any]:
     if not results:
         raise ValueError("no evaluations to pool")
     for key in ("checkpoint", "task"):
-        values = {str(r.get(key)) for r in results}
+        # one checkpoint under two paths (a link, a relative path) is one checkpoint
+        values = {os.path.realpath(str(r.get(key))) if key == "checkpoint" else str(r.get(key))
+                  for r in results}
         if len(values) > 1:
             raise ValueError(f"evaluations of different {key}s cannot be pooled: {values}")
     # an episode is its seed and, in the language check, the object named from that start

@@ -79,3 +79,14 @@ def test_pooling_refuses_what_is_not_one_figure():
         pool_evals([a, _eval(range(20, 40), 4, checkpoint="other")])
     with pytest.raises(ValueError, match="no evaluations"):
         pool_evals([])
+
+
+def test_one_checkpoint_under_two_paths_is_pooled(tmp_path):
+    ckpt = tmp_path / "run" / "ckpt"
+    ckpt.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(ckpt)
+    a = _eval(range(0, 20), 4, checkpoint=str(ckpt))
+    b = _eval(range(20, 40), 5, checkpoint=str(tmp_path / "link"))
+    assert pool_evals([a, b])["episodes"] == 40
+    with pytest.raises(ValueError, match="checkpoints"):
+        pool_evals([a, _eval(range(20, 40), 4, checkpoint=str(tmp_path / "run"))])

@@ -425,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, help="start from this checkpoint (any backbone size)")
     p.add_argument("--embodiment", default="aloha")
     p.add_argument("--steps", type=int)
-    p.add_argument("--minutes", type=float, help="stop after this much training time "
-                   "(with --resume: this much more, the cosine schedule from the top again)")
+    p.add_argument("--minutes", type=float, help="stop after this much training time, the "
+                   "run's whole budget as --steps is (with --resume: the minutes already "
+                   "trained count, and the cosine schedule goes on; to extend, give more)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=100)

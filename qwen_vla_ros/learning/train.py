@@ -487,9 +487,12 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     while True:
         if cfg.steps is not None and step >= cfg.steps:
             break
-        if cfg.minutes is not None and time.monotonic() - started >= cfg.minutes * 60:
+        # --minutes is the run's whole budget, as --steps is: a resumed run counts the
+        # minutes already trained, and its cosine goes on from where it was
+        trained_s = offset_s + time.monotonic() - started
+        if cfg.minutes is not None and trained_s >= cfg.minutes * 60:
             break
-        lr = lr_at(step, cfg, time.monotonic() - started)
+        lr = lr_at(step, cfg, trained_s)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)

@@ -202,6 +202,11 @@ def test_resume_continues_to_the_same_weights(demos, tmp_path):
     assert [h["step"] for h in log["history"] if "loss" in h] == list(range(1, 7))
     seconds = [h["seconds"] for h in log["history"]]
     assert seconds == sorted(seconds), "the resumed run's clock went back"
+    # --minutes is the whole run's budget: resumed with the minutes it has already trained,
+    # it stops at once (before, it trained that long again from the top of the cosine)
+    again = train([out], tmp_path / "b", TrainConfig(minutes=seconds[-1] / 60, **cfg),
+                  resume=True, **quiet)
+    assert again["steps"] == 6
 
 
 def test_keep_every_leaves_the_weights_of_each_step(demos, tmp_path):

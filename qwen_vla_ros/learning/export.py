@@ -3,9 +3,10 @@
 Copies what ``load_policy`` reads (the config, norm stats, decoder weights, backbone and
 embodiment folders) and the loss plot, and leaves out the optimiser state (``train_state.pt``,
 only ``train --resume`` needs it). ``train_log.json`` is rewritten so that it names no folder of
-the machine that trained: every bag path becomes its folder name (``episode_01000``), and the
-per-step history keeps the validation records and every ``every``-th training step. The
-training seeds stay, so ``eval`` still refuses to evaluate on them.
+the machine that trained: every bag path (any absolute path) becomes its folder name
+(``episode_01000``), and the per-step history keeps the validation records and every
+``every``-th training step. The training seeds stay, so ``eval`` still refuses to evaluate on
+them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def portable_log(log: dict[str, Any], every: int = 50) -> dict[str, Any]:
             return {k: _names(v) if k in _PATH_KEYS else walk(v) for k, v in obj.items()}
         if isinstance(obj, list):
             return [walk(v) for v in obj]
+        if isinstance(obj, str) and obj.startswith("/"):  # any other absolute path (best's out)
+            return Path(obj).name
         return obj
 
     out = walk({k: v for k, v in log.items() if k != "history"})

@@ -39,7 +39,10 @@ def embodiments_dir() -> Path:
     return config_dir() / "embodiments"
 
 
-SHIPPED_CHECKPOINT = "aloha_transfer_cube_tiny"  # trained in this repo: docs/learning.md
+# Small checkpoints trained in this repo, shipped in checkpoints/, by the embodiment they run
+# (docs/learning.md, docs/benchmarks.md): what the demos run when given none.
+SHIPPED_CHECKPOINTS = {"aloha": "aloha_transfer_cube_tiny", "vln": "vln_goto_tiny"}
+SHIPPED_CHECKPOINT = SHIPPED_CHECKPOINTS["aloha"]
 
 
 def shipped_checkpoint(name: str = SHIPPED_CHECKPOINT) -> Path | None:

@@ -19,12 +19,14 @@ from qwen_vla_ros.paths import share_dir
 def ensure_checkpoint(out: Path, checkpoint: Path | None, seed: int,
                       embodiment: str = "aloha") -> Path:
     """The checkpoint the demo runs: the given one, else the trained one shipped in
-    checkpoints/ (ALOHA), else a random-init tiny one. A given or shipped one is loaded first,
-    so a bad one is an error here, not a policy_node that never publishes."""
-    if checkpoint is None and embodiment == "aloha":
-        from qwen_vla_ros.paths import shipped_checkpoint
+    checkpoints/ for the embodiment (ALOHA, VLN), else a random-init tiny one. A given or
+    shipped one is loaded first, so a bad one is an error here, not a policy node that never
+    publishes."""
+    if checkpoint is None:
+        from qwen_vla_ros.paths import SHIPPED_CHECKPOINTS, shipped_checkpoint
 
-        checkpoint = shipped_checkpoint()
+        if embodiment in SHIPPED_CHECKPOINTS:
+            checkpoint = shipped_checkpoint(SHIPPED_CHECKPOINTS[embodiment])
     if checkpoint is not None:
         from qwen_vla_ros.errors import CheckpointError
         from qwen_vla_ros.model.checkpoint import load_policy

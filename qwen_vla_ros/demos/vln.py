@@ -3,8 +3,9 @@
 Starts the ``vln_sim`` bringup in one process (base_sim, navigation_node, mode_manager),
 engages POLICY through the mode service, runs ``seconds`` of sim time, then HOLD. Records
 ``OUT/bag`` (MCAP) and writes ``OUT/summary.json`` and ``OUT/vln.png`` (top view: room,
-objects, the base's path, every plan). A tiny random-init checkpoint is made if none is given:
-untrained, it wanders; the demo shows the pipeline, not navigation skill.
+objects, the base's path, every plan). Without ``checkpoint`` it runs the trained one shipped
+in ``checkpoints/vln_goto_tiny`` (follows the named colour; vln_goto about half the time:
+its README); without a shipped one, a tiny random-init checkpoint, which wanders.
 """
 
 from __future__ import annotations

@@ -494,3 +494,20 @@ def test_an_exported_log_keeps_no_absolute_path_anywhere():
     out = portable_log(log)
     assert out["best"] == {"step": 5, "out": "best"} and out["note"]["deep"] == ["else"]
     assert out["train_episodes"] == ["episode_01000"] and out["preset"] == "tiny"
+
+
+def test_the_shipped_vln_checkpoint_is_trained_and_is_what_demo_vln_runs(tmp_path):
+    """checkpoints/vln_goto_tiny: found as the package's data, loads, was trained for the VLN
+    body on recorded seeds (eval refuses them), and is demo vln's default."""
+    from qwen_vla_ros.demos.common import ensure_checkpoint
+    from qwen_vla_ros.evaluate import trained_seeds
+    from qwen_vla_ros.model.checkpoint import load_policy, read_meta
+    from qwen_vla_ros.paths import SHIPPED_CHECKPOINTS, shipped_checkpoint
+
+    ckpt = shipped_checkpoint(SHIPPED_CHECKPOINTS["vln"])
+    assert ckpt is not None and ckpt.name == "vln_goto_tiny"
+    assert read_meta(ckpt)["trained_embodiments"] == ["vln"]
+    assert trained_seeds(ckpt, "vln") and not (ckpt / "train_state.pt").exists()
+    assert list(load_policy(ckpt).embodiments) == ["vln"]
+    assert ensure_checkpoint(tmp_path, None, seed=0, embodiment="vln") == ckpt
+    assert not (tmp_path / "checkpoint").exists()  # no random-init one made

@@ -99,6 +99,10 @@ def running_bringup(name: str, values: dict[str, str], bag: Path,
         try:
             with spinning(*nodes):
                 yield by_name, switch
+                if "policy_node" in by_name:
+                    problem = stop_policy(by_name["policy_node"], recorder)
+                    if problem:
+                        probe.get_logger().warning(problem)
                 time.sleep(0.3)  # let the last messages reach the recorder
         finally:
             recorder.close()
@@ -107,6 +111,32 @@ def running_bringup(name: str, values: dict[str, str], bag: Path,
             n.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+def stop_policy(node, recorder, timeout: float = 10.0) -> str | None:
+    """Deactivate policy_node (lifecycle) and wait until ``recorder`` holds every chunk it
+    published and each chunk's observation record. The two are published one after the other;
+    a recording stopped between them leaves a chunk whose tick replay cannot find. Waits on
+    the inference worker (a chunk is published, or dropped as deactivated, before it goes
+    idle) and on the recorder's counts. Returns what is missing after ``timeout`` (a message
+    the recorder never received, e.g. one published before it was matched), else None."""
+    host = node.host
+    if host is None or not node.active:
+        return None
+    node.trigger_deactivate()
+    deadline = time.monotonic() + timeout
+    while not host.worker.idle():
+        if time.monotonic() > deadline:
+            return f"policy_node still inferring {timeout:g} s after deactivation"
+        time.sleep(0.01)
+    n = host.published
+    for pub in host.entities[:2]:  # the chunk and observation-record publishers
+        left = max(0.0, deadline - time.monotonic())
+        if pub.topic_name in recorder.topics and not recorder.wait_count(pub.topic_name, n,
+                                                                          left):
+            return (f"the bag holds {recorder.counts.get(pub.topic_name, 0)} of {n} "
+                    f"messages published on {pub.topic_name}")
+    return None
 
 
 def wait_sim(sim, until: float) -> None:

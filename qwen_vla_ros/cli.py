@@ -189,7 +189,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         instruction=args.instruction, rate_factor=args.rate_factor,
         progress=not args.no_progress, disturbance=args.disturbance,
         lockstep_timeout_s=args.lockstep_timeout, search=args.search, detours=args.detours,
-        colours=args.colours))
+        colours=args.colours, beside=args.beside))
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -409,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vln_goto: each of the --episodes start poses once per colour (e.g. "
                         "red,green,blue,yellow), so only the named object differs, as eval's "
                         "language check runs them")
+    p.add_argument("--beside", action="store_true",
+                   help="vln_goto with --colours: each start beside one of the colours' "
+                        "objects (as most evaluation starts are), once per other colour")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_collect)
 

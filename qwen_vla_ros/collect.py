@@ -31,7 +31,8 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
             instruction: str = DEFAULT_INSTRUCTION, rate_factor: float = 1.0,
             timeout_s: float = 120.0, progress: bool = True, log=print,
             disturbance: float = 0.0, lockstep_timeout_s: float = 1.0,
-            search: bool = False, detours: float = 0.0, colours: str = "") -> dict[str, Any]:
+            search: bool = False, detours: float = 0.0, colours: str = "",
+            beside: bool = False) -> dict[str, Any]:
     """Record ``episodes`` teleop episodes; returns the summary (also ``OUT/collect.json``).
     ``disturbance`` (rad, transfer_cube/insertion): aloha_sim's ``disturbance_rad``, recovery
     data; each episode's record says which it was. ``lockstep_timeout_s`` (arm tasks):
@@ -41,20 +42,25 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
     (``sim.vln_task.ScriptedNavigator``); ``detours`` (vln_goto): the share of episodes where
     it is pushed off its path once and recovers (recovery data, ``sim.vln_task.Detour``);
     ``colours`` (vln_goto, e.g. "red,green,blue,yellow"): each of the ``episodes`` start poses
-    once per colour, so only the named object differs between them."""
+    once per colour, so only the named object differs between them; ``beside`` (with
+    ``colours``): each start beside one of the colours' objects, once per other colour."""
     if task not in TASKS:
         raise ValueError(f"no scripted demonstrator for task '{task}'; have {list(TASKS)}")
     if episodes < 1:
         raise ValueError("--episodes must be >= 1")
-    if disturbance != 0.0 if task == "vln_goto" else (search or detours != 0.0 or colours):
-        raise ValueError("--disturbance is for the arm tasks; --search, --detours and "
-                         f"--colours for vln_goto (task '{task}')")
+    if disturbance != 0.0 if task == "vln_goto" else (search or detours != 0.0 or colours
+                                                     or beside):
+        raise ValueError("--disturbance is for the arm tasks; --search, --detours, --colours "
+                         f"and --beside for vln_goto (task '{task}')")
+    if beside and len(colours.split(",")) < 2:
+        raise ValueError("--beside needs --colours with two or more colours (the neighbour "
+                         "and at least one to name)")
     if task == "vln_goto":  # the mobile base in its room (vln_episodes.py)
         from qwen_vla_ros.sim.vln_task import parse_colours
         from qwen_vla_ros.vln_episodes import collect_vln
 
         return collect_vln(out, episodes, seed_start, rate_factor, progress, log, search,
-                           detours, parse_colours(colours))
+                           detours, parse_colours(colours), beside)
     from std_msgs.msg import String
     from tqdm import tqdm
 

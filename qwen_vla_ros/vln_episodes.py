@@ -59,7 +59,7 @@ EPISODE_TOPIC = "/collect/episode"
 
 class VlnEpisodeStack:
     def __init__(self, nodes: dict[str, Any], probe, seed_start: int,
-                 colours: tuple[str, ...] = ()) -> None:
+                 colours: tuple[str, ...] = (), beside: bool = False) -> None:
         from geometry_msgs.msg import Twist
         from nav_msgs.msg import Odometry
         from std_msgs.msg import Int32, String
@@ -69,7 +69,7 @@ class VlnEpisodeStack:
         from qwen_vla_ros.ros import qos
 
         self.nodes, self.probe, self.seed_start = nodes, probe, seed_start
-        self.colours = colours
+        self.colours, self.beside = colours, beside
         self._twist = Twist
         self._cond = threading.Condition()
         self.track: list[tuple[float, float, float, float]] = []  # (t, x, y, yaw)
@@ -163,7 +163,7 @@ class VlnEpisodeStack:
         start_time = float(self.announced[i]["start_time"])
         self._wait(lambda: bool(self.track) and self.track[-1][0] > start_time, timeout,
                    "odometry after the reset")
-        episode = episode_at(self.seed_start, i, self.colours)
+        episode = episode_at(self.seed_start, i, self.colours, self.beside)
         if self.announced[i]["instruction"] != episode.instruction:
             raise RuntimeError(f"base_sim runs {self.announced[i]}, not {episode}")
         if instruction is not None:
@@ -250,18 +250,19 @@ class VlnEpisodeStack:
 def vln_episode_stack(seed_start: int, rate_factor: float = 1.0,
                       values: dict[str, str] | None = None,
                       extra: dict[str, dict] | None = None,
-                      colours: tuple[str, ...] = ()) -> Iterator[VlnEpisodeStack]:
+                      colours: tuple[str, ...] = (), beside: bool = False
+                      ) -> Iterator[VlnEpisodeStack]:
     from qwen_vla_ros.episodes import bringup_nodes
 
     node_extra = {"base_sim": {"task": "vln_goto", "seed": seed_start,
-                               "colours": ",".join(colours)}}
+                               "colours": ",".join(colours), "beside": beside}}
     for name, params in (extra or {}).items():
         node_extra[name] = {**node_extra.get(name, {}), **params}
     # Without the obstacle stop: the eval judges the policy, and a stop would turn its
     # collisions into halts beside the object (collect's TELEOP never uses it).
     with bringup_nodes("vln_sim", {"rate_factor": str(rate_factor), "scan_topic": "",
                                    **(values or {})}, node_extra) as (nodes, probe):
-        yield VlnEpisodeStack(nodes, probe, seed_start, colours)
+        yield VlnEpisodeStack(nodes, probe, seed_start, colours, beside)
 
 
 def vln_topics():
@@ -288,12 +289,14 @@ def vln_bag_dir(out: Path, episode: VlnEpisode, by_colour: bool) -> Path:
 
 def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 1.0,
                 progress: bool = True, log=print, search: bool = False,
-                detours: float = 0.0, colours: tuple[str, ...] = ()) -> dict[str, Any]:
+                detours: float = 0.0, colours: tuple[str, ...] = (), beside: bool = False
+                ) -> dict[str, Any]:
     """Record ``episodes`` scripted vln_goto demonstrations, one bag each (``search``: the
     demonstrator that turns until it sees the named object first; ``detours``: the share of
     episodes, chosen by seed, where it is pushed off its path once: recovery data;
     ``colours``: ``episodes`` start poses, each once per colour, as the language check runs
-    them -- pairs that differ only in the named object -- one bag per start and colour)."""
+    them -- pairs that differ only in the named object -- one bag per start and colour;
+    ``beside``: those starts beside one of the colours' objects, once per other colour)."""
     from std_msgs.msg import String
     from tqdm import tqdm
 
@@ -302,8 +305,8 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
     from qwen_vla_ros.ros.bag_recorder import BagRecorder
 
     plan = {s: sample_detour(s, detours) for s in range(seed_start, seed_start + episodes)}
-    total = episodes_in_run(episodes, colours)
-    bags = [vln_bag_dir(out, episode_at(seed_start, k, colours), bool(colours))
+    total = episodes_in_run(episodes, colours, beside)
+    bags = [vln_bag_dir(out, episode_at(seed_start, k, colours, beside), bool(colours))
             for k in range(total)]
     out.mkdir(parents=True, exist_ok=True)
     for bag in bags:
@@ -311,7 +314,7 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
             shutil.rmtree(bag)
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
-    with vln_episode_stack(seed_start, rate_factor, colours=colours) as stack:
+    with vln_episode_stack(seed_start, rate_factor, colours=colours, beside=beside) as stack:
         meta_pub = stack.probe.create_publisher(String, EPISODE_TOPIC, qos.LATCHED)
         recorder = BagRecorder(stack.probe, bags[0], vln_topics())
         bar = tqdm(total=total, unit="ep", disable=not progress, desc="collect vln_goto")

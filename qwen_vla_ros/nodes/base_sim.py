@@ -63,8 +63,9 @@ class BaseSimNode(Node):
         self.start = Pose2D(params.start_x, params.start_y, params.start_yaw)
         self.task, self.seed = params.task, params.seed
         self.colours, self.k = parse_colours(params.colours), 0  # k: episodes since start
-        self.episode = episode_at(self.seed, 0, self.colours) if self.task == "vln_goto" \
-            else None
+        self.beside = params.beside
+        self.episode = episode_at(self.seed, 0, self.colours, self.beside) \
+            if self.task == "vln_goto" else None
         if self.episode is not None:
             self.start = self.episode.start
         self.sim = BaseSim(image_size=(h, w), start=self.start)
@@ -108,7 +109,7 @@ class BaseSimNode(Node):
     def _reset_srv(self, _req, response):
         if self.episode is not None:
             self.k += 1
-            self.episode = episode_at(self.seed, self.k, self.colours)
+            self.episode = episode_at(self.seed, self.k, self.colours, self.beside)
             self.start = self.episode.start
         self.sim.reset(self.start)
         self._cmd, self._cmd_time = (0.0, 0.0), -math.inf

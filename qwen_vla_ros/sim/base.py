@@ -221,6 +221,8 @@ class BaseSimParams:
     colours: str = param("", "vln_goto: e.g. 'red,green,blue,yellow': each start pose once "
                              "per colour (the language check); '' = the seed's colour",
                          check=lambda v: _colours_error(v))
+    beside: bool = param(False, "vln_goto with colours: each start beside one of the colours' "
+                                "objects, once per other colour (sim/vln_task.sample_beside)")
 
     def __post_init__(self) -> None:
         validate(self)

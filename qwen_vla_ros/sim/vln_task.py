@@ -115,6 +115,32 @@ def sample_episode(seed: int, colour: str | None = None, template: int | None = 
                       words.format(colour=target.colour, shape=shape_word(target)))
 
 
+def _need_two(colours: tuple[str, ...]) -> None:
+    if len(colours) < 2:
+        raise ValueError("starts beside an object need two or more colours: the neighbour "
+                         "and at least one to name")
+
+
+def sample_beside(seed: int, colours: tuple[str, ...]) -> tuple[Pose2D, SceneObject, int]:
+    """A start beside one of the ``colours``' objects (the neighbour, chosen by seed): within
+    ``MIN_START_DISTANCE`` of its footprint and at least that far from every other object, a
+    random heading; and the seed's wording (a ``TEMPLATES`` index). The evaluation's starts
+    are mostly such (31 of seeds 10000-10039 begin beside an object other than the named
+    one); the clear-of-all starts of the language check never are."""
+    _need_two(colours)
+    rng = np.random.default_rng(seed)
+    neighbour = COLOURS[colours[int(rng.integers(len(colours)))]]
+    template = int(rng.integers(len(TEMPLATES)))
+    lim = ROOM - BASE_RADIUS - MARGIN - 0.1
+    while True:
+        x, y = rng.uniform(-lim, lim, 2)
+        if free(x, y) and footprint_distance(x, y, neighbour) < MIN_START_DISTANCE and all(
+                footprint_distance(x, y, o) >= MIN_START_DISTANCE
+                for o in OBJECTS if o is not neighbour):
+            break
+    return Pose2D(float(x), float(y), float(rng.uniform(-math.pi, math.pi))), neighbour, template
+
+
 def parse_colours(text: str) -> tuple[str, ...]:
     """"red,blue" -> ("red", "blue"); an unknown colour is an error naming the known ones."""
     colours = tuple(c.strip().lower() for c in text.split(",") if c.strip())
@@ -124,17 +150,28 @@ def parse_colours(text: str) -> tuple[str, ...]:
     return colours
 
 
-def episode_at(seed_start: int, k: int, colours: tuple[str, ...] = ()) -> VlnEpisode:
+def episode_at(seed_start: int, k: int, colours: tuple[str, ...] = (),
+               beside: bool = False) -> VlnEpisode:
     """Episode ``k`` of a run: seed ``seed_start + k``; with ``colours`` (the language
-    check), each start pose (seed ``seed_start + k // len(colours)``) once per colour."""
+    check), each start pose (seed ``seed_start + k // len(colours)``) once per colour; with
+    ``beside`` too, each start beside one of the colours' objects (``sample_beside``), once
+    per other colour (``len(colours) - 1`` episodes a start)."""
     if not colours:
         return sample_episode(seed_start + k)
-    return sample_episode(seed_start + k // len(colours), colour=colours[k % len(colours)])
+    if not beside:
+        return sample_episode(seed_start + k // len(colours), colour=colours[k % len(colours)])
+    _need_two(colours)
+    per = len(colours) - 1
+    seed = seed_start + k // per
+    start, neighbour, template = sample_beside(seed, colours)
+    target = COLOURS[[c for c in colours if c != neighbour.colour][k % per]]
+    return VlnEpisode(seed, start, target, TEMPLATES[template].format(
+        colour=target.colour, shape=shape_word(target)))
 
 
-def episodes_in_run(starts: int, colours: tuple[str, ...] = ()) -> int:
+def episodes_in_run(starts: int, colours: tuple[str, ...] = (), beside: bool = False) -> int:
     """How many episodes a run of ``starts`` start poses has (``episode_at``'s k < this)."""
-    return starts * max(len(colours), 1)
+    return starts * (len(colours) - 1 if colours and beside else max(len(colours), 1))
 
 
 def language_figures(rows: list[dict]) -> dict:

@@ -144,7 +144,8 @@ def test_options_of_the_other_body_are_refused_before_anything_runs(tmp_path):
 
     for task, option in (("vln_goto", {"disturbance": 0.02}),
                          ("transfer_cube", {"search": True}), ("transfer_cube", {"detours": 0.5}),
-                         ("transfer_cube", {"colours": "red"})):
+                         ("transfer_cube", {"colours": "red"}),
+                         ("transfer_cube", {"beside": True})):
         with pytest.raises(ValueError, match="--disturbance is for the arm tasks"):
             collect(tmp_path / "x", task=task, episodes=1, **option, **QUIET)
     assert not (tmp_path / "x").exists()

@@ -71,6 +71,39 @@ def test_a_run_of_episodes_cycles_colours_at_each_start():
         parse_colours("red,pink")
 
 
+def test_starts_beside_an_object_name_each_other_colour():
+    """collect --colours --beside: each start lies beside one of the colours' objects (within
+    MIN_START_DISTANCE of its footprint) and clear of the rest, and is named once with each
+    other colour -- as most evaluation starts begin beside an object that is not the goal."""
+    from qwen_vla_ros.sim.vln_task import episode_at, episodes_in_run, parse_colours
+
+    colours = parse_colours("red,green,blue,yellow")
+    starts = 40
+    run = [episode_at(500, k, colours, beside=True)
+           for k in range(episodes_in_run(starts, colours, beside=True))]
+    assert len(run) == starts * 3 and run == [episode_at(500, k, colours, beside=True)
+                                              for k in range(len(run))]
+    neighbours = set()
+    for i in range(starts):
+        eps = run[3 * i:3 * i + 3]
+        assert {e.seed for e in eps} == {500 + i} and len({e.start for e in eps}) == 1
+        s = eps[0].start
+        assert free(s.x, s.y)
+        near = [o for o in OBJECTS if footprint_distance(s.x, s.y, o) < MIN_START_DISTANCE]
+        assert len(near) == 1 and near[0] not in {e.target for e in eps}
+        assert len({e.target.name for e in eps}) == 3
+        assert all(named_object(e.instruction) is e.target for e in eps)
+        neighbours.add(near[0].name)
+    assert len(neighbours) == len(OBJECTS)
+    pair = [episode_at(9, k, ("red", "blue"), beside=True) for k in range(20)]
+    assert {e.seed for e in pair} == set(range(9, 29))  # one episode a start: the other colour
+    assert all(min(footprint_distance(e.start.x, e.start.y, COLOURS[c]) for c in ("red", "blue")
+                   if c != e.target.colour) < MIN_START_DISTANCE for e in pair)
+    assert {e.target.colour for e in pair} == {"red", "blue"}
+    with pytest.raises(ValueError, match="two or more colours"):
+        episode_at(0, 0, ("red",), beside=True)
+
+
 def drive(ep, dt=0.1, search=False, log=None, detour=None):
     sim = BaseSim(image_size=(16, 16), start=ep.start)
     nav = ScriptedNavigator(ep, search=search, detour=detour)

@@ -10,7 +10,9 @@ per check, one bar per run).
 
 Each ``--eval LABEL CHECK DIR [DIR ...]``: the run's label, the check's name (any word; rows
 with the same check share a panel), and the folders holding eval.json (or the files). For
-vln_goto the table adds the success split by where episodes began (``success_by_start``).
+vln_goto the table adds the success split by where episodes began (``success_by_start``) and
+the failures by kind (``failure_kinds``: at start / at another object / out of time / collided /
+short / elsewhere).
 """
 
 from __future__ import annotations
@@ -35,24 +37,28 @@ def row(label: str, check: str, paths: list[Path]) -> dict[str, Any]:
            # the language check's chance: 1 in the room's objects
            "chance": results[0].get("language_check", {}).get("chance")}
     if pooled["task"] == "vln_goto":
-        from qwen_vla_ros.sim.vln_task import success_by_start
+        from qwen_vla_ros.sim.vln_task import failure_kinds, success_by_start
 
-        out["success_by_start"] = success_by_start(
-            [r for res in results for r in res["per_episode"]])
+        episodes = [r for res in results for r in res["per_episode"]]
+        out["success_by_start"] = success_by_start(episodes)
+        out["failures"] = failure_kinds(episodes)
     return out
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| run | check | success | rate (95 % Wilson) | SPL | beside another object "
-             "/ clear of all |", "|---|---|---|---|---|---|"]
+             "/ clear of all | failures: at start / at another object / out of time / "
+             "collided / short / elsewhere |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["success_ci95"]
         spl = "-" if r["spl"] is None else f"{r['spl']:.2f}"
         split = r.get("success_by_start")
         where = "-" if split is None else " / ".join(
             f"{c['successes']}/{c['episodes']}" for c in split.values())
+        fails = "-" if "failures" not in r else " / ".join(map(str, r["failures"].values()))
         lines.append(f"| {r['run']} | {r['check']} | {r['successes']}/{r['episodes']} | "
-                     f"{r['success_rate']:.0%} ({lo:.0%}-{hi:.0%}) | {spl} | {where} |")
+                     f"{r['success_rate']:.0%} ({lo:.0%}-{hi:.0%}) | {spl} | {where} | "
+                     f"{fails} |")
     return "\n".join(lines)
 
 

@@ -225,6 +225,42 @@ def success_by_start(rows: list[dict]) -> dict[str, dict[str, int]]:
     return split
 
 
+FAILURE_KINDS = ("stopped_at_start", "stopped_at_another_object", "ran_out_of_time",
+                 "collided", "stopped_short", "stopped_elsewhere")
+NEAR_MISS = 1.0  # m from the named object's footprint: a stop inside it is "stopped_short"
+AT_START = 0.1  # m travelled: a stop before this is "stopped_at_start"
+
+
+def failure_kind(row: dict) -> str | None:
+    """What went wrong in a judged episode (``evaluate_vln``'s row), the first that applies
+    in ``FAILURE_KINDS``' order; None for a success. ``stopped_at_start``: the policy called
+    the goal reached before moving ``AT_START``; ``stopped_short``: it stopped within
+    ``NEAR_MISS`` of the named object, outside the success radius."""
+    if row["success"]:
+        return None
+    if row["stopped"] and row["path_m"] < AT_START:
+        return "stopped_at_start"
+    if row["stopped"] and row["reached"] not in (None, row["target"]):
+        return "stopped_at_another_object"
+    if not row["stopped"]:
+        return "ran_out_of_time"
+    if row["collisions"] > 0:
+        return "collided"
+    if row["distance_to_target_m"] < NEAR_MISS:
+        return "stopped_short"
+    return "stopped_elsewhere"
+
+
+def failure_kinds(rows: list[dict]) -> dict[str, int]:
+    """How many of the judged episodes ``rows`` failed in each way (``failure_kind``)."""
+    counts = dict.fromkeys(FAILURE_KINDS, 0)
+    for r in rows:
+        kind = failure_kind(r) if r["names_known_object"] else None
+        if kind is not None:
+            counts[kind] += 1
+    return counts
+
+
 def free(x: float, y: float, clearance: float = BASE_RADIUS + MARGIN) -> bool:
     """The base centred at (x, y) keeps ``clearance`` from every wall and object."""
     if abs(x) > ROOM - clearance or abs(y) > ROOM - clearance:

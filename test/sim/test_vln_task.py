@@ -104,6 +104,35 @@ def test_starts_beside_an_object_name_each_other_colour():
         episode_at(0, 0, ("red",), beside=True)
 
 
+def test_each_failure_is_named_by_what_went_wrong():
+    from qwen_vla_ros.sim.vln_task import FAILURE_KINDS, failure_kind, failure_kinds
+
+    def row(**kw):
+        base = {"success": False, "stopped": True, "path_m": 2.0, "reached": None,
+                "target": "red_box", "collisions": 0, "distance_to_target_m": 2.5,
+                "names_known_object": True}
+        return {**base, **kw}
+
+    rows = [row(success=True, distance_to_target_m=0.3, reached="red_box"),
+            row(path_m=0.0, distance_to_target_m=4.1),       # called it reached at once
+            row(path_m=0.05, reached="blue_sphere"),          # moved too little: at start
+            row(reached="blue_sphere"),
+            row(stopped=False, collisions=3),
+            row(collisions=3, distance_to_target_m=0.7),
+            row(distance_to_target_m=0.7),
+            row(),
+            row(names_known_object=False, path_m=0.0)]        # not judged
+    assert [failure_kind(r) for r in rows[:8]] == [None, "stopped_at_start", "stopped_at_start",
+                                                   "stopped_at_another_object",
+                                                   "ran_out_of_time", "collided",
+                                                   "stopped_short", "stopped_elsewhere"]
+    counts = failure_kinds(rows)
+    assert list(counts) == list(FAILURE_KINDS)
+    assert counts == {"stopped_at_start": 2, "stopped_at_another_object": 1,
+                      "ran_out_of_time": 1, "collided": 1, "stopped_short": 1,
+                      "stopped_elsewhere": 1}
+
+
 def drive(ep, dt=0.1, search=False, log=None, detour=None):
     sim = BaseSim(image_size=(16, 16), start=ep.start)
     nav = ScriptedNavigator(ep, search=search, detour=detour)

@@ -99,8 +99,8 @@ def running_bringup(name: str, values: dict[str, str], bag: Path,
         try:
             with spinning(*nodes):
                 yield by_name, switch
-                if "policy_node" in by_name:
-                    problem = stop_policy(by_name["policy_node"], recorder)
+                for name in ("policy_node", "navigation_node"):
+                    problem = stop_policy(by_name[name], recorder) if name in by_name else None
                     if problem:
                         probe.get_logger().warning(problem)
                 time.sleep(0.3)  # let the last messages reach the recorder
@@ -114,20 +114,29 @@ def running_bringup(name: str, values: dict[str, str], bag: Path,
 
 
 def stop_policy(node, recorder, timeout: float = 10.0) -> str | None:
-    """Deactivate policy_node (lifecycle) and wait until ``recorder`` holds every chunk it
-    published and each chunk's observation record. The two are published one after the other;
-    a recording stopped between them leaves a chunk whose tick replay cannot find. Waits on
-    the inference worker (a chunk is published, or dropped as deactivated, before it goes
-    idle) and on the recorder's counts. Returns what is missing after ``timeout`` (a message
-    the recorder never received, e.g. one published before it was matched), else None."""
+    """Stop ``node`` (policy_node: deactivated, lifecycle; navigation_node: once it has left
+    POLICY, which plans only while it drives -- the demo ends in HOLD) and wait until
+    ``recorder`` holds every chunk it published and each chunk's observation record. The two
+    are published one after the other; a recording stopped between them leaves a chunk whose
+    tick replay cannot find. Waits on the node's mode, on the inference worker (a chunk is
+    published, or dropped, before it goes idle) and on the recorder's counts. Returns what is
+    missing after ``timeout`` (e.g. a message published before the recorder was matched),
+    else None."""
     host = node.host
-    if host is None or not node.active:
+    if host is None:
         return None
-    node.trigger_deactivate()
     deadline = time.monotonic() + timeout
+    if hasattr(node, "trigger_deactivate"):
+        if node.active:
+            node.trigger_deactivate()
+    else:
+        while node.nav.wants_plan():  # the executor's thread sets the mode: no tick in between
+            if time.monotonic() > deadline:
+                return f"{node.get_name()} still planning {timeout:g} s after the switch"
+            time.sleep(0.01)
     while not host.worker.idle():
         if time.monotonic() > deadline:
-            return f"policy_node still inferring {timeout:g} s after deactivation"
+            return f"{node.get_name()} still inferring {timeout:g} s after it was stopped"
         time.sleep(0.01)
     n = host.published
     for pub in host.entities[:2]:  # the chunk and observation-record publishers

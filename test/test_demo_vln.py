@@ -32,7 +32,10 @@ def test_vln_demo_records_plans_odometry_and_limited_commands(demo):
 
     out, s = demo
     assert s["plans"] >= 3 and s["goals_published"] >= 3
-    assert 15 <= s["cmd_vel_hz"] <= 25
+    # Commands per second of sim time: a loaded machine slows the sim, not the node's rate
+    # (the wall-clock rate read 10-14 Hz with two collections running beside this test).
+    assert s["time_base"] == "sim time (/clock)"
+    assert 17 <= s["cmd_vel_hz"] <= 23
     assert s["max_linear"] <= 0.4 + 1e-9 and s["max_angular"] <= 1.2 + 1e-9
     assert (out / "vln.png").read_bytes()[:4] == b"\x89PNG"
     d = read_vln_bag(out / "bag")

@@ -81,15 +81,20 @@ def run_vln_demo(out: Path, seconds: float = 20.0, checkpoint: Path | None = Non
 
 def read_vln_bag(bag: Path) -> dict[str, Any]:
     from qwen_vla_ros.replay.bagio import open_bag
+    from qwen_vla_ros.replay.clock import Clock
     from qwen_vla_ros.ros.conversions import pose_2d
 
     src = open_bag(bag)
     store = src.typestore()
+    # One time axis (replay/clock.py): sim seconds when the bag has /clock, as the nodes run.
+    clock = Clock.from_source(src, store)
     d: dict[str, Any] = {"odom": [], "cmd": [], "plans": [], "status": [], "modes": [],
-                         "goals": 0, "bumps": 0, "diag": {}, "counts": dict(src.counts)}
-    small = [t for t in src.topics if t != "/front/image_raw" and t not in src.unknown]
+                         "goals": 0, "bumps": 0, "diag": {}, "counts": dict(src.counts),
+                         "time_base": clock.time_base}
+    small = [t for t in src.topics if t not in ("/front/image_raw", "/clock")
+             and t not in src.unknown]
     for topic, log_ns, raw in src.messages(small):
-        t = (log_ns - src.start_ns) * 1e-9
+        t = clock.axis(log_ns)
         msg = store.deserialize_cdr(raw, src.topics[topic])
         if topic == "/odom":
             p = pose_2d(msg.pose.pose.position, msg.pose.pose.orientation)
@@ -117,6 +122,8 @@ def read_vln_bag(bag: Path) -> dict[str, Any]:
 
 def summarize_vln(d: dict[str, Any]) -> dict[str, Any]:
     """Figures of a ``read_vln_bag`` result."""
+    from qwen_vla_ros.replay.summary import span_rate
+
     odom = np.array([o[1:3] for o in d["odom"]]) if d["odom"] else np.zeros((0, 2))
     cmd = np.array([c[1:] for c in d["cmd"]]) if d["cmd"] else np.zeros((0, 2))
     ct = np.array([c[0] for c in d["cmd"]])
@@ -126,9 +133,11 @@ def summarize_vln(d: dict[str, Any]) -> dict[str, Any]:
         if len(odom) > 1 else 0.0,
         "start": odom[0].tolist() if len(odom) else None,
         "end": odom[-1].tolist() if len(odom) else None,
-        # Mean rate: under sim time a 20 Hz timer fires on the 50 Hz /clock's ticks, so single
-        # periods alternate (40 / 60 ms) and their median says little.
-        "cmd_vel_hz": float((len(ct) - 1) / (ct[-1] - ct[0])) if len(ct) > 2 else None,
+        # Commands per second of sim time (a busy machine slows the sim, not the rate), over
+        # the spans without a gap (span_rate): under sim time a 20 Hz timer fires on the 50 Hz
+        # /clock's ticks, so single periods alternate (40 / 60 ms) and say little.
+        "cmd_vel_hz": span_rate(ct, max_gap=0.25) if len(ct) > 2 else None,
+        "time_base": d["time_base"],
         "max_linear": float(np.abs(cmd[:, 0]).max()) if len(cmd) else 0.0,
         "max_angular": float(np.abs(cmd[:, 1]).max()) if len(cmd) else 0.0,
         "commands": len(d["cmd"]),
@@ -181,6 +190,7 @@ def plot_vln(d: dict[str, Any], path: Path) -> Path:
 def format_vln_summary(s: dict[str, Any]) -> str:
     inf = s["inference_ms"]
     return aligned([
+        ("times in", str(s.get("time_base", "?"))),
         ("plans", f"{s['plans']} ({s['goals_published']} goals published)"),
         ("distance", f"{s['distance_m']:.2f} m, from {s['start']} to {s['end']}"),
         ("cmd_vel", f"{s['cmd_vel_hz'] or float('nan'):.1f} Hz, max |v| "

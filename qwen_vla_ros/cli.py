@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -556,10 +558,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 130 on Ctrl-C or SIGTERM, after each command's own cleanup (``with`` blocks: the
+    nodes stopped, a bag being recorded closed, readable)."""
     _quiet_transformers()
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt as exc:
+        why = str(exc) or "SIGINT"
+        print(f"qwen-vla-ros {args.command}: interrupted ({why})", file=sys.stderr)
+        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -139,10 +139,10 @@ def bringup_nodes(bringup: str, values: dict[str, str], node_extra: dict[str, di
     from rclpy.parameter import Parameter
 
     from qwen_vla_ros.bringup import create_node, load_bringup
-    from qwen_vla_ros.nodes import spinning
+    from qwen_vla_ros.nodes import init_without_signal_handlers, spinning
 
     entries = [e for e in load_bringup(bringup).resolve(values) if e.executable not in drop]
-    rclpy.init()
+    init_without_signal_handlers()
     nodes: list = []
     try:
         for e in entries:

@@ -79,13 +79,13 @@ def running_bringup(name: str, values: dict[str, str], bag: Path,
     from rclpy.parameter import Parameter
 
     from qwen_vla_ros.bringup import create_node, load_bringup
-    from qwen_vla_ros.nodes import spinning
+    from qwen_vla_ros.nodes import init_without_signal_handlers, spinning
     from qwen_vla_ros.ros.bag_recorder import BagRecorder
 
     if bag.exists():
         shutil.rmtree(bag)
     entries = load_bringup(name).resolve(values)
-    rclpy.init()
+    init_without_signal_handlers()
     nodes: list = []
     try:
         for e in entries:

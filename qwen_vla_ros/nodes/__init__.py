@@ -172,6 +172,19 @@ def _force_exit(grace: float) -> None:
     os._exit(0)  # no C-level flush here: a stuck thread may hold a stream's lock
 
 
+def init_without_signal_handlers() -> None:
+    """rclpy.init for a process that runs nodes in-process (collect, eval, the demos): without
+    rclpy's SIGINT/SIGTERM handlers, which shut the context down under the spinning thread and
+    leave the main thread waiting on topics that never come (Ctrl-C hung ``collect`` until
+    its 300 s timeout). Python's own SIGINT handler raises KeyboardInterrupt in the main
+    thread instead, whose ``with`` blocks stop the spinning, close the bag and destroy the
+    nodes; the CLI turns SIGTERM into the same (``cli.main``)."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+
+
 @contextmanager
 def spinning(*nodes) -> Iterator[object]:
     """Spin ``nodes`` in one SingleThreadedExecutor on a background thread, as one process

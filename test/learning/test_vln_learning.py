@@ -139,6 +139,48 @@ def test_each_start_is_recorded_once_per_colour(tmp_path):
     assert eps[0].instruction != eps[1].instruction
 
 
+def test_ctrl_c_stops_a_collection_at_once_and_leaves_its_bag_readable(tmp_path):
+    """Ctrl-C during `collect` (SIGINT to the CLI, mid-episode): exit 130 within seconds, the
+    nodes stopped and the episode being recorded closed as a readable bag. rclpy's own signal
+    handlers shut the context down under the spinning thread, and collect waited on
+    odometry that never came, until its 300 s timeout."""
+    import contextlib
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from rosbags.rosbag2 import Reader
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwen_vla_ros.cli", "collect", "--task", "vln_goto",
+         "--episodes", "3", "--seed-start", "705", "--rate-factor", "1.5", "--no-progress",
+         "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True)
+    reader.start()
+    seen, deadline = [], time.monotonic() + 120
+    try:
+        while not any("-> TELEOP" in x for x in seen[-3:]):  # the demonstrator is driving
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(seen[-30:])
+            with contextlib.suppress(queue.Empty):
+                seen.append(lines.get(timeout=1.0))
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=10)  # the pipe is closed: the rest of the output is queued
+    while not lines.empty():
+        seen.append(lines.get())
+    out = "".join(seen)
+    assert rc == 130 and "collect: interrupted (SIGINT)" in out, out[-3000:]
+    with Reader(tmp_path / "episode_00705") as reader:
+        assert reader.message_count > 0
+
+
 def test_options_of_the_other_body_are_refused_before_anything_runs(tmp_path):
     from qwen_vla_ros.collect import collect
 

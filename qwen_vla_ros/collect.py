@@ -105,10 +105,25 @@ def collect(out: Path, task: str = "transfer_cube", episodes: int = 10, seed_sta
                 summary.append(meta)
                 bar.update(1)
                 bar.set_postfix(success=f"{sum(m['success'] for m in summary)}/{i + 1}")
+        except KeyboardInterrupt:
+            bar.close()
+            discard_unfinished(recorder, len(summary), log)
+            raise
         finally:
             bar.close()
             recorder.close()
     return summarize(out, task, summary, started, rate_factor, log)
+
+
+def discard_unfinished(recorder, kept: int, log=print) -> None:
+    """After an interruption (Ctrl-C): close the bag being recorded and remove it unless its
+    episode record was written -- a demonstration cut short would train as a whole one (a bag
+    without ``/collect/episode`` is read as a recording of its own)."""
+    recorder.close()
+    if recorder.counts.get(EPISODE_TOPIC, 0) == 0 and recorder.path.exists():
+        shutil.rmtree(recorder.path)
+        log(f"collect interrupted: {recorder.path.name} (cut short) removed; {kept} "
+            "episode(s) kept")
 
 
 def record_meta(recorder, publisher, meta: dict[str, Any], timeout: float = 30.0) -> None:

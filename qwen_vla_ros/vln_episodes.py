@@ -301,7 +301,7 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
     from std_msgs.msg import String
     from tqdm import tqdm
 
-    from qwen_vla_ros.collect import record_meta, summarize
+    from qwen_vla_ros.collect import discard_unfinished, record_meta, summarize
     from qwen_vla_ros.ros import qos
     from qwen_vla_ros.ros.bag_recorder import BagRecorder
 
@@ -337,6 +337,10 @@ def collect_vln(out: Path, episodes: int, seed_start: int, rate_factor: float = 
                                                            "collisions")}})
                 bar.update(1)
                 bar.set_postfix(success=f"{sum(m['success'] for m in rows)}/{i + 1}")
+        except KeyboardInterrupt:
+            bar.close()
+            discard_unfinished(recorder, len(rows), log)
+            raise
         finally:
             bar.close()
             recorder.close()

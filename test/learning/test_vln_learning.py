@@ -139,11 +139,11 @@ def test_each_start_is_recorded_once_per_colour(tmp_path):
     assert eps[0].instruction != eps[1].instruction
 
 
-def test_ctrl_c_stops_a_collection_at_once_and_leaves_its_bag_readable(tmp_path):
+def test_ctrl_c_stops_a_collection_at_once_and_discards_the_unfinished_episode(tmp_path):
     """Ctrl-C during `collect` (SIGINT to the CLI, mid-episode): exit 130 within seconds, the
-    nodes stopped and the episode being recorded closed as a readable bag. rclpy's own signal
-    handlers shut the context down under the spinning thread, and collect waited on
-    odometry that never came, until its 300 s timeout."""
+    nodes stopped, the episode being recorded removed (cut short, it would train as a whole
+    demonstration). rclpy's own signal handlers shut the context down under the spinning
+    thread, and collect waited on odometry that never came, until its 300 s timeout."""
     import contextlib
     import queue
     import signal
@@ -152,7 +152,6 @@ def test_ctrl_c_stops_a_collection_at_once_and_leaves_its_bag_readable(tmp_path)
     import threading
     import time
 
-    from rosbags.rosbag2 import Reader
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "qwen_vla_ros.cli", "collect", "--task", "vln_goto",
@@ -177,8 +176,8 @@ def test_ctrl_c_stops_a_collection_at_once_and_leaves_its_bag_readable(tmp_path)
         seen.append(lines.get())
     out = "".join(seen)
     assert rc == 130 and "collect: interrupted (SIGINT)" in out, out[-3000:]
-    with Reader(tmp_path / "episode_00705") as reader:
-        assert reader.message_count > 0
+    assert "episode_00705 (cut short) removed; 0 episode(s) kept" in out
+    assert not (tmp_path / "episode_00705").exists()
 
 
 def test_options_of_the_other_body_are_refused_before_anything_runs(tmp_path):

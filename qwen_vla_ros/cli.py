@@ -564,7 +564,7 @@ def _interrupt(signum, _frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 130 on Ctrl-C or SIGTERM, after each command's own cleanup (``with`` blocks: the
-    nodes stopped, a bag being recorded closed, readable)."""
+    nodes stopped, a bag being recorded closed; collect removes an unfinished episode's)."""
     _quiet_transformers()
     args = build_parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()

@@ -316,7 +316,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.checkpoint, args.out, task=args.task, episodes=args.episodes,
         seed_start=args.seed_start, instruction=args.instruction,
         rate_factor=args.rate_factor, allow_train_seeds=args.allow_train_seeds,
-        blend=args.blend, colours=args.colours, progress=not args.no_progress))
+        blend=args.blend, colours=args.colours, progress=not args.no_progress,
+        policy_params=policy_params(args.param)))
+
+
+def policy_params(items: list[str]) -> dict[str, object]:
+    """``eval --param NAME:=VALUE`` items -> {name: value}, each value read as YAML (0.7 a
+    float, 3 an int, true a bool, else the text); a malformed item is a ValueError."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.partition(":=")
+        if not sep or not name:
+            raise ValueError(f"--param '{item}' is not NAME:=VALUE")
+        out[name] = yaml.safe_load(value)
+    return out
 
 
 def cmd_embodiments(args: argparse.Namespace) -> int:
@@ -520,6 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", choices=BLEND_MODES,
                    help="aloha_adapter's chunk execution (default: its config's); rtc also "
                         "has policy_node sample with the measured-delay prefix")
+    p.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="a parameter of the node that runs the policy (policy_node, or "
+                        "navigation_node for vln_goto), e.g. stop_threshold:=0.7 "
+                        "(repeatable; recorded in eval.json)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -82,6 +82,9 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     with episode_stack(seed_start, task, rate_factor, drop=("scripted_leader",),
                        values=values, extra=extra) as stack:
         adapter, policy = stack.nodes["aloha_adapter"], stack.nodes["policy_node"]
+        from qwen_vla_ros.ros.params import require_parameters
+
+        require_parameters(policy, policy_params or {})
         if policy.policy is None:
             raise ConfigError(f"policy_node did not load {checkpoint}: {policy.last_error}")
         spec = adapter.spec
@@ -145,6 +148,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
         "episodes": len(rows), "successes": wins, "success_rate": wins / max(len(rows), 1),
         "success_ci95": wilson_interval(wins, len(rows)),
         "seeds": seeds, "trained_seeds": trained_seeds(checkpoint), "rate_factor": rate_factor,
+        "policy_params": dict(policy_params or {}),
         "blend": adapter_blend,
         "minutes": round((time.monotonic() - started) / 60, 2),
         "episodes_with_adapter_fault": sum(x["adapter_fault"] is not None for x in rows),

@@ -357,6 +357,8 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
     ``instruction``, that text instead of each episode's."""
     from tqdm import tqdm
 
+    from qwen_vla_ros.ros.params import require_parameters
+
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     total = episodes_in_run(episodes, colours)
@@ -364,6 +366,7 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
     with vln_episode_stack(seed_start, rate_factor, {"checkpoint": str(checkpoint)},
                            extra, colours) as stack:
         node = stack.nodes["navigation_node"]
+        require_parameters(node, params or {})
         if node.policy is None:
             raise ConfigError(f"navigation_node did not load {checkpoint}: "
                               f"{node.policy_error}")
@@ -391,6 +394,7 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
               "failures": failure_kinds(rows),
               "colours": list(colours),
               "seeds": [r["seed"] for r in rows], "trained_seeds": trained,
+              "policy_params": dict(params or {}),
               "rate_factor": rate_factor, "minutes": round((time.monotonic() - started) / 60,
                                                            2),
               "per_episode": rows}

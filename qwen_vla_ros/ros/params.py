@@ -21,6 +21,16 @@ def declare_fields(node, cls: type) -> None:
         node.declare_parameter(f.name, f.default, descriptor)
 
 
+def require_parameters(node, names: Iterable[str]) -> None:
+    """A ConfigError naming each of ``names`` that ``node`` does not declare: an override of an
+    undeclared parameter is dropped silently by rclpy (a misspelt ``eval --param``)."""
+    from qwen_vla_ros.errors import ConfigError
+
+    unknown = [n for n in names if not node.has_parameter(n)]
+    if unknown:
+        raise ConfigError(f"{node.get_name()} has no parameter {', '.join(unknown)}")
+
+
 def read(node, cls: type[T]) -> T:
     """``cls`` built from the node's current values; its ``__post_init__`` validates them (a
     bad value is a ConfigError naming it). Lifecycle nodes read at configure."""

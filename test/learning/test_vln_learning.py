@@ -323,10 +323,14 @@ def test_vln_eval_judges_what_the_base_did(joint, tmp_path):
     stats["vln"]["action"]["std"] = [1e-3] * 4
     (stopper / "norm_stats.json").write_text(json.dumps(stats))
     result = evaluate(stopper, tmp_path / "eval", task="vln_goto", episodes=1,
-                      seed_start=9100, rate_factor=2.0, **QUIET)
+                      seed_start=9100, rate_factor=2.0, policy_params={"stop_threshold": 0.9},
+                      **QUIET)
     row = result["per_episode"][0]
     assert row["stopped"] and row["stop_reason"].startswith("STOPPED: the policy decided")
     assert not row["success"] and result["successes"] == 0 and row["spl"] == 0.0
+    assert result["failures"]["stopped_at_start"] == 1 == sum(result["failures"].values())
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["policy_params"] == {
+        "stop_threshold": 0.9}
     episode = sample_episode(9100)
     assert row["distance_to_target_m"] == pytest.approx(
         footprint_distance(row["end"][0], row["end"][1], episode.target), abs=1e-3)
@@ -345,6 +349,11 @@ def test_vln_eval_judges_what_the_base_did(joint, tmp_path):
     build_preset("tiny", ["aloha"]).save_pretrained(arm_only)
     with pytest.raises(ConfigError, match="not trained for the vln embodiment"):
         evaluate(arm_only, tmp_path / "x", task="vln_goto", episodes=1, **QUIET)
+    # a misspelt navigation_node parameter is refused, not dropped (rclpy ignores overrides of
+    # undeclared parameters)
+    with pytest.raises(ConfigError, match="navigation_node has no parameter stop_treshold"):
+        evaluate(stopper, tmp_path / "y", task="vln_goto", episodes=1, seed_start=9100,
+                 policy_params={"stop_treshold": 0.9}, **QUIET)
 
 
 def test_a_body_the_checkpoint_was_not_trained_for_is_refused_at_load(joint, tmp_path):

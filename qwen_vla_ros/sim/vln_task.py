@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +97,16 @@ def footprint_distance(x: float, y: float, o: SceneObject) -> float:
     return math.hypot(x - o.x, y - o.y) - o.radius
 
 
+def _free_start(rng: np.random.Generator, accept: Callable[[float, float], bool]) -> Pose2D:
+    """A start pose drawn from ``rng``: positions uniform in the room until one is free and
+    ``accept``-ed, then a uniform heading (the draws every seeded episode is made of)."""
+    lim = ROOM - BASE_RADIUS - MARGIN - 0.1
+    while True:
+        x, y = rng.uniform(-lim, lim, 2)
+        if free(x, y) and accept(x, y):
+            return Pose2D(float(x), float(y), float(rng.uniform(-math.pi, math.pi)))
+
+
 def sample_episode(seed: int, colour: str | None = None, template: int | None = None
                    ) -> VlnEpisode:
     """The seeded episode: a free start pose at least ``MIN_START_DISTANCE`` from the target,
@@ -104,13 +115,9 @@ def sample_episode(seed: int, colour: str | None = None, template: int | None = 
     rng = np.random.default_rng(seed)
     target = COLOURS[colour] if colour else OBJECTS[int(rng.integers(len(OBJECTS)))]
     words = TEMPLATES[int(rng.integers(len(TEMPLATES))) if template is None else template]
-    lim = ROOM - BASE_RADIUS - MARGIN - 0.1
-    while True:
-        x, y = rng.uniform(-lim, lim, 2)
-        if free(x, y) and all(footprint_distance(x, y, o) >= MIN_START_DISTANCE
-                              for o in ([target] if colour is None else OBJECTS)):
-            break
-    start = Pose2D(float(x), float(y), float(rng.uniform(-math.pi, math.pi)))
+    start = _free_start(rng, lambda x, y: all(
+        footprint_distance(x, y, o) >= MIN_START_DISTANCE
+        for o in ([target] if colour is None else OBJECTS)))
     return VlnEpisode(seed, start, target,
                       words.format(colour=target.colour, shape=shape_word(target)))
 
@@ -131,14 +138,10 @@ def sample_beside(seed: int, colours: tuple[str, ...]) -> tuple[Pose2D, SceneObj
     rng = np.random.default_rng(seed)
     neighbour = COLOURS[colours[int(rng.integers(len(colours)))]]
     template = int(rng.integers(len(TEMPLATES)))
-    lim = ROOM - BASE_RADIUS - MARGIN - 0.1
-    while True:
-        x, y = rng.uniform(-lim, lim, 2)
-        if free(x, y) and footprint_distance(x, y, neighbour) < MIN_START_DISTANCE and all(
-                footprint_distance(x, y, o) >= MIN_START_DISTANCE
-                for o in OBJECTS if o is not neighbour):
-            break
-    return Pose2D(float(x), float(y), float(rng.uniform(-math.pi, math.pi))), neighbour, template
+    start = _free_start(rng, lambda x, y: footprint_distance(x, y, neighbour) < MIN_START_DISTANCE
+                        and all(footprint_distance(x, y, o) >= MIN_START_DISTANCE
+                                for o in OBJECTS if o is not neighbour))
+    return start, neighbour, template
 
 
 def parse_colours(text: str) -> tuple[str, ...]:

@@ -25,7 +25,8 @@ Topics (relative, remappable):
   pub  goal_pose              geometry_msgs/PoseStamped, the plan's last waypoint, in POLICY
                               only (``publish_goal``; Nav2's /goal_pose convention)
   pub  ~/markers              visualization_msgs/MarkerArray (path, waypoints, goal, status)
-  pub  ~/status               std_msgs/String, latched: IDLE | NAVIGATING | STOPPED: reason |
+  pub  ~/status               std_msgs/String, latched: IDLE | NAVIGATING |
+                              NAVIGATING: stop proposed ... | STOPPED: reason |
                               STALE: reason | BLOCKED: obstacle ... | HOLD | TELEOP
   pub  ~/action_chunk         trajectory_msgs/JointTrajectory: the raw prediction (robot frame)
   pub  ~/observation_info     std_msgs/String JSON, as policy_node

@@ -65,6 +65,10 @@ class NavigationParams:
     stop_clearance: float = param(0.1, "m kept between the footprint and any scan return "
                                   "ahead (or behind, reversing)", check=at_least(0.0))
     stop_threshold: float = param(0.5, "stop flag >= this: stop")
+    stop_confirmations: int = param(
+        1, "stop votes in a row that stop the base (a plan flagged stop at its first step, "
+        "or the end of a path that ends in a stop); fewer: hold still, plan again",
+        check=at_least(1))
     publish_goal: bool = param(True, "publish goal_pose in POLICY")
     follower: bool = param(True, "drive cmd_vel with the built-in pure-pursuit follower")
     control_rate_hz: float = param(20.0, "follower rate", check=positive)
@@ -119,7 +123,7 @@ class NavigationController:
                                history_frames=params.history_frames,
                                history_period=params.history_period_s)
         self.poses = PoseHistory(window=10.0)
-        self.navigator = Navigator()
+        self.navigator = Navigator(params.stop_confirmations)
         self.follower = PurePursuit(params.follower_config())
         self.mode = Mode.HOLD
         self.control_dt = 1.0 / params.control_rate_hz
@@ -242,7 +246,7 @@ class NavigationController:
             current = self.poses.latest()
             if taken and self.navigator.plan is not None and current is not None:
                 self.follower.set_path(plan.waypoints, current[1])
-            elif self.navigator.state is NavState.STOPPED:
+            elif self.navigator.plan is None:  # stopped, or holding while a stop is proposed
                 self.follower.clear()
         if not taken:
             return Outcome(warning=warning)
@@ -296,6 +300,8 @@ class NavigationController:
                 v, w, done = self.follower.step(latest[1], self.control_dt)
                 if done:
                     self.navigator.reached_end()
+                    if self.navigator.plan is None:
+                        self.follower.clear()
                 # Braking planned at half the follower's limit: the cut from one tick to the
                 # next (a scan's period, the distance driven since) stays within the limit.
                 since_scan = abs(v_before) * max(now - self._free.stamp, 0.0)
@@ -309,6 +315,7 @@ class NavigationController:
         out.velocity = self._velocity(v, w)
         if out.status is None and self.navigator.state is NavState.NAVIGATING:
             out.status = f"BLOCKED: obstacle {blocked} (turning only)" if blocked \
+                else f"NAVIGATING: {self.navigator.reason}" if self.navigator.proposing_stop \
                 else "NAVIGATING"
         if blocked:
             out.warning = (f"obstacle:obstacle {blocked} within the stop clearance "

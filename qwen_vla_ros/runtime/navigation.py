@@ -150,30 +150,57 @@ class NavState(str, Enum):
 
 
 class Navigator:
-    """Instruction and stop bookkeeping: which plan the follower should drive, if any."""
+    """Instruction and stop bookkeeping: which plan the follower should drive, if any.
 
-    def __init__(self) -> None:
+    ``confirmations``: how many stop votes in a row end the episode. A vote is a plan whose
+    stop flag is set at its first step, or reaching the end of a path that ends in a stop;
+    a plan that drives on past its horizon (no stop in it) clears the votes. Below the count
+    the base holds still (no plan) and the next plan decides: the stop flag is a sampled
+    output, and a second look from the same place (a new noise draw) catches a stop called
+    by chance. 1: the first vote stops."""
+
+    def __init__(self, confirmations: int = 1) -> None:
+        if confirmations < 1:
+            raise ValueError(f"stop confirmations must be >= 1, got {confirmations}")
+        self.confirmations = confirmations
         self.state = NavState.IDLE
         self.plan: Plan | None = None
         self.reason = "no instruction yet"
+        self.votes = 0  # stop votes in a row
 
     def new_instruction(self) -> None:
         self.state, self.plan, self.reason = NavState.NAVIGATING, None, "new instruction"
+        self.votes = 0
 
     def offer(self, plan: Plan) -> bool:
         """A new plan from the model; returns whether it was taken."""
         if self.state is not NavState.NAVIGATING:
             return False  # STOPPED takes no new goals until a new instruction
         if plan.stop_now:
-            self.stop("the policy decided the goal is reached")
+            self._vote("the policy decided the goal is reached")
             return True
+        if not plan.final:
+            self.votes = 0
         self.plan = plan
         return True
 
     def reached_end(self) -> None:
         """The follower reached the plan's last waypoint."""
         if self.plan is not None and self.plan.final:
-            self.stop("reached the final waypoint")
+            self._vote("reached the final waypoint")
+
+    def _vote(self, reason: str) -> None:
+        self.votes += 1
+        if self.votes >= self.confirmations:
+            self.stop(reason)
+            return
+        self.plan = None
+        self.reason = (f"stop proposed ({self.votes} of {self.confirmations}: {reason}); "
+                       "holding still for the next plan")
+
+    @property
+    def proposing_stop(self) -> bool:
+        return self.state is NavState.NAVIGATING and self.votes > 0
 
     def stop(self, reason: str) -> None:
         self.state, self.plan, self.reason = NavState.STOPPED, None, reason

@@ -112,6 +112,26 @@ def test_stop_flag_stops_and_a_new_instruction_navigates_again():
     assert nav.wants_plan()
 
 
+def test_a_stop_to_be_confirmed_halts_the_base_and_keeps_planning_until_the_second_vote():
+    nav = controller(stop_confirmations=2)
+    nav.set_mode(Mode.POLICY)
+    feed(nav, 0.0)
+    assert nav.on_chunk(*chunk_for(nav, 0.0, forward=2.0)).plan is not None
+    v = [nav.control(0.05 * k).velocity.v for k in range(1, 5)]
+    assert v[-1] > 0  # driving the plan
+    feed(nav, 0.2)
+    out = nav.on_chunk(*chunk_for(nav, 0.2, forward=1.0, stop_from=0))
+    assert out.status is None and nav.navigator.state is NavState.NAVIGATING
+    assert nav.wants_plan()  # asks the model again
+    out = nav.control(0.25)
+    assert out.velocity.v == 0.0 and out.velocity.w == 0.0  # holding, not driving on
+    assert out.status.startswith("NAVIGATING: stop proposed (1 of 2")
+    feed(nav, 1.2)
+    out = nav.on_chunk(*chunk_for(nav, 1.2, forward=1.0, stop_from=0))
+    assert out.status.startswith("STOPPED: the policy decided")
+    assert not nav.wants_plan()
+
+
 def test_with_nav2_driving_the_node_sends_no_velocity_and_a_stop_ends_the_goal():
     nav = controller(follower=False)
     nav.set_mode(Mode.POLICY)

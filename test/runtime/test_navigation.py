@@ -77,6 +77,36 @@ def test_navigator_takes_no_goals_after_stop_until_a_new_instruction():
     assert nav.offer(go) and nav.state is NavState.NAVIGATING
 
 
+def test_with_two_confirmations_a_lone_stop_vote_holds_still_and_a_plan_that_drives_on_clears_it():
+    go = plan_from_chunk(np.tile([1.0, 0, 0, 0], (8, 1)), NAMES, Pose2D(), 0.0)
+    stop = plan_from_chunk(np.tile([1.0, 0, 0, 1.0], (8, 1)), NAMES, Pose2D(), 0.0)
+    ending = np.tile([1.0, 0, 0, 0], (8, 1))
+    ending[4:, 3] = 1.0
+    final = plan_from_chunk(ending, NAMES, Pose2D(), 0.0)
+    assert final.final and not final.stop_now
+    with pytest.raises(ValueError, match="confirmations"):
+        Navigator(0)
+    nav = Navigator(2)
+    nav.new_instruction()
+    assert nav.offer(go) and nav.plan is go
+    assert nav.offer(stop)  # one vote: hold still (no plan), still navigating
+    assert nav.state is NavState.NAVIGATING and nav.plan is None and nav.proposing_stop
+    assert "1 of 2" in nav.reason
+    assert nav.offer(go) and nav.votes == 0 and nav.plan is go  # drives on: the vote is gone
+    assert nav.offer(stop) and nav.state is NavState.NAVIGATING
+    assert nav.offer(stop) and nav.state is NavState.STOPPED  # two in a row
+    nav.new_instruction()
+    assert nav.votes == 0 and nav.offer(final) and nav.plan is final
+    nav.reached_end()  # the end of a path that ends in a stop is a vote
+    assert nav.state is NavState.NAVIGATING and nav.plan is None
+    assert nav.offer(final) and nav.votes == 1  # a path ending in a stop keeps the count
+    nav.reached_end()
+    assert nav.state is NavState.STOPPED and nav.reason == "reached the final waypoint"
+    once = Navigator(1)  # the default: the first vote stops
+    once.new_instruction()
+    assert once.offer(stop) and once.state is NavState.STOPPED
+
+
 def test_frame_history_is_sampled_by_time_and_bounded():
     h = FrameHistory("front", length=3, period=1.0)
     for k in range(50):  # 10 Hz for 5 s

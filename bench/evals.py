@@ -72,25 +72,28 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     checks = list(dict.fromkeys(r["check"] for r in rows))
     runs = list(dict.fromkeys(r["run"] for r in rows))
     colours = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(1, len(checks), figsize=(3.2 * len(checks) + 0.6, 3.8),
-                             squeeze=False)
+    bars = [max(2, sum(r["check"] == check for r in rows)) for check in checks]
+    fig, axes = plt.subplots(1, len(checks), figsize=(0.75 * sum(bars) + 0.8 * len(checks)
+                                                      + 0.8, 3.8),
+                             squeeze=False, gridspec_kw={"width_ratios": bars})
     for ax, check in zip(axes[0], checks, strict=True):
-        for i, run in enumerate(runs):
-            r = next((r for r in rows if r["run"] == run and r["check"] == check), None)
-            if r is None:
-                continue
+        # the runs this check has, side by side; a run keeps its colour in every panel
+        present = [(i, r) for i, run in enumerate(runs)
+                   for r in rows if r["run"] == run and r["check"] == check]
+        for x, (i, r) in enumerate(present):
             lo, hi = r["success_ci95"]
             rate = r["success_rate"]
-            ax.bar(i, rate, color=colours(i), label=run)
-            ax.errorbar(i, rate, yerr=[[rate - lo], [hi - rate]], color="k", capsize=4)
-            ax.text(i, hi + 0.02, f"{r['successes']}/{r['episodes']}", ha="center",
+            ax.bar(x, rate, color=colours(i), label=r["run"])
+            ax.errorbar(x, rate, yerr=[[rate - lo], [hi - rate]], color="k", capsize=4)
+            ax.text(x, hi + 0.02, f"{r['successes']}/{r['episodes']}", ha="center",
                     fontsize=8)
+        ax.set_xlim(-0.6, len(present) - 0.4)
         chance = next((r["chance"] for r in rows if r["check"] == check and r["chance"]),
                       None)
-        if chance:
+        if chance:  # labelled inside the panel: text outside it would squeeze every panel
             ax.axhline(chance, color="0.4", ls="--", lw=1)
-            ax.text(len(runs) - 0.5, chance + 0.01, "chance", ha="right", fontsize=7,
-                    color="0.4")
+            ax.text(0.98, chance + 0.01, "chance", ha="right", fontsize=7, color="0.4",
+                    transform=ax.get_yaxis_transform())
         ax.set_title(check)
         ax.set_xticks([])
         ax.set_ylim(0, 1.05)

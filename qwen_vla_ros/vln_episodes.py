@@ -387,9 +387,10 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
                   [r["distance_to_target_m"] for r in known])) if known else None,
               "episodes_with_collision": sum(r["collisions"] > 0 for r in rows),
               "episodes_naming_no_known_object": len(rows) - len(known),
-              # stopped by some object: the instructed one, or another (language errors)
-              "stopped_at_another_object": sum(r["reached"] not in (None, r["target"])
-                                               for r in known),
+              # ended by an object that is not the instructed one, wherever it stopped
+              # (``failures`` counts a stop at the start apart, under stopped_at_start)
+              "ended_by_another_object": sum(r["reached"] not in (None, r["target"])
+                                             for r in known),
               "success_by_start": success_by_start(rows),
               "failures": failure_kinds(rows),
               "colours": list(colours),

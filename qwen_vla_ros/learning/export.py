@@ -28,6 +28,7 @@ from qwen_vla_ros.model.policy import (
 
 PLOT_FILE = "train.png"
 _PATH_KEYS = ("train_episodes", "val_episodes", "bag", "init")
+_ROS_NAME_KEYS = ("camera_topics",)  # "/cam_high/image_raw" is a topic, not a machine path
 
 
 def _names(value: Any) -> Any:
@@ -41,7 +42,8 @@ def portable_log(log: dict[str, Any], every: int = 50) -> dict[str, Any]:
     """``log`` (a train_log.json) without machine paths and with a thinned history."""
     def walk(obj: Any) -> Any:
         if isinstance(obj, dict):
-            return {k: _names(v) if k in _PATH_KEYS else walk(v) for k, v in obj.items()}
+            return {k: _names(v) if k in _PATH_KEYS else v if k in _ROS_NAME_KEYS else walk(v)
+                    for k, v in obj.items()}
         if isinstance(obj, list):
             return [walk(v) for v in obj]
         if isinstance(obj, str) and obj.startswith("/"):  # any other absolute path (best's out)

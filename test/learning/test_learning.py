@@ -485,14 +485,16 @@ def test_the_shipped_checkpoint_is_trained_and_is_what_the_demo_runs(tmp_path):
 
 def test_an_exported_log_keeps_no_absolute_path_anywhere():
     """Beside the bag lists: the best-validation checkpoint's folder (``best.out``) and any
-    other absolute path become their last component."""
+    other absolute path become their last component; topic names stay whole."""
     from qwen_vla_ros.learning.export import portable_log
 
     log = {"train_episodes": ["/data/run/episode_01000"],
            "best": {"step": 5, "out": "/runs/x/best"},
+           "dataset": {"camera_topics": [["cam_high", "/cam_high/image_raw"]]},
            "note": {"deep": ["/somewhere/else"]}, "preset": "tiny", "history": []}
     out = portable_log(log)
     assert out["best"] == {"step": 5, "out": "best"} and out["note"]["deep"] == ["else"]
+    assert out["dataset"]["camera_topics"] == [["cam_high", "/cam_high/image_raw"]]
     assert out["train_episodes"] == ["episode_01000"] and out["preset"] == "tiny"
 
 

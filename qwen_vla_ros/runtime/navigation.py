@@ -200,7 +200,8 @@ class Navigator:
 
     @property
     def proposing_stop(self) -> bool:
-        return self.state is NavState.NAVIGATING and self.votes > 0
+        """Holding still for the next plan after a stop vote (not yet enough of them)."""
+        return self.state is NavState.NAVIGATING and self.votes > 0 and self.plan is None
 
     def stop(self, reason: str) -> None:
         self.state, self.plan, self.reason = NavState.STOPPED, None, reason

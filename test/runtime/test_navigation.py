@@ -100,6 +100,7 @@ def test_with_two_confirmations_a_lone_stop_vote_holds_still_and_a_plan_that_dri
     nav.reached_end()  # the end of a path that ends in a stop is a vote
     assert nav.state is NavState.NAVIGATING and nav.plan is None
     assert nav.offer(final) and nav.votes == 1  # a path ending in a stop keeps the count
+    assert not nav.proposing_stop  # it drives that path
     nav.reached_end()
     assert nav.state is NavState.STOPPED and nav.reason == "reached the final waypoint"
     once = Navigator(1)  # the default: the first vote stops

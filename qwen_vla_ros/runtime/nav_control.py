@@ -65,8 +65,8 @@ class NavigationParams:
     stop_clearance: float = param(0.1, "m kept between the footprint and any scan return "
                                   "ahead (or behind, reversing)", check=at_least(0.0))
     stop_threshold: float = param(0.5, "stop flag >= this: stop")
-    stop_confirmations: int = param(
-        1, "stop votes in a row that stop the base (a plan flagged stop at its first step, "
+    stop_confirmations: int = param(  # 2: docs/benchmarks.md "Stop votes", "fine-tune C"
+        2, "stop votes in a row that stop the base (a plan flagged stop at its first step, "
         "or the end of a path that ends in a stop); fewer: hold still, plan again",
         check=at_least(1))
     publish_goal: bool = param(True, "publish goal_pose in POLICY")

@@ -159,7 +159,7 @@ class Navigator:
     output, and a second look from the same place (a new noise draw) catches a stop called
     by chance. 1: the first vote stops."""
 
-    def __init__(self, confirmations: int = 1) -> None:
+    def __init__(self, confirmations: int) -> None:
         if confirmations < 1:
             raise ValueError(f"stop confirmations must be >= 1, got {confirmations}")
         self.confirmations = confirmations

@@ -98,7 +98,7 @@ def test_a_chunk_becomes_a_plan_at_the_observation_pose_and_the_follower_drives_
 
 
 def test_stop_flag_stops_and_a_new_instruction_navigates_again():
-    nav = controller()
+    nav = controller(stop_confirmations=1)
     nav.set_mode(Mode.POLICY)
     feed(nav, 0.0)
     out = nav.on_chunk(*chunk_for(nav, 0.0, forward=1.0, stop_from=0))
@@ -113,7 +113,7 @@ def test_stop_flag_stops_and_a_new_instruction_navigates_again():
 
 
 def test_a_stop_to_be_confirmed_halts_the_base_and_keeps_planning_until_the_second_vote():
-    nav = controller(stop_confirmations=2)
+    nav = controller()  # the default: two votes
     nav.set_mode(Mode.POLICY)
     feed(nav, 0.0)
     assert nav.on_chunk(*chunk_for(nav, 0.0, forward=2.0)).plan is not None
@@ -133,7 +133,7 @@ def test_a_stop_to_be_confirmed_halts_the_base_and_keeps_planning_until_the_seco
 
 
 def test_with_nav2_driving_the_node_sends_no_velocity_and_a_stop_ends_the_goal():
-    nav = controller(follower=False)
+    nav = controller(follower=False, stop_confirmations=1)
     nav.set_mode(Mode.POLICY)
     feed(nav, 0.0, Pose2D(3.0, 1.0, 0.0))
     assert nav.control(0.0).velocity is None

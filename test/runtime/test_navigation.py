@@ -65,7 +65,7 @@ def test_stop_semantics():
 
 
 def test_navigator_takes_no_goals_after_stop_until_a_new_instruction():
-    nav = Navigator()
+    nav = Navigator(1)
     go = plan_from_chunk(np.tile([1.0, 0, 0, 0], (8, 1)), NAMES, Pose2D(), 0.0)
     stop = plan_from_chunk(np.tile([1.0, 0, 0, 1.0], (8, 1)), NAMES, Pose2D(), 0.0)
     assert not nav.offer(go) and nav.state is NavState.IDLE
@@ -103,7 +103,7 @@ def test_with_two_confirmations_a_lone_stop_vote_holds_still_and_a_plan_that_dri
     assert not nav.proposing_stop  # it drives that path
     nav.reached_end()
     assert nav.state is NavState.STOPPED and nav.reason == "reached the final waypoint"
-    once = Navigator(1)  # the default: the first vote stops
+    once = Navigator(1)  # the first vote stops
     once.new_instruction()
     assert once.offer(stop) and once.state is NavState.STOPPED
 

@@ -114,7 +114,12 @@ class Plan:
     waypoints: np.ndarray  # [N, 3] odom frame (x, y, yaw), truncated at the stop step
     stop_now: bool  # the model says the goal is reached
     final: bool  # the path ends where the model wants to stop
-    clipped: int = 0  # predicted values that were outside the embodiment's limits
+    clipped: int = 0  # predicted values beyond the embodiment's limits by > CLIP_SLACK
+
+
+# Of a dim's range: a sampled output lands a hair outside a bounded range (a stop flag at
+# 1.01), clipped without a count; beyond this share it is counted (the node warns).
+CLIP_SLACK = 0.02
 
 
 def plan_from_chunk(actions: np.ndarray, names: list[str], pose: Pose2D, stamp: float,
@@ -122,7 +127,8 @@ def plan_from_chunk(actions: np.ndarray, names: list[str], pose: Pose2D, stamp: 
                     upper: np.ndarray | None = None) -> Plan:
     """[H, D] with dims x, y, yaw, stop (robot frame at ``stamp``) -> odom-frame plan.
     ``lower``/``upper`` (the embodiment's limits, per dim): waypoints beyond them are clipped
-    to them (``Plan.clipped`` counts the values), never followed as predicted."""
+    to them, never followed as predicted; ``Plan.clipped`` counts the values that were
+    beyond a limit by more than ``CLIP_SLACK`` of the dim's range."""
     idx = {n: i for i, n in enumerate(names)}
     missing = [n for n in ("x", "y", "yaw") if n not in idx]
     if missing:
@@ -132,8 +138,9 @@ def plan_from_chunk(actions: np.ndarray, names: list[str], pose: Pose2D, stamp: 
         raise ValueError(f"waypoint chunk must be a finite [H, D] array, got {a.shape}")
     clipped = 0
     if lower is not None and upper is not None:
+        lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
         inside = np.clip(a, lower, upper)
-        clipped = int(np.count_nonzero(inside != a))
+        clipped = int(np.count_nonzero(np.abs(inside - a) > CLIP_SLACK * (upper - lower)))
         a = inside
     local = a[:, [idx["x"], idx["y"], idx["yaw"]]]
     stop = a[:, idx["stop"]] >= stop_threshold if "stop" in idx else np.zeros(len(a), bool)

@@ -128,3 +128,8 @@ def test_waypoints_beyond_the_embodiment_limits_are_clipped():
                            spec.upper())
     assert plan.clipped == 16
     np.testing.assert_allclose(plan.waypoints[:, :2], np.tile([6.0, -5.0], (8, 1)))
+    # A sampled stop flag a hair above 1 (and x a hair beyond 5 m): clipped, not counted.
+    hair = np.tile([5.05, 0.0, 0.0, 1.01], (8, 1))
+    plan = plan_from_chunk(hair, NAMES, Pose2D(), 0.0, 0.5, spec.lower(), spec.upper())
+    assert plan.clipped == 0 and plan.stop_now
+    np.testing.assert_allclose(plan.waypoints[0, :2], [5.0, 0.0])

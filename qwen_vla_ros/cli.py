@@ -229,7 +229,8 @@ def _model_view_args(p: argparse.ArgumentParser) -> None:
                         "stored in the checkpoint, so the policy node feeds it those")
     p.add_argument("--image-pixels", type=int, metavar="N",
                    help="about how many pixels each camera frame is resized to (a new "
-                        "model; default the preset's)")
+                        "model; default the preset's); with --init, more than the "
+                        "checkpoint's, for a new body: the bodies it knows keep theirs")
     p.add_argument("--image-pixels-of", nargs="*", default=[], metavar="EMBODIMENT=N",
                    help="a body's own pixels per frame, below --image-pixels (stored in the "
                         "checkpoint): a body whose frames need less detail costs less")

@@ -343,7 +343,11 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
 
     ``cameras``: the ``embodiment``'s cameras this checkpoint sees (a subset of its spec's;
     default all), stored in the checkpoint's embodiment, so the policy node feeds it those.
-    ``image_pixels``: per camera frame, for a new model (default the preset's).
+    ``image_pixels``: per camera frame, for a new model (default the preset's); with
+    ``init``, more than the checkpoint's (``presets.with_more_pixels``): a body new to it
+    gets the larger frames, the bodies it knows keep theirs. A body in ``data`` the
+    checkpoint does not know is added from config/embodiments (its prompt is new to the
+    model: fine-tuning to a new robot).
     ``image_pixels_of``: {embodiment: pixels} below that, stored in the checkpoint's
     embodiment (its frames are resized to it, in training and at run time): a body whose
     frames need less detail costs less in a checkpoint shared with one that needs more.
@@ -356,7 +360,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     that many steps, in ``step_NNNNNN`` folders (not resumable), for a closed-loop choice."""
     from tqdm import tqdm
 
-    from qwen_vla_ros.model.presets import build_preset
+    from qwen_vla_ros.embodiment.spec import load_embodiment
+    from qwen_vla_ros.model.presets import build_preset, with_more_pixels
 
     sources = dict(data) if isinstance(data, dict) else {embodiment: list(data)}
     weights = weights or {}
@@ -366,9 +371,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     unknown = sorted(set(image_pixels_of or {}) - set(sources))
     if unknown:
         raise ConfigError(f"image pixels for {unknown}, which have no --data")
-    if image_pixels is not None and (resume or init is not None):
-        raise ConfigError("image_pixels shapes a new model; --init and --resume keep the "
-                          "checkpoint's")
+    if image_pixels is not None and resume:
+        raise ConfigError("image_pixels shapes a new model; --resume keeps the checkpoint's")
     torch.manual_seed(cfg.seed)
     state = None
     if resume:
@@ -378,6 +382,14 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
         state = torch.load(out / STATE_FILE, weights_only=False)
     elif init is not None:
         policy = QwenVLAPolicy.from_pretrained(init, device=cfg.device)
+        if image_pixels is not None:  # larger frames for a new body; the others keep theirs
+            policy = with_more_pixels(policy, image_pixels)
+        for name in sources:
+            if name not in policy.embodiments:  # a body new to the checkpoint: its prompt
+                spec = load_embodiment(name)
+                spec.check_width(policy.decoder.cfg.action_width)
+                policy.embodiments[name] = spec
+                log(f"train: {name} is new to {init}; its spec from config/embodiments")
     else:
         policy = build_preset(preset, list(sources), seed=cfg.seed, device=cfg.device,
                               image_pixels=image_pixels)
@@ -387,7 +399,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
         policy.embodiments[name] = policy.spec(name).with_image_pixels(pixels)
     parts: list[Part] = []
     for name, paths in sources.items():
-        spec = policy.spec(name)  # a checkpoint without the embodiment fails here
+        spec = policy.spec(name)
         part_settings = training_settings(spec, settings, policy.backbone.pixels.resize_rule)
         episodes, skipped = load_episodes(paths, spec, part_settings, cache=cache, log=log)
         if not episodes:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -93,3 +94,64 @@ def count_parameters(name: str) -> dict[str, int]:
         decoder = ActionDecoder(pol_cfg.decoder)
     return {"backbone": sum(p.numel() for p in model.parameters()),
             "decoder": sum(p.numel() for p in decoder.parameters())}
+
+
+def with_more_pixels(policy: QwenVLAPolicy, image_pixels: int) -> QwenVLAPolicy:
+    """``policy`` (a trained checkpoint) as a model that takes frames of up to
+    ``image_pixels``: for a new body whose cameras need more detail than the bodies it was
+    trained on (train --init --image-pixels). Every weight is kept; the vision tower's
+    learned position grid (a side x side table the tower resamples bilinearly, corners
+    aligned, to each frame's patch grid) is refined to a side of k * (side - 1) + 1, at
+    least the preset's side for the new frame size: the old nodes stay nodes and the new ones
+    lie on the old table's bilinear surface, so resampling the refined table gives every
+    frame the positions the old one gave it. Each body the checkpoint knows keeps its old
+    frame size (its ``image_pixels``): what it was trained on reads as before."""
+    old = policy.config.image_pixels
+    if image_pixels < old:
+        raise ConfigError(f"image_pixels {image_pixels} is below the checkpoint's {old}; a "
+                          "body's frames are made smaller with image_pixels_of")
+    if image_pixels == old:
+        return policy
+    specs = [s if s.image_pixels is not None else s.with_image_pixels(old)
+             for s in policy.embodiments.values()]
+    bb_cfg, _ = preset_configs(policy.config.preset, policy.backbone.tokenizer, image_pixels)
+    vision = bb_cfg.vision_config
+    side = round(policy.backbone.model.config.vision_config.num_position_embeddings ** 0.5)
+    wanted = round(vision.num_position_embeddings ** 0.5)
+    if wanted > side:
+        k = -(-(wanted - 1) // (side - 1))  # ceil
+        vision.num_position_embeddings = (k * (side - 1) + 1) ** 2
+    processor = make_image_processor(image_pixels)
+    with torch.device(policy.device):
+        backbone = VLMBackbone.from_config(bb_cfg, policy.backbone.tokenizer, processor,
+                                           policy.backbone.num_layers)
+    source = policy.backbone.model.state_dict()
+    target = backbone.model.state_dict()
+    if set(source) != set(target):
+        raise ConfigError("the checkpoint's backbone is not its preset's: cannot rebuild it")
+    for key, value in source.items():
+        if value.shape != target[key].shape:
+            if not key.endswith("pos_embed.weight"):
+                raise ConfigError(f"backbone weight {key}: {tuple(value.shape)} in the "
+                                  f"checkpoint, {tuple(target[key].shape)} at {image_pixels} "
+                                  "pixels")
+            value = resize_position_grid(value, target[key].shape[0])
+        target[key].copy_(value)
+    decoder = policy.decoder  # the same module: its weights do not depend on frame size
+    config = dataclasses.replace(policy.config, image_pixels=image_pixels)
+    new = QwenVLAPolicy(backbone, decoder, config, {s.name: s for s in specs},
+                        policy.norm_stats)
+    new.trained_embodiments = policy.trained_embodiments
+    return new.to(dtype=policy.dtype).eval()
+
+
+def resize_position_grid(table: torch.Tensor, positions: int) -> torch.Tensor:
+    """A square [side*side, C] learned position table resampled to ``positions`` (a square)."""
+    side, new_side = round(table.shape[0] ** 0.5), round(positions ** 0.5)
+    if side * side != table.shape[0] or new_side * new_side != positions:
+        raise ConfigError(f"position tables must be square grids: {table.shape[0]} -> "
+                          f"{positions}")
+    grid = table.T.reshape(1, table.shape[1], side, side)
+    grid = torch.nn.functional.interpolate(grid.float(), size=(new_side, new_side),
+                                           mode="bilinear", align_corners=True)
+    return grid.reshape(table.shape[1], positions).T.to(table.dtype)

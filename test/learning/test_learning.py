@@ -251,14 +251,8 @@ def test_keep_every_leaves_the_weights_of_each_step(demos, tmp_path):
 
 def test_train_refuses_what_it_cannot_use(demos, tmp_path):
     from qwen_vla_ros.errors import ConfigError
-    from qwen_vla_ros.model.presets import build_preset
 
     out, _ = demos
-    vln_only = tmp_path / "vln_ckpt"
-    build_preset("tiny", ["vln"]).save_pretrained(vln_only)
-    with pytest.raises(ConfigError, match="unknown embodiment 'aloha'"):
-        train([out], tmp_path / "x", TrainConfig(steps=1), init=vln_only,
-              settings=settings(), progress=False, log=lambda _: None)
     with pytest.raises(ConfigError, match=r"no train_state\.pt"):
         train([out], tmp_path / "y", TrainConfig(steps=1), resume=True, settings=settings(),
               progress=False, log=lambda _: None)
@@ -296,9 +290,42 @@ def test_a_checkpoint_can_see_fewer_cameras_at_a_higher_resolution(demos, tmp_pa
     assert np.all(np.isfinite(chunk.actions))
     with pytest.raises(ConfigError, match=r"cameras \['cam_top'\].*cam_high"):
         train([out], tmp_path / "x", cfg, cameras=["cam_top"], **quiet)
-    with pytest.raises(ConfigError, match="image_pixels shapes a new model"):
+    with pytest.raises(ConfigError, match="below the checkpoint's 81920"):
         train([out], tmp_path / "y", cfg, init=tmp_path / "top", image_pixels=128 * 160,
               **quiet)
+
+
+def test_a_checkpoint_learns_a_new_body_at_larger_frames(demos, tmp_path):
+    """train --init VLN_CKPT --data aloha=... --image-pixels N: a checkpoint that knows only
+    the mobile base learns the arm (its prompt and spec from config/embodiments), the arm's
+    frames at N pixels, while the base's frames and its norm statistics stay as they were;
+    the new checkpoint is trained for both."""
+    from qwen_vla_ros.model.policy import QwenVLAPolicy
+    from qwen_vla_ros.model.presets import build_preset
+
+    out, _ = demos
+    base = build_preset("tiny", ["vln"])
+    base.trained_embodiments = ["vln"]  # as a VLN-only training run leaves it
+    base.save_pretrained(tmp_path / "vln_ckpt")
+    lines: list[str] = []
+    cfg = TrainConfig(steps=2, batch=2, val_every=100, checkpoint_every=100, seed=0)
+    train({"aloha": [out]}, tmp_path / "both", cfg, init=tmp_path / "vln_ckpt",
+          embodiment="aloha", cameras=["cam_high"], image_pixels=256 * 320,
+          settings=settings(), progress=False, log=lines.append)
+    assert any("aloha is new to" in line for line in lines), lines
+    both = QwenVLAPolicy.from_pretrained(tmp_path / "both")
+    assert sorted(both.embodiments) == ["aloha", "vln"]
+    assert both.trained_embodiments == ["aloha", "vln"]
+    assert both.config.image_pixels == 256 * 320
+    assert both.spec("vln").image_pixels == base.config.image_pixels
+    assert both.spec("aloha").image_pixels is None and both.spec("aloha").cameras == (
+        "cam_high",)
+    assert both.norm_stats.to_dict()["vln"] == base.norm_stats.to_dict()["vln"]
+    obs, _ = Samples(load_episodes([out], both.spec("aloha"), DatasetSettings(
+        include_failed=True, resize=both.backbone.pixels.resize_rule))[0], "aloha",
+        ("cam_high",)).get(0)
+    assert obs.images["cam_high"].shape == (256, 320, 3)
+    assert np.all(np.isfinite(both.predict(obs, seed=0).actions))
 
 
 def test_a_body_can_have_its_own_smaller_frames(demos, tmp_path):

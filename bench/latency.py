@@ -11,7 +11,9 @@ cell, and the median of the episodes' p99), beside the same step inside chunks f
 (until 2026-12-05 the boundary step was measured from the last clamped command, which adds
 the clamp's lag behind a fast plan); above 1.0 the clamp cut a discontinuity; jerk RMS of
 the commands sent (rad/s^3, embodiment units, median over episodes); seconds holding for
-lack of a chunk.
+lack of a chunk. ``--paced`` (eval --paced): the sim waits for the model, so the injected
+delay is exactly the delay and the model's own time does not count (runtime/pacing.py): the
+cells no longer depend on how fast or busy the machine is.
 Prints a table, writes JSON and a plot (success and boundary jump vs delay, one line per mode).
 
     python bench/latency.py --checkpoint ckpt/tc --episodes 20 --seed-start 30000 \\
@@ -51,6 +53,8 @@ def cell_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "episodes": len(rows), "successes": result["successes"],
         "success_rate": result["success_rate"], "seeds": result["seeds"],
+        "succeeded": [r["seed"] for r in rows if r["success"]],
+        "pace_timeouts": result.get("pace_timeouts"),
         "boundary_jump_max": max(jumps_max) if jumps_max else None,
         "boundary_jump_p99": float(np.median(jumps_p99)) if jumps_p99 else None,
         "jerk_rms": float(np.median(values("jerk_rms"))) if values("jerk_rms") else None,
@@ -97,6 +101,11 @@ def main() -> None:
     ap.add_argument("--delays", type=int, nargs="+", default=[0, 50, 100, 200, 300],
                     help="added inference delay per cell (ms)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--paced", action="store_true",
+                    help="the sim waits for each chunk and command (eval --paced): the delay "
+                         "is exact and the model's own time does not count")
+    ap.add_argument("--rate-factor", type=float, default=1.0,
+                    help="sim speed vs wall clock (paced: the most it may run)")
     args = ap.parse_args()
 
     from qwen_vla_ros.evaluate import evaluate
@@ -108,6 +117,7 @@ def main() -> None:
             result = evaluate(args.checkpoint, args.out / f"{mode}_{delay}ms",
                               episodes=args.episodes, seed_start=args.seed_start, blend=blend,
                               policy_params={"added_latency_ms": float(delay), **params},
+                              paced=args.paced, rate_factor=args.rate_factor,
                               progress=False, log=lambda _: None)
             cells[mode][delay] = c = cell_summary(result)
             print(f"{mode:>8} +{delay:>3} ms: {c['successes']}/{c['episodes']}  jump max "
@@ -123,6 +133,7 @@ def main() -> None:
     save_results(args.out / "latency.json",
                  {"checkpoint": str(args.checkpoint), "episodes": args.episodes,
                   "seed_start": args.seed_start, "delays_ms": args.delays,
+                  "paced": args.paced, "rate_factor": args.rate_factor,
                   "cells": {m: {str(d): c for d, c in v.items()} for m, v in cells.items()}})
     plot(cells, args.out / "latency.png")
 

@@ -317,8 +317,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.checkpoint, args.out, task=args.task, episodes=args.episodes,
         seed_start=args.seed_start, instruction=args.instruction,
         rate_factor=args.rate_factor, allow_train_seeds=args.allow_train_seeds,
-        blend=args.blend, colours=args.colours, progress=not args.no_progress,
-        policy_params=policy_params(args.param)))
+        blend=args.blend, colours=args.colours, paced=args.paced,
+        progress=not args.no_progress, policy_params=policy_params(args.param)))
 
 
 def policy_params(items: list[str]) -> dict[str, object]:
@@ -540,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a parameter of the node that runs the policy (policy_node, or "
                         "navigation_node for vln_goto), e.g. stop_threshold:=0.7 "
                         "(repeatable; recorded in eval.json)")
+    p.add_argument("--paced", action="store_true",
+                   help="arm tasks: the sim waits for each chunk and each command, so the "
+                        "model's own time does not count and --param added_latency_ms:=N "
+                        "is the exact delay (runtime/pacing.py); --rate-factor caps the speed")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -9,7 +9,10 @@ limit (chunk boundaries show there); the seeds the checkpoint was trained on (it
 ``OUT/eval.png``: reward over time per episode.
 
 If CPU inference is slower than the sim, slow the sim (``rate_factor`` < 1): the report says
-which rate ran.
+which rate ran. ``paced``: the sim waits for the policy (runtime/pacing.py) and for the
+adapter's commands (sim/lockstep.py), so the model's own time does not count and a policy
+``added_latency_ms`` is the exact delay in sim time: the figures no longer depend on how
+fast or busy the machine is (arm tasks; ``rate_factor`` is then the fastest the sim may go).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from qwen_vla_ros.results import wilson_interval
 from qwen_vla_ros.runtime.executor import execution_stats
 
 DEFAULT_INSTRUCTION = "transfer the red cube to the other arm"
+PACE_TIMEOUT_S = 10.0  # wall s a paced sim waits for a grant (a first chunk, a slow model)
 
 
 def trained_seeds(checkpoint: Path, embodiment: str = "aloha") -> list[int]:
@@ -45,7 +49,8 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
              seed_start: int = 10_000, instruction: str | None = None,
              rate_factor: float = 1.0, timeout_s: float = 300.0, allow_train_seeds: bool = False,
              blend: str | None = None, policy_params: dict[str, Any] | None = None,
-             colours: str = "", progress: bool = True, log=print) -> dict[str, Any]:
+             colours: str = "", paced: bool = False, progress: bool = True,
+             log=print) -> dict[str, Any]:
     from tqdm import tqdm
 
     from qwen_vla_ros.episodes import episode_stack, execution_params
@@ -63,6 +68,9 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     if overlap and not allow_train_seeds:
         raise ConfigError(f"evaluation seeds {overlap[:10]} were trained on "
                           f"({checkpoint}/train_log.json); choose another --seed-start")
+    if paced and task == "vln_goto":
+        raise ConfigError("--paced is for the arm tasks (navigation_node does not pace "
+                          "base_sim)")
     out.mkdir(parents=True, exist_ok=True)
     if task == "vln_goto":  # navigation_node drives the base (vln_episodes.py)
         from qwen_vla_ros.sim.vln_task import parse_colours
@@ -78,10 +86,14 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     started = time.monotonic()
     extra = execution_params(blend)
     extra["policy_node"].update(policy_params or {})
+    if paced:
+        extra["policy_node"]["pace_sim"] = True
+        extra["aloha_sim"] = {"pace_timeout_s": PACE_TIMEOUT_S, "lockstep_timeout_s": 1.0}
     values = {"checkpoint": str(checkpoint), "instruction": instruction}
     with episode_stack(seed_start, task, rate_factor, drop=("scripted_leader",),
                        values=values, extra=extra) as stack:
         adapter, policy = stack.nodes["aloha_adapter"], stack.nodes["policy_node"]
+        sim = stack.nodes["aloha_sim"]
         from qwen_vla_ros.ros.params import require_parameters
 
         require_parameters(policy, policy_params or {})
@@ -149,7 +161,9 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
         "success_ci95": wilson_interval(wins, len(rows)),
         "seeds": seeds, "trained_seeds": trained_seeds(checkpoint), "rate_factor": rate_factor,
         "policy_params": dict(policy_params or {}),
-        "blend": adapter_blend,
+        "blend": adapter_blend, "paced": paced,
+        # paced: times the sim ran free because no grant came for PACE_TIMEOUT_S (wall)
+        "pace_timeouts": sim.pace.timeouts if sim.pace is not None else None,
         "minutes": round((time.monotonic() - started) / 60, 2),
         "episodes_with_adapter_fault": sum(x["adapter_fault"] is not None for x in rows),
         "per_episode": rows}

@@ -13,13 +13,16 @@
   pub ~/success (std_msgs/Bool, latched), ~/reward (std_msgs/Int32), ~/episode (std_msgs/String
       JSON: task, seed, start time; latched), ~/episode_result (JSON: seed, success, rewards)
   srv ~/reset (std_srvs/Trigger): next seed
+  sub /sim_pace                       std_msgs/Float64, with pace_timeout_s > 0: how far a
+                                      paced policy lets the sim run (sim s)
 
 Fault drills: topics listed in the parameter ``drop_topics`` (settable at run time, e.g.
 ``ros2 param set /aloha_sim drop_topics "['/cam_high/image_raw']"``) are not published, as
 if that camera or arm's driver had stopped; the sim and /clock run on.
 
 Steps at 50 Hz of sim time, ``rate_factor`` x real time; with ``lockstep_timeout_s`` > 0, no
-faster than the follower commands arrive (sim/lockstep.py). Rendering is the cost:
+faster than the follower commands arrive (sim/lockstep.py); with ``pace_timeout_s`` > 0, no
+further than a paced policy grants on /sim_pace (std_msgs/Float64). Rendering is the cost:
 resolution, camera rate and quality are parameters (MUJOCO_GL=egl for headless).
 """
 
@@ -42,7 +45,7 @@ from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.sim.aloha import DT, AlohaSim, AlohaSimParams
 from qwen_vla_ros.sim.bridge import InterbotixSimBridge
-from qwen_vla_ros.sim.lockstep import Lockstep
+from qwen_vla_ros.sim.lockstep import Lockstep, Pace
 
 
 class AlohaSimNode(Node):
@@ -68,6 +71,12 @@ class AlohaSimNode(Node):
                             disturbance=params.disturbance_rad)
         self.bridge = InterbotixSimBridge(self.spec, self.sim, gripper_mode)
         self.lockstep = Lockstep(self.bridge.robots, params.lockstep_timeout_s)
+        self.pace = Pace(params.pace_timeout_s) if params.pace_timeout_s > 0 else None
+        if self.pace is not None:
+            from std_msgs.msg import Float64
+
+            self.create_subscription(Float64, "/sim_pace", lambda m: self.pace.grant(
+                float(m.data), time.monotonic()), qos.COMMAND)
         self._time_cls = Time
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.js_pubs = {r: self.create_publisher(JointState, f"/{r}/joint_states", qos.SENSOR)
@@ -125,6 +134,14 @@ class AlohaSimNode(Node):
 
     # ---- stepping -----------------------------------------------------------------------
     def _step(self) -> None:
+        if self.pace is not None:
+            timeouts = self.pace.timeouts
+            if not self.pace.may_step(self.now_sim(), time.monotonic()):
+                return
+            if self.pace.timeouts > timeouts:
+                self.get_logger().warning(
+                    f"pace: no grant for {self.pace.timeout_s:g} s; running free until the "
+                    "next one")
         timeouts = self.lockstep.timeouts
         if not self.lockstep.may_step(time.monotonic()):
             return

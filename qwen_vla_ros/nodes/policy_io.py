@@ -134,13 +134,13 @@ class ThrottledWarning:
             self.logger.warning(text)
 
 
-def guarded(fn: Callable[[], None], on_error: Callable[[str, str], None]
-            ) -> Callable[[], None]:
-    """``fn`` for a timer: an exception is passed to ``on_error(key, text)`` instead of
-    propagating (a timer callback that raises stops the executor)."""
-    def tick() -> None:
+def guarded(fn: Callable[..., None], on_error: Callable[[str, str], None]
+            ) -> Callable[..., None]:
+    """``fn`` for a timer or subscription: an exception is passed to ``on_error(key, text)``
+    instead of propagating (a callback that raises stops the executor)."""
+    def tick(*args) -> None:
         try:
-            fn()
+            fn(*args)
         except Exception as exc:
             on_error(f"tick:{fn.__name__}", f"{fn.__name__} failed: {type(exc).__name__}: {exc}")
     return tick
@@ -186,6 +186,7 @@ class PolicyHost:
         self.worker = InferenceWorker(self._infer, on_chunk, self._on_error)
         self._report = report
         self.added_latency = 0.0  # s (policy_node's added_latency_ms)
+        self.on_failure: Callable[[], None] | None = None  # after a failed inference
 
     def _infer(self, request: Request):
         chunk = self.policy.predict(request.observation, seed=request.seed, steps=self.steps,
@@ -203,6 +204,8 @@ class PolicyHost:
         (log.warning if expected else log.error)(text)
         if self._report is not None:
             self._report(text)
+        if self.on_failure is not None:
+            self.on_failure()
 
     def publish(self, request: Request, chunk, tag: str = "") -> None:
         """The chunk (stamped with its observation time, ``tag`` in its frame_id) and then

@@ -16,6 +16,9 @@ Topics (relative, remappable):
                                       used, seed, flow steps and the state vector (what the
                                       policy saw; offline replay uses it to reproduce chunks)
   pub  /diagnostics                   diagnostic_msgs/DiagnosticArray (1 Hz)
+  With pace_sim (benchmarks in simulation only; runtime/pacing.py):
+  sub  /clock                         rosgraph_msgs/Clock: requests follow the sim's clock
+  pub  /sim_pace                      std_msgs/Float64: sim time the simulator may run to
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class PolicyNode(LifecycleNode):
         self.last_error = ""
         self.spec = None
         self.host: PolicyHost | None = None
+        self.pacer = None  # runtime/pacing.Pacer with pace_sim
         self.ticks = 0  # inference ticks run (tests step a clock against it)
         self._warn_once = ThrottledWarning(self.get_logger())
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.COMMAND)
@@ -84,10 +88,13 @@ class PolicyNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active, self.status = True, "active: waiting for observations"
+        if self.pacer is not None:
+            self._pace()
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active, self.status = False, "inactive"
+        self._release_sim()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -101,6 +108,7 @@ class PolicyNode(LifecycleNode):
 
     def _release(self) -> None:
         self.active = False
+        self._release_sim()
         host, self.host = self.host, None
         if host is not None:
             host.release(keep=self._injected_policy)
@@ -120,8 +128,74 @@ class PolicyNode(LifecycleNode):
         host.entities.append(self.create_subscription(String, "~/instruction",
                                                       self._instruction_cb, qos.COMMAND))
         host.policy = policy
-        host.entities.append(self.create_timer(1.0 / params.inference_rate_hz,
-                                               guarded(self._tick, self._warn)))
+        self.pacer = None
+        if params.pace_sim:  # the sim's clock drives requests; no timer
+            self._configure_pacing(host, params)
+        else:
+            host.entities.append(self.create_timer(1.0 / params.inference_rate_hz,
+                                                   guarded(self._tick, self._warn)))
+
+    def _configure_pacing(self, host: PolicyHost, params: PolicyParams) -> None:
+        import threading
+
+        from rosgraph_msgs.msg import Clock
+        from std_msgs.msg import Float64
+
+        from qwen_vla_ros.ros.conversions import stamp_to_sec
+        from qwen_vla_ros.runtime.pacing import Pacer
+
+        self.pacer = Pacer(params.added_latency_ms / 1e3, 1.0 / params.inference_rate_hz)
+        host.added_latency = 0.0  # the pacer holds each chunk for it, in sim time
+        self._pace_lock = threading.Lock()
+        self._sim_now = None  # the sim's last clock reading
+        self._granted = None
+        self._grant_pub = self.create_publisher(Float64, "/sim_pace", qos.COMMAND)
+        host.entities.append(self._grant_pub)
+
+        def on_clock(msg) -> None:
+            self._sim_now = stamp_to_sec(msg.clock)
+            self._pace()
+
+        def on_failure() -> None:
+            if self._sim_now is not None:
+                self.pacer.failed(self._sim_now)
+            self._pace()
+
+        host.on_failure = on_failure
+        host.entities.append(self.create_subscription(Clock, "/clock",
+                                                      guarded(on_clock, self._warn),
+                                                      qos.COMMAND))
+
+    def _pace(self) -> None:
+        """What the pacer says is due at the sim's last clock reading, then its grant."""
+        from std_msgs.msg import Float64
+
+        with self._pace_lock:
+            host, now = self.host, self._sim_now
+            if not self.active or host is None or now is None:
+                return
+            due = self.pacer.tick(now)
+            if due.publish is not None:
+                self._publish(*due.publish, now=now)
+            if due.request:
+                request = self.loop.request(now)
+                if isinstance(request, Rejection):
+                    self._warn("obs", f"no valid observation for "
+                                      f"{now - self.loop.blind_since:.1f} s: {request}")
+                    self.pacer.failed(now)
+                else:
+                    host.worker.submit(request)
+            if self.pacer.grant != self._granted:
+                self._granted = self.pacer.grant
+                self._grant_pub.publish(Float64(data=self._granted))
+
+    def _release_sim(self) -> None:
+        """Let a paced sim run free (deactivated, cleaned up)."""
+        from std_msgs.msg import Float64
+
+        if getattr(self, "pacer", None) is not None and self.host is not None:
+            self._granted = float("inf")
+            self._grant_pub.publish(Float64(data=self._granted))
 
     def now(self) -> float:
         return clock_now(self)
@@ -157,10 +231,17 @@ class PolicyNode(LifecycleNode):
         host.worker.submit(request)
 
     def _on_chunk(self, request: Request, chunk) -> None:
+        if self.pacer is not None:  # published when the sim's clock reaches its time
+            self.pacer.finished(request, chunk)
+            self._pace()
+            return
+        self._publish(request, chunk, self.now())
+
+    def _publish(self, request: Request, chunk, now: float) -> None:
         host = self.host
         if not self.active or host is None:
             return  # deactivated while the model ran: publish nothing
-        reason = self.loop.accept(request, chunk, now=self.now())
+        reason = self.loop.accept(request, chunk, now=now)
         if reason:
             self.get_logger().error(reason)
             self.status = reason

@@ -64,6 +64,12 @@ class PolicyParams:
     added_latency_ms: float = param(
         0.0, "drill/benchmark: extra latency (ms of the node's clock) after each inference, "
              "before its chunk is published (bench/latency.py)", check=at_least(0.0))
+    pace_sim: bool = param(
+        False, "benchmark: pace the simulator (aloha_sim pace_timeout_s > 0) -- it runs only "
+               "as far as this node grants on /sim_pace, a chunk is published exactly "
+               "added_latency_ms of sim time after its request and the model's own time does "
+               "not count (runtime/pacing.py); requests every 1/inference_rate_hz at most. "
+               "Never on a real robot")
     compile: str = param("auto", "torch.compile the flow loop and language model: auto (on "
                                  "for CUDA), on, off; a failure falls back to eager, logged",
                          check=one_of("auto", "on", "off"))

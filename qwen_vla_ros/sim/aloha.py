@@ -65,8 +65,14 @@ class AlohaSimParams:
     lockstep_timeout_s: float = param(
         0.0, "0: step on the wall timer. > 0: while the followers are commanded, step once "
              "each arm's command since the last step has arrived, waiting up to this long "
-             "(wall s; sim/lockstep.py): tests and demonstration collection, never a policy "
-             "evaluation", check=at_least(0.0))
+             "(wall s; sim/lockstep.py): tests, demonstration collection and paced policy "
+             "evaluations (eval --paced)", check=at_least(0.0))
+
+    pace_timeout_s: float = param(
+        0.0, "0: off. > 0: step only as far as a paced policy grants on /sim_pace "
+             "(std_msgs/Float64, sim s; policy_node pace_sim), waiting up to this long (wall "
+             "s) for a new grant before running free (sim/lockstep.Pace): benchmarks",
+        check=at_least(0.0))
 
     def __post_init__(self) -> None:
         validate(self)

@@ -10,8 +10,9 @@ runs on its timer again (the commands stopped: HOLD, a fault) until commands com
 command in flight for the previous step counts for the next one, so the command path lags
 the sim by a bounded number of steps instead of a growing one.
 
-Tests and demonstration collection use it. A policy evaluation does not: a real robot does
-not wait for a slow policy, and the adapter commands on every tick anyway.
+Tests and demonstration collection use it. A policy evaluation on the wall clock does not (a
+real robot does not wait for a slow policy); a paced one (``eval --paced``) does, with
+``Pace`` below, so that the figures do not depend on the machine.
 """
 
 from __future__ import annotations
@@ -47,3 +48,45 @@ class Lockstep:
         self._commanded.clear()
         self._last_step = wall
         return True
+
+
+# Sim times closer than this count as equal (float sums of the sim's step never land exactly).
+TIME_EPS = 1e-6
+
+
+class Pace:
+    """When a paced simulator may step: only while its clock is before the time a policy
+    granted (``grant``; ``runtime/pacing.Pacer`` on the policy's side), so a slow model
+    never lets the world run on without it (a benchmark's delay is then exactly the one it
+    injects, whatever the machine's load). Before any grant, or after ``release()``, the sim
+    runs free; if no new grant comes for ``timeout_s`` of wall time while it waits, it runs
+    free again (the policy stopped), counted in ``timeouts``, until the next grant."""
+
+    def __init__(self, timeout_s: float) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"pace timeout must be > 0 s, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self.until = float("inf")
+        self.timeouts = 0
+        self.waited = 0  # ticks on which the sim did not step for lack of a grant
+        self._granted_wall: float | None = None
+
+    def grant(self, until: float, wall: float) -> None:
+        """The policy lets the sim run until its clock reads ``until`` (s; inf: free)."""
+        self.until = until
+        self._granted_wall = wall
+
+    def release(self) -> None:
+        self.until = float("inf")
+
+    def may_step(self, now: float, wall: float) -> bool:
+        """True: take the step from sim time ``now`` (the first step at or past the grant is
+        the last one taken)."""
+        if now < self.until - TIME_EPS:
+            return True
+        if self._granted_wall is not None and wall - self._granted_wall >= self.timeout_s:
+            self.until = float("inf")
+            self.timeouts += 1
+            return True
+        self.waited += 1
+        return False

@@ -52,3 +52,23 @@ def test_when_commands_stop_it_waits_the_timeout_then_runs_on_the_timer():
 def test_a_negative_timeout_is_refused():
     with pytest.raises(ValueError, match="lockstep timeout"):
         Lockstep(ARMS, -1.0)
+
+
+def test_paced_it_steps_up_to_the_grant_then_waits_or_times_out():
+    from qwen_vla_ros.sim.lockstep import Pace
+
+    pace = Pace(timeout_s=2.0)
+    assert pace.may_step(0.0, wall=0.0) and pace.may_step(5.0, wall=0.0)  # no grant: free
+    pace.grant(0.1, wall=10.0)
+    steps = [round(0.02 * k, 2) for k in range(8)]
+    taken = [t for t in steps if pace.may_step(0.02 * steps.index(t), wall=10.5)]
+    assert taken == [0.0, 0.02, 0.04, 0.06, 0.08]  # the step from 0.08 reaches 0.1: the last
+    assert not pace.may_step(0.1, wall=11.9) and pace.waited >= 1
+    assert pace.may_step(0.1, wall=12.0) and pace.timeouts == 1  # the policy went quiet
+    assert pace.may_step(0.3, wall=12.0)  # free until the next grant
+    pace.grant(0.3, wall=12.1)
+    assert not pace.may_step(0.3, wall=12.2)
+    pace.release()
+    assert pace.may_step(0.3, wall=12.2)
+    with pytest.raises(ValueError, match="pace timeout"):
+        Pace(0.0)

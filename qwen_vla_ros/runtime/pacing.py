@@ -1,0 +1,83 @@
+"""A paced policy: the sim waits for the model, and each chunk comes out exactly a chosen
+delay of sim time after the observation it was computed from (policy_node ``pace_sim``;
+the sim's side is ``sim/lockstep.Pace``).
+
+Closed-loop evaluations on the wall clock mix the method with the machine: the same weights
+and seeds read 23/40 and 20/40 in two sessions, and a delay benchmark's delay is the model's
+time on that machine plus the one injected. Paced, the model's own time does not count: the
+policy requests a chunk at sim time t (the sim held there by its grant), the grant then moves
+on to t + delay, and the chunk is published when the sim's clock reaches it; the next request
+is at the later of then and t + period (the policy's ``inference_rate_hz``). A rejected
+request (stale inputs) is tried again one period later. Every change is a new grant the node
+publishes, so the sim always knows how far it may run.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from qwen_vla_ros.sim.lockstep import TIME_EPS
+
+
+@dataclass
+class Due:
+    """What the node must do now: ``request`` a chunk, or ``publish`` the finished one."""
+
+    request: bool = False
+    publish: tuple[Any, Any] | None = None  # (request, chunk) to publish
+
+
+class Pacer:
+    def __init__(self, delay_s: float, period_s: float) -> None:
+        if delay_s < 0 or not period_s > 0:
+            raise ValueError(f"pacing needs delay >= 0 and period > 0 s, got {delay_s}, "
+                             f"{period_s}")
+        self.delay_s, self.period_s = delay_s, period_s
+        self._lock = threading.Lock()
+        self.next_request = -math.inf  # sim time of the next request
+        self.requested_at: float | None = None  # a request in flight, or its chunk pending
+        self._done: tuple[Any, Any] | None = None  # (request, chunk) waiting for its time
+        self.grant = -math.inf  # how far the sim may run (published by the node)
+        self.requests = 0
+        self.published = 0
+
+    def _grant(self) -> float:
+        if self.requested_at is None:
+            return self.next_request
+        if self._done is None:
+            return self.requested_at  # hold while the model works
+        return self.requested_at + self.delay_s
+
+    def tick(self, now: float) -> Due:
+        """The sim's clock reads ``now``: what is due. Call ``grant`` afterwards."""
+        with self._lock:
+            due = Due()
+            if self._done is not None and now >= self.requested_at + self.delay_s - TIME_EPS:
+                due.publish = self._done
+                self.next_request = max(now, self.requested_at + self.period_s)
+                self.requested_at, self._done = None, None
+                self.published += 1
+            if self.requested_at is None and now >= self.next_request - TIME_EPS:
+                due.request = True
+                self.requested_at = now
+                self.requests += 1
+            self.grant = self._grant()
+            return due
+
+    def finished(self, request: Any, chunk: Any) -> None:
+        """The model's chunk for the request in flight; ``tick`` publishes it when due."""
+        with self._lock:
+            if self.requested_at is not None:
+                self._done = (request, chunk)
+                self.grant = self._grant()
+
+    def failed(self, now: float) -> None:
+        """The request was rejected or inference failed: try again one period later."""
+        with self._lock:
+            start = self.requested_at if self.requested_at is not None else now
+            self.requested_at, self._done = None, None
+            self.next_request = start + self.period_s
+            self.grant = self._grant()

@@ -187,6 +187,7 @@ class PolicyHost:
         self._report = report
         self.added_latency = 0.0  # s (policy_node's added_latency_ms)
         self.on_failure: Callable[[], None] | None = None  # after a failed inference
+        self.on_input: Callable[[], None] | None = None  # after each frame or joint state
 
     def _infer(self, request: Request):
         chunk = self.policy.predict(request.observation, seed=request.seed, steps=self.steps,
@@ -259,6 +260,8 @@ class PolicyHost:
                     stamp_to_sec(msg.header.stamp), clock_now(node)))
                 if reason:
                     on_rejected(f"js:{robot}", f"joint state rejected: {reason}")
+                elif self.on_input is not None:
+                    self.on_input()
             return cb
 
         for robot in loop.merger.robots():
@@ -284,6 +287,8 @@ class PolicyHost:
                     self._report(text)
                 return
             sink(rgb, stamp_or(stamp_to_sec(msg.header.stamp), clock_now(self.node)))
+            if self.on_input is not None:
+                self.on_input()
 
         self.entities.append(self.node.create_subscription(
             CompressedImage if compressed else Image, topic, cb, qos.SENSOR))

@@ -162,6 +162,7 @@ class PolicyNode(LifecycleNode):
             self._pace()
 
         host.on_failure = on_failure
+        host.on_input = self._pace  # a request may be waiting for this input
         host.entities.append(self.create_subscription(Clock, "/clock",
                                                       guarded(on_clock, self._warn),
                                                       qos.COMMAND))
@@ -174,7 +175,7 @@ class PolicyNode(LifecycleNode):
             host, now = self.host, self._sim_now
             if not self.active or host is None or now is None:
                 return
-            due = self.pacer.tick(now)
+            due = self.pacer.tick(now, ready=lambda: not self.loop.awaiting(now))
             if due.publish is not None:
                 self._publish(*due.publish, now=now)
             if due.request:

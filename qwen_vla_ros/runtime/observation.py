@@ -116,11 +116,22 @@ class ImageBuffer:
     def __init__(self, cameras: Sequence[str]) -> None:
         self.cameras = tuple(cameras)
         self._frames: dict[str, tuple[np.ndarray, float]] = {}
+        self._period: dict[str, float] = {}  # between a camera's last two frames
 
     def put(self, camera: str, image: np.ndarray, stamp: float) -> None:
         if camera not in self.cameras:
             raise KeyError(f"unknown camera '{camera}'; expected one of {list(self.cameras)}")
+        if camera in self._frames and stamp > self._frames[camera][1]:
+            self._period[camera] = stamp - self._frames[camera][1]
         self._frames[camera] = (image, stamp)
+
+    def due(self, now: float, max_age: float, eps: float = 1e-6) -> list[str]:
+        """Cameras whose next frame, at their last rate, was due by ``now`` and has not
+        come (while their last one is still fresh): a paced sim published it before its
+        clock read ``now``; it is on its way."""
+        return [c for c, (_, s) in self._frames.items()
+                if c in self._period and s + self._period[c] <= now + eps
+                and now - s <= max_age]
 
     def images(self, now: float, max_age: float) -> Mapping[str, np.ndarray] | Rejection:
         missing = [c for c in self.cameras if c not in self._frames]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +52,10 @@ class Pacer:
             return self.requested_at  # hold while the model works
         return self.requested_at + self.delay_s
 
-    def tick(self, now: float) -> Due:
-        """The sim's clock reads ``now``: what is due. Call ``grant`` afterwards."""
+    def tick(self, now: float, ready: Callable[[], bool] = lambda: True) -> Due:
+        """The sim's clock reads ``now``: what is due. A request is due only once
+        ``ready()`` (the inputs the sim published for ``now`` have all arrived); until then the
+        sim stays held and the node ticks again as they come. Read ``grant`` afterwards."""
         with self._lock:
             due = Due()
             if self._done is not None and now >= self.requested_at + self.delay_s - TIME_EPS:
@@ -60,7 +63,8 @@ class Pacer:
                 self.next_request = max(now, self.requested_at + self.period_s)
                 self.requested_at, self._done = None, None
                 self.published += 1
-            if self.requested_at is None and now >= self.next_request - TIME_EPS:
+            if self.requested_at is None and now >= self.next_request - TIME_EPS \
+                    and ready():
                 due.request = True
                 self.requested_at = now
                 self.requests += 1

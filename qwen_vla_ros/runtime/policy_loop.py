@@ -197,6 +197,18 @@ class PolicyLoop:
         self.obs_age.add(request.age * 1e3)
         return request
 
+    def awaiting(self, now: float, eps: float = 1e-6) -> list[str]:
+        """Inputs a paced sim published for clock ``now`` that have not arrived yet (its
+        clock may reach this node before its frames and joint states): each robot's joint
+        state stamped ``now`` (the sim publishes them every step) and each camera's frame due
+        by ``now`` at its rate. A request made before they arrive would see the step before;
+        paced requests wait for them (runtime/pacing.py). Stale inputs are not waited for:
+        the request then says why it cannot be made."""
+        with self._lock:
+            late = [f"joint_states:{r or 'robot'}" for r, t in self.merger.stamps().items()
+                    if t < now - eps and now - t <= self.max_age]
+            return late + self.images.due(now, self.max_age, eps)
+
     def blind(self, now: float, grace: float = 0.5) -> bool:
         """Every request rejected for longer than ``grace`` seconds."""
         return self.blind_since is not None and now - self.blind_since > grace

@@ -82,3 +82,10 @@ def test_the_clock_never_passes_a_chunk_it_waits_for(seed):
     for asked, at in published:
         assert asked + delay - 1e-6 <= at < asked + delay + DT
     assert all(b - a >= period - 1e-6 for a, b in itertools.pairwise(requests))
+
+
+def test_a_request_waits_until_its_inputs_are_in():
+    pacer = Pacer(delay_s=0.0, period_s=0.2)
+    assert not pacer.tick(0.0, ready=lambda: False).request
+    assert pacer.grant <= 0.0  # the sim stays held until they come
+    assert pacer.tick(0.0, ready=lambda: True).request

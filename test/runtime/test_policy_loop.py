@@ -165,3 +165,23 @@ def test_fixed_noise_samples_every_chunk_from_the_base_seed(loop):
             seeds.append(req.seed)
             assert lp.accept(req, chunk_for(lp, req)) is None
         assert seeds == ([10, 10, 10] if lp is fixed else [10, 11, 12])
+
+
+def test_a_paced_request_waits_for_what_the_sim_published_for_its_clock(loop):
+    """awaiting(now): joint states stamped before ``now`` (the sim publishes them every
+    step) and a camera whose next frame, at its last rate, was due by ``now``; a stale input
+    is not waited for (the request rejects it)."""
+    names = [d.joint for d in loop.spec.action]
+    assert loop.awaiting(1.0) == []  # joint states of 1.00 arrived; one frame: no rate yet
+    assert loop.awaiting(1.02) == ["joint_states:robot"]
+    loop.add_joint_state("", names, [0.1] * len(names), 1.02)
+    assert loop.awaiting(1.02) == []
+    for cam in loop.spec.cameras:
+        loop.add_image(cam, np.zeros((8, 8, 3), np.uint8), 1.15)  # 0.1 s after the last
+    loop.add_joint_state("", names, [0.1] * len(names), 1.25)
+    assert loop.awaiting(1.24) == []
+    assert loop.awaiting(1.25) == ["cam_high", "cam_wrist"]  # due at 1.25, not yet here
+    loop.add_image("cam_high", np.zeros((8, 8, 3), np.uint8), 1.25)
+    assert loop.awaiting(1.25) == ["cam_wrist"]
+    assert loop.awaiting(1.6) == []  # everything stale: the request says so instead
+    assert "stale" in str(loop.request(1.6))

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qwen_vla_ros.sim.lockstep import TIME_EPS
+# Sim times closer than this count as equal (sums of the sim's step never land exactly).
+TIME_EPS = 1e-6
 
 
 @dataclass

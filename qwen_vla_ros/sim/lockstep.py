@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from qwen_vla_ros.runtime.pacing import TIME_EPS
+
 
 class Lockstep:
     def __init__(self, robots: Iterable[str], timeout_s: float) -> None:
@@ -49,9 +51,6 @@ class Lockstep:
         self._last_step = wall
         return True
 
-
-# Sim times closer than this count as equal (float sums of the sim's step never land exactly).
-TIME_EPS = 1e-6
 
 
 class Pace:

@@ -1,6 +1,6 @@
 """A paced policy: the sim waits for the model, and each chunk comes out exactly a chosen
-delay of sim time after the observation it was computed from (policy_node ``pace_sim``;
-the sim's side is ``sim/lockstep.Pace``).
+delay of sim time after its request (policy_node ``pace_sim``; the sim's side is
+``sim/lockstep.Pace``).
 
 Closed-loop evaluations on the wall clock mix the method with the machine: the same weights
 and seeds read 23/40 and 20/40 in two sessions, and a delay benchmark's delay is the model's
@@ -10,6 +10,10 @@ on to t + delay, and the chunk is published when the sim's clock reaches it; the
 is at the later of then and t + period (the policy's ``inference_rate_hz``). A rejected
 request (stale inputs) is tried again one period later. Every change is a new grant the node
 publishes, so the sim always knows how far it may run.
+
+Not yet exact: the moment an evaluation engages POLICY after a reset, and the tick at which
+the adapter first runs a new chunk, still follow message timing, so the same seeds repeat
+their outcomes but not bit-identical trajectories (docs/benchmarks.md, "paced").
 """
 
 from __future__ import annotations

@@ -401,6 +401,16 @@ def test_eval_refuses_seeds_the_checkpoint_was_trained_on(trained, tmp_path):
         evaluate(ckpt, tmp_path / "x", episodes=1, seed_start=seed, progress=False)
 
 
+def test_eval_refuses_to_pace_a_task_whose_sim_cannot_be_paced(tiny_checkpoint, tmp_path):
+    from qwen_vla_ros.errors import ConfigError
+    from qwen_vla_ros.evaluate import evaluate
+
+    with pytest.raises(ConfigError, match="--paced is for the arm tasks"):
+        evaluate(tiny_checkpoint, tmp_path / "x", task="vln_goto", episodes=1, paced=True,
+                 progress=False)
+    assert not (tmp_path / "x").exists()
+
+
 def test_eval_of_a_known_bad_checkpoint_reports_zero_successes(tiny_checkpoint, tmp_path):
     """A checkpoint that always asks for the start pose (the random-init tiny one with its
     action statistics pinned there) cannot succeed, whatever the timing. (The random-init

@@ -70,7 +70,7 @@ def cell_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def plot(cells: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
+def plot(cells: dict[str, dict[int, dict[str, Any]]], path: Path, paced: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,8 +81,10 @@ def plot(cells: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
         d = sorted(by_delay)
         a.plot(d, [100 * by_delay[x]["success_rate"] for x in d], "o-", label=mode)
         b.plot(d, [by_delay[x]["boundary_jump_max"] or 0.0 for x in d], "o-", label=mode)
-    a.set(xlabel="added inference delay (ms)", ylabel="success (%)", ylim=(-5, 105))
-    b.set(xlabel="added inference delay (ms)",
+    delay = ("inference delay, exact (paced; ms)" if paced
+             else "added inference delay (ms, on top of the model's own)")
+    a.set(xlabel=delay, ylabel="success (%)", ylim=(-5, 105))
+    b.set(xlabel=delay,
           ylabel="largest step asked at a chunk boundary\n(x per-step velocity limit)")
     b.axhline(1.0, color="grey", lw=0.8, ls="--")
     a.legend()
@@ -135,7 +137,7 @@ def main() -> None:
                   "seed_start": args.seed_start, "delays_ms": args.delays,
                   "paced": args.paced, "rate_factor": args.rate_factor,
                   "cells": {m: {str(d): c for d, c in v.items()} for m, v in cells.items()}})
-    plot(cells, args.out / "latency.png")
+    plot(cells, args.out / "latency.png", args.paced)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ class Lockstep:
         return True
 
 
-
 class Pace:
     """When a paced simulator may step: only while its clock is before the time a policy
     granted (``grant``; ``runtime/pacing.Pacer`` on the policy's side), so a slow model

@@ -75,7 +75,9 @@ class AlohaSimNode(Node):
         if self.pace is not None:
             from std_msgs.msg import Float64
 
-            self.create_subscription(Float64, "/sim_pace", lambda m: self.pace.grant(
+            from qwen_vla_ros.runtime.pacing import PACE_TOPIC
+
+            self.create_subscription(Float64, PACE_TOPIC, lambda m: self.pace.grant(
                 float(m.data), time.monotonic()), qos.COMMAND)
         self._time_cls = Time
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)

@@ -142,14 +142,14 @@ class PolicyNode(LifecycleNode):
         from std_msgs.msg import Float64
 
         from qwen_vla_ros.ros.conversions import stamp_to_sec
-        from qwen_vla_ros.runtime.pacing import Pacer
+        from qwen_vla_ros.runtime.pacing import PACE_TOPIC, Pacer
 
         self.pacer = Pacer(params.added_latency_ms / 1e3, 1.0 / params.inference_rate_hz)
         host.added_latency = 0.0  # the pacer holds each chunk for it, in sim time
         self._pace_lock = threading.Lock()
         self._sim_now = None  # the sim's last clock reading
         self._granted = None
-        self._grant_pub = self.create_publisher(Float64, "/sim_pace", qos.COMMAND)
+        self._grant_pub = self.create_publisher(Float64, PACE_TOPIC, qos.COMMAND)
         host.entities.append(self._grant_pub)
 
         def on_clock(msg) -> None:

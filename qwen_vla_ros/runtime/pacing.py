@@ -26,6 +26,8 @@ from typing import Any
 
 # Sim times closer than this count as equal (sums of the sim's step never land exactly).
 TIME_EPS = 1e-6
+# The grants' topic (std_msgs/Float64: sim s the simulator may run to; inf: free).
+PACE_TOPIC = "/sim_pace"
 
 
 @dataclass

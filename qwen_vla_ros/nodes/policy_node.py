@@ -178,14 +178,8 @@ class PolicyNode(LifecycleNode):
             due = self.pacer.tick(now, ready=lambda: not self.loop.awaiting(now))
             if due.publish is not None:
                 self._publish(*due.publish, now=now)
-            if due.request:
-                request = self.loop.request(now)
-                if isinstance(request, Rejection):
-                    self._warn("obs", f"no valid observation for "
-                                      f"{now - self.loop.blind_since:.1f} s: {request}")
-                    self.pacer.failed(now)
-                else:
-                    host.worker.submit(request)
+            if due.request and not self._request(now):
+                self.pacer.failed(now)
             if self.pacer.grant != self._granted:
                 self._granted = self.pacer.grant
                 self._grant_pub.publish(Float64(data=self._granted))
@@ -194,7 +188,7 @@ class PolicyNode(LifecycleNode):
         """Let a paced sim run free (deactivated, cleaned up)."""
         from std_msgs.msg import Float64
 
-        if getattr(self, "pacer", None) is not None and self.host is not None:
+        if self.pacer is not None and self.host is not None:
             self._granted = float("inf")
             self._grant_pub.publish(Float64(data=self._granted))
 
@@ -222,14 +216,18 @@ class PolicyNode(LifecycleNode):
         host = self.host
         if not self.active or host is None or not host.worker.idle():
             return
-        now = self.now()
+        self._request(self.now())
+
+    def _request(self, now: float) -> bool:
+        """Ask the model for a chunk of the observation at ``now``; False if there is none."""
         request = self.loop.request(now)
         if isinstance(request, Rejection):
             # A camera or arm gone quiet: every tick is rejected; shown as ERROR after 0.5 s.
             self._warn("obs", f"no valid observation for "
                               f"{now - self.loop.blind_since:.1f} s: {request}")
-            return
-        host.worker.submit(request)
+            return False
+        self.host.worker.submit(request)
+        return True
 
     def _on_chunk(self, request: Request, chunk) -> None:
         if self.pacer is not None:  # published when the sim's clock reaches its time

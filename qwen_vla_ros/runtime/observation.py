@@ -17,6 +17,7 @@ import numpy as np
 
 from qwen_vla_ros.embodiment.gripper import GripperMap
 from qwen_vla_ros.embodiment.spec import EmbodimentSpec
+from qwen_vla_ros.runtime.pacing import TIME_EPS
 
 
 @dataclass
@@ -125,7 +126,7 @@ class ImageBuffer:
             self._period[camera] = stamp - self._frames[camera][1]
         self._frames[camera] = (image, stamp)
 
-    def due(self, now: float, max_age: float, eps: float = 1e-6) -> list[str]:
+    def due(self, now: float, max_age: float, eps: float = TIME_EPS) -> list[str]:
         """Cameras whose next frame, at their last rate, was due by ``now`` and has not
         come (while their last one is still fresh): a paced sim published it before its
         clock read ``now``; it is on its way."""

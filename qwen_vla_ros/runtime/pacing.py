@@ -49,8 +49,6 @@ class Pacer:
         self.requested_at: float | None = None  # a request in flight, or its chunk pending
         self._done: tuple[Any, Any] | None = None  # (request, chunk) waiting for its time
         self.grant = -math.inf  # how far the sim may run (published by the node)
-        self.requests = 0
-        self.published = 0
 
     def _grant(self) -> float:
         if self.requested_at is None:
@@ -69,12 +67,10 @@ class Pacer:
                 due.publish = self._done
                 self.next_request = max(now, self.requested_at + self.period_s)
                 self.requested_at, self._done = None, None
-                self.published += 1
             if self.requested_at is None and now >= self.next_request - TIME_EPS \
                     and ready():
                 due.request = True
                 self.requested_at = now
-                self.requests += 1
             self.grant = self._grant()
             return due
 

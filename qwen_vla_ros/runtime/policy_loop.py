@@ -28,6 +28,7 @@ from qwen_vla_ros.runtime.observation import (
     Rejection,
     history_label,
 )
+from qwen_vla_ros.runtime.pacing import TIME_EPS
 
 
 @dataclass
@@ -197,7 +198,7 @@ class PolicyLoop:
         self.obs_age.add(request.age * 1e3)
         return request
 
-    def awaiting(self, now: float, eps: float = 1e-6) -> list[str]:
+    def awaiting(self, now: float, eps: float = TIME_EPS) -> list[str]:
         """Inputs a paced sim published for clock ``now`` that have not arrived yet (its
         clock may reach this node before its frames and joint states): each robot's joint
         state stamped ``now`` (the sim publishes them every step) and each camera's frame due

@@ -143,7 +143,8 @@ class ChunkAdapterNode(Node):
             tag = ChunkTag.parse(msg.header.frame_id)
             actions, stamp, dt = trajectory_to_chunk(msg, self.spec.action_names)
             self.chunk_executor.add_chunk(
-                Chunk(actions, stamp, dt, tag.prefix if tag else 0, tag.id if tag else None),
+                Chunk(actions, stamp, dt, tag.prefix if tag else 0, tag.id if tag else None,
+                      tag.sent if tag else None),
                 now=now)
             self.supervisor.on_chunk(now)
             self.chunk_counts["accepted"] += 1

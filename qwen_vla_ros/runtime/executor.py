@@ -4,7 +4,9 @@ A chunk's action k is meant for time ``stamp + k * dt`` (stamp = the observation
 was computed from). At each control tick the executor:
 
 1. finds the action(s) meant for now: steps whose time has passed are skipped (latency
-   compensation); a chunk that no longer covers now is dropped;
+   compensation); a chunk that no longer covers now is dropped; a chunk is run only at ticks
+   after the clock reading it was sent at (``Chunk.sent``, from its tag), so a simulated
+   tick and a chunk at the same reading do not race;
 2. blends them (``mode``):
    - ``naive``: the newest chunk, switched to as soon as it arrives, no smoothing (what a
      client does that just executes the latest answer; the jump at a switch is only limited
@@ -32,12 +34,14 @@ A chunk older than its horizon on arrival (its last action already due) is refus
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from qwen_vla_ros.runtime.limits import Limits
+from qwen_vla_ros.runtime.pacing import TIME_EPS
 
 BLEND_MODES = ("naive", "ensemble", "rtc")
 PREFIX_TOLERANCE = 1e-6  # a continued prefix equals the planned actions (float64 on the wire)
@@ -50,6 +54,7 @@ class Chunk:
     dt: float
     prefix_len: int = 0  # how many leading actions were committed before sampling
     id: int | None = None  # the policy's chunk number (ChunkTag), None when untagged
+    sent: float | None = None  # the policy's clock when it was published (ChunkTag.sent)
 
     def index_at(self, now: float) -> int:
         """Index of the action meant for ``now`` (rounded to the nearest step)."""
@@ -58,6 +63,13 @@ class Chunk:
     def covers(self, now: float) -> bool:
         k = self.index_at(now)
         return 0 <= k < len(self.actions)
+
+    def runs_at(self, now: float) -> bool:
+        """Whether a tick at clock ``now`` may execute it: only after the clock reading it
+        was sent at. Live, a chunk always arrives after that; in a simulation the tick and
+        the chunk can share one clock reading, and which came first would follow message
+        timing (a paced evaluation would not repeat)."""
+        return self.sent is None or now > self.sent + TIME_EPS
 
     @property
     def end(self) -> float:
@@ -89,18 +101,22 @@ class PrefixMismatch(RejectedChunk):
 @dataclass(frozen=True)
 class ChunkTag:
     """What a chunk says about itself on the wire (JointTrajectory ``header.frame_id``, a
-    field trajectories leave empty): ``qvr_chunk id=12 prefix=4 delay=4``: its number in
-    the policy's sequence, how many leading actions continue the committed schedule, and the
-    delay in control steps the policy assumed when it chose that prefix."""
+    field trajectories leave empty): ``qvr_chunk id=12 prefix=4 delay=4 sent=12.340000000``:
+    its number in the policy's sequence, how many leading actions continue the committed
+    schedule, the delay in control steps the policy assumed when it chose that prefix, and
+    the policy's clock (s) when it published the chunk (optional: adapters run a chunk only
+    at ticks after it)."""
 
     id: int
     prefix: int
     delay: int
+    sent: float | None = None
 
     KEY = "qvr_chunk"
 
     def text(self) -> str:
-        return f"{self.KEY} id={self.id} prefix={self.prefix} delay={self.delay}"
+        sent = "" if self.sent is None else f" sent={self.sent:.9f}"
+        return f"{self.KEY} id={self.id} prefix={self.prefix} delay={self.delay}{sent}"
 
     @classmethod
     def parse(cls, text: str) -> ChunkTag | None:
@@ -111,11 +127,14 @@ class ChunkTag:
             return None
         try:
             fields = dict(w.split("=", 1) for w in words[1:])
-            tag = cls(int(fields["id"]), int(fields["prefix"]), int(fields["delay"]))
+            sent = float(fields["sent"]) if "sent" in fields else None
+            tag = cls(int(fields["id"]), int(fields["prefix"]), int(fields["delay"]), sent)
         except (ValueError, KeyError) as exc:
             raise ValueError(f"malformed chunk tag {text!r}: {exc}") from None
         if tag.prefix < 0 or tag.delay < 0:
             raise ValueError(f"malformed chunk tag {text!r}: negative field")
+        if tag.sent is not None and not math.isfinite(tag.sent):
+            raise ValueError(f"malformed chunk tag {text!r}: sent is not finite")
         return tag
 
 
@@ -135,6 +154,7 @@ class ChunkExecutor:
         self.last_command: np.ndarray | None = None
         self._fade_from: np.ndarray | None = None
         self._fade_left = 0
+        self._fade_chunk: Chunk | None = None  # faded in from its first tick (rtc)
         self.dim = len(limits.lower)
         self.trace: list[tuple[float, Command]] | None = None  # a list: every step recorded
 
@@ -153,7 +173,8 @@ class ChunkExecutor:
         if self.chunks and chunk.stamp < self.chunks[-1].stamp:
             raise RejectedChunk(f"chunk stamp {chunk.stamp:.3f} older than the newest "
                                 f"({self.chunks[-1].stamp:.3f})")
-        new = Chunk(a, float(chunk.stamp), float(chunk.dt), int(chunk.prefix_len), chunk.id)
+        new = Chunk(a, float(chunk.stamp), float(chunk.dt), int(chunk.prefix_len), chunk.id,
+                    chunk.sent)
         if now is not None and new.index_at(now) >= len(a):
             raise StaleChunk(f"chunk {chunk.id} from {chunk.stamp:.3f} arrived at {now:.3f}, "
                              f"after its last action ({new.end:.3f})")
@@ -171,14 +192,13 @@ class ChunkExecutor:
                     "adapter did not run); the current plan continues")
             continues = bool(errs)
         if self.mode == "rtc" and not continues and self.last_command is not None:
-            self._fade_from = self.last_command.copy()
-            self._fade_left = self.blend_steps
+            self._fade_chunk = new
         self.chunks.append(new)
 
     def reset(self, position: np.ndarray | None = None) -> None:
         """Forget all chunks; hold ``position`` (e.g. the measured pose at a handover)."""
         self.chunks.clear()
-        self._fade_left = 0
+        self._fade_left, self._fade_chunk = 0, None
         self.last_command = None if position is None else np.asarray(position, float).copy()
 
     def set_last_command(self, position: np.ndarray) -> None:
@@ -199,7 +219,7 @@ class ChunkExecutor:
 
     def _plan(self, now: float) -> tuple[np.ndarray | None, int, float | None]:
         """``planned`` and the stamp of the newest chunk covering ``now``."""
-        covering = [c for c in self.chunks if c.covers(now)]
+        covering = [c for c in self.chunks if c.covers(now) and c.runs_at(now)]
         if not covering:
             return None, 0, None
         newest = covering[-1]
@@ -251,6 +271,10 @@ class ChunkExecutor:
         if self.last_command is None:
             return None
         self._prune(now)
+        if self._fade_chunk is not None and self._fade_chunk.runs_at(now):
+            # the fade starts where the commands are when the new chunk first runs
+            self._fade_from, self._fade_left = self.last_command.copy(), self.blend_steps
+            self._fade_chunk = None
         target, used, newest = self._plan(now)
         if target is None:
             out = Command(self.last_command.copy(), "hold", False, 0)

@@ -202,9 +202,12 @@ def test_chunk_arriving_after_its_horizon_is_refused():
 def test_chunk_tag_round_trip_and_malformed_tags():
     tag = ChunkTag(12, 4, 5)
     assert ChunkTag.parse(tag.text()) == tag
+    sent = ChunkTag(13, 4, 5, 1234.56789)
+    assert ChunkTag.parse(sent.text()) == sent and "sent=1234.567890000" in sent.text()
     assert ChunkTag.parse("") is None and ChunkTag.parse("base_link") is None
     for bad in ("qvr_chunk id=1 prefix=2", "qvr_chunk id=x prefix=1 delay=1",
-                "qvr_chunk id=1 prefix=-1 delay=0"):
+                "qvr_chunk id=1 prefix=-1 delay=0", "qvr_chunk id=1 prefix=1 delay=0 sent=x",
+                "qvr_chunk id=1 prefix=1 delay=0 sent=nan"):
         with pytest.raises(ValueError, match="malformed chunk tag"):
             ChunkTag.parse(bad)
 
@@ -277,6 +280,35 @@ def test_rtc_schedule_matches_the_policys_and_never_alters_a_committed_prefix(se
             assert (a is None) == (b is None)
             if a is not None:
                 np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["naive", "ensemble", "rtc"])
+def test_a_chunk_runs_only_at_ticks_after_the_clock_reading_it_was_sent_at(mode):
+    """A simulated tick and a chunk can share a clock reading: whether the tick ran first
+    would follow message timing. Either order gives the same commands: the chunk runs from
+    the next tick."""
+    def run(chunk_first: bool | None) -> list[np.ndarray]:
+        """chunk_first None: the new chunk never comes."""
+        ex = ChunkExecutor(LIM, DT, mode=mode)
+        ex.reset(np.zeros(2))
+        ex.add_chunk(Chunk(np.full((20, 2), 0.01), stamp=0.0, dt=DT, sent=0.0), now=0.0)
+        out = [ex.step(k * DT).position for k in range(1, 5)]
+        new = Chunk(np.full((20, 2), 0.05), stamp=4 * DT, dt=DT, sent=5 * DT)
+        if chunk_first:
+            ex.add_chunk(new, now=5 * DT)
+        out.append(ex.step(5 * DT).position)  # the tick at the reading the chunk was sent at
+        if chunk_first is False:
+            ex.add_chunk(new, now=5 * DT)
+        return out + [ex.step(k * DT).position for k in range(6, 9)]
+
+    first, after, without = (np.array(run(c)) for c in (True, False, None))
+    np.testing.assert_array_equal(first, after)
+    np.testing.assert_array_equal(first[:5], without[:5])  # the old plan up to that tick
+    assert np.all(first[5] > without[5])  # then the new one
+    ex = ChunkExecutor(LIM, DT, mode=mode)
+    ex.reset(np.zeros(2))
+    ex.add_chunk(Chunk(np.full((20, 2), 0.01), stamp=0.0, dt=DT, sent=2 * DT), now=2 * DT)
+    assert ex.step(2 * DT).source == "hold" and ex.step(3 * DT).source == "chunk"
 
 
 def _traced(chunks, ticks):

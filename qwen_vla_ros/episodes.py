@@ -3,8 +3,8 @@
 The ``aloha_sim`` bringup's nodes in this process (as ``qwen-vla-ros demo`` runs them), less
 the ones a caller leaves out, with the sim waiting after each episode (``auto_reset``
 false). ``start(i)`` begins episode i: HOLD, then (after the first) the sim's ``~/reset`` to
-seed ``seed_start + i``; the caller engages a mode and ``wait_result(seed)`` blocks until the
-sim reports the episode's end.
+seed ``seed_start + i``; the caller engages a mode (``engage``) and ``wait_result(seed)``
+blocks until the sim reports the episode's end.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from qwen_vla_ros.runtime.modes import Mode
+from qwen_vla_ros.runtime.supervision import AdapterStatus
 
 SETTLE_STEPS = 5  # sim steps after a reset before a mode is engaged (0.1 s at 50 Hz)
 
@@ -47,14 +50,20 @@ def execution_params(blend: str | None) -> dict[str, dict[str, Any]]:
 
 
 class EpisodeStack:
-    def __init__(self, nodes: dict[str, Any], probe, seed_start: int) -> None:
+    """With ``hold`` (aloha_sim's ``hold_after_reset_steps``, paced evaluations) every episode,
+    the first included, begins with a reset after which the sim takes ``hold`` steps and
+    waits; policy_node is stopped before it and started again by ``engage`` once the adapter
+    has engaged, so each episode's run starts from the same state, the same moment of the
+    policy's schedule and the same chunk seeds, whatever the episodes before it did."""
+
+    def __init__(self, nodes: dict[str, Any], probe, seed_start: int, hold: int = 0) -> None:
         from std_msgs.msg import Int32, String
         from std_srvs.srv import Trigger
 
         from qwen_vla_ros.demos.common import mode_switch
         from qwen_vla_ros.ros import qos
 
-        self.nodes, self.probe, self.seed_start = nodes, probe, seed_start
+        self.nodes, self.probe, self.seed_start, self.hold = nodes, probe, seed_start, hold
         self.results: dict[int, dict[str, Any]] = {}
         self.rewards: list[tuple[float, int]] = []  # (sim time, reward) of the episode
         self._cond = threading.Condition()
@@ -66,10 +75,18 @@ class EpisodeStack:
         self.adapter_state = ""  # aloha_adapter's start-up phase (~/state)
         probe.create_subscription(String, "/aloha_adapter/state", self._on_adapter_state,
                                   qos.LATCHED)
+        self.adapter_status: AdapterStatus | None = None  # its ~/effective_mode
+        probe.create_subscription(String, "/aloha_adapter/effective_mode",
+                                  self._on_adapter_status, qos.LATCHED)
 
     def _on_adapter_state(self, msg) -> None:
         with self._cond:
             self.adapter_state = msg.data
+            self._cond.notify_all()
+
+    def _on_adapter_status(self, msg) -> None:
+        with self._cond:
+            self.adapter_status = AdapterStatus.from_json(msg.data)
             self._cond.notify_all()
 
     def _on_result(self, msg) -> None:
@@ -99,7 +116,9 @@ class EpisodeStack:
                 if not self._cond.wait_for(lambda: self.adapter_state == "READY", timeout):
                     raise TimeoutError(f"aloha_adapter not READY within {timeout} s "
                                        f"(state {self.adapter_state!r})")
-        if i > 0:
+        if self.hold:
+            self._held_start(i, timeout)
+        elif i > 0:
             self.mode("hold")
             with self._cond:
                 self.rewards.clear()
@@ -112,6 +131,35 @@ class EpisodeStack:
         with self._cond:
             self.rewards.clear()
         return self.seed_start + i
+
+    def _held_start(self, i: int, timeout: float) -> None:
+        from qwen_vla_ros.demos.common import call_mode as _call
+
+        self.mode("hold")
+        policy = self.nodes.get("policy_node")
+        if policy is not None and policy.active:
+            policy.trigger_deactivate()  # engage() starts its run with the episode's
+        sim = self.nodes["aloha_sim"]
+        _call(self._reset)  # the service answers after the reset: ``held`` is clear by then
+        if not sim.held.wait(timeout):
+            raise TimeoutError(f"episode {i}: the sim did not reach its hold after the reset "
+                               f"within {timeout} s")
+
+    def engage(self, service: str, timeout: float = 10.0) -> None:
+        """``mode(service)``; with ``hold``, once the adapter has engaged that mode, start
+        policy_node's run: its first grant lets the held sim go on."""
+        self.mode(service)
+        if not self.hold:
+            return
+        want = {"engage_policy": Mode.POLICY, "engage_teleop": Mode.TELEOP}[service]
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.adapter_status is not None
+                                       and self.adapter_status.mode is want, timeout):
+                raise TimeoutError(f"aloha_adapter not in {want.value} {timeout} s after "
+                                   f"{service}: {self.adapter_status}")
+        policy = self.nodes.get("policy_node")
+        if policy is not None and not policy.active:
+            policy.trigger_activate()
 
     def wait_result(self, seed: int, timeout: float) -> dict[str, Any]:
         with self._cond:
@@ -167,8 +215,11 @@ def episode_stack(seed_start: int, task: str = "transfer_cube", rate_factor: flo
     node_extra = {"aloha_sim": {"task": task, "auto_reset": False}}
     for name, params in (extra or {}).items():
         node_extra[name] = {**node_extra.get(name, {}), **params}
-    with bringup_nodes("aloha_sim", {"seed": str(seed_start), "rate_factor": str(rate_factor),
+    hold = int(node_extra["aloha_sim"].get("hold_after_reset_steps", 0))
+    # held: episode 0 also begins with a reset, so the sim starts one seed before it
+    first = seed_start - 1 if hold else seed_start
+    with bringup_nodes("aloha_sim", {"seed": str(first), "rate_factor": str(rate_factor),
                                      **(values or {})}, node_extra, drop) as (nodes, probe):
-        stack = EpisodeStack(nodes, probe, seed_start)
+        stack = EpisodeStack(nodes, probe, seed_start, hold)
         yield stack
         stack.mode("hold")

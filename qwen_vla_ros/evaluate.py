@@ -53,7 +53,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
              log=print) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from qwen_vla_ros.episodes import episode_stack, execution_params
+    from qwen_vla_ros.episodes import SETTLE_STEPS, episode_stack, execution_params
     from qwen_vla_ros.model.checkpoint import read_meta
 
     meta = read_meta(Path(checkpoint))  # a clear error for what is not a checkpoint
@@ -88,7 +88,9 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     extra["policy_node"].update(policy_params or {})
     if paced:
         extra["policy_node"]["pace_sim"] = True
-        extra["aloha_sim"] = {"pace_timeout_s": PACE_TIMEOUT_S, "lockstep_timeout_s": 1.0}
+        extra["aloha_sim"] = {"pace_timeout_s": PACE_TIMEOUT_S, "lockstep_timeout_s": 1.0,
+                              # each episode from a reset and a held start (EpisodeStack)
+                              "hold_after_reset_steps": SETTLE_STEPS + 1}
     values = {"checkpoint": str(checkpoint), "instruction": instruction}
     with episode_stack(seed_start, task, rate_factor, drop=("scripted_leader",),
                        values=values, extra=extra) as stack:
@@ -124,7 +126,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
             executor = adapter.chunk_executor
             executor.trace = []  # every control tick's command, for the smoothness figures
             counts0 = dict(adapter.chunk_counts)
-            stack.mode("engage_policy")
+            stack.engage("engage_policy")
             r = stack.wait_result(seed, timeout_s)
             smooth = execution_stats(executor.trace, adapter.limits.max_velocity * spec.dt,
                                      spec.dt)

@@ -22,7 +22,10 @@ if that camera or arm's driver had stopped; the sim and /clock run on.
 
 Steps at 50 Hz of sim time, ``rate_factor`` x real time; with ``lockstep_timeout_s`` > 0, no
 faster than the follower commands arrive (sim/lockstep.py); with ``pace_timeout_s`` > 0, no
-further than a paced policy grants on /sim_pace (std_msgs/Float64). Rendering is the cost:
+further than a paced policy grants on /sim_pace (std_msgs/Float64), and with
+``hold_after_reset_steps`` > 0 each episode begun by a reset, after that many steps, waits
+for the policy's first grant of it (``held`` is set while it waits), and (``auto_reset``
+false) stops at its end until the next reset. Rendering is the cost:
 resolution, camera rate and quality are parameters (MUJOCO_GL=egl for headless).
 """
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 from rclpy.node import Node
@@ -70,8 +74,18 @@ class AlohaSimNode(Node):
         self.sim = AlohaSim(task, image_size=(h, w), fast_render=fast,
                             disturbance=params.disturbance_rad)
         self.bridge = InterbotixSimBridge(self.spec, self.sim, gripper_mode)
-        self.lockstep = Lockstep(self.bridge.robots, params.lockstep_timeout_s)
         self.pace = Pace(params.pace_timeout_s) if params.pace_timeout_s > 0 else None
+        self.hold_steps = params.hold_after_reset_steps
+        # Held (paced evaluations) the followers are driven by aloha_adapter, which sends
+        # each one's arm (group) and gripper (single) command every tick: a step waits for
+        # both from the first; otherwise the kinds a driver sends are learned as they come.
+        self.lockstep = Lockstep(self.bridge.robots, params.lockstep_timeout_s,
+                                 kinds=("group", "single") if self.hold_steps else ())
+        self._settle_left = 0  # steps before the hold (an episode begun by a reset)
+        self._hold_episode = False  # this episode holds at its start and its end
+        self._last = None  # a held episode's last step, reported once it was commanded
+        self._holding = False  # held: the next step is the policy's first of the episode
+        self.held = threading.Event()  # set while held at an episode's start
         if self.pace is not None:
             from std_msgs.msg import Float64
 
@@ -84,12 +98,14 @@ class AlohaSimNode(Node):
         self.js_pubs = {r: self.create_publisher(JointState, f"/{r}/joint_states", qos.SENSOR)
                         for r in self.bridge.robots}
         for r in self.bridge.robots:
-            self.create_subscription(JointGroupCommand, f"/{r}/commands/joint_group",
-                                     self._command_cb(r, lambda m, r=r: self.bridge.on_group(
-                                         r, m.name, list(m.cmd))), qos.COMMAND)
-            self.create_subscription(JointSingleCommand, f"/{r}/commands/joint_single",
-                                     self._command_cb(r, lambda m, r=r: self.bridge.on_single(
-                                         r, m.name, float(m.cmd))), qos.COMMAND)
+            self.create_subscription(
+                JointGroupCommand, f"/{r}/commands/joint_group", self._command_cb(
+                    r, "group", lambda m, r=r: self.bridge.on_group(r, m.name, list(m.cmd))),
+                qos.COMMAND)
+            self.create_subscription(
+                JointSingleCommand, f"/{r}/commands/joint_single", self._command_cb(
+                    r, "single", lambda m, r=r: self.bridge.on_single(r, m.name, float(m.cmd))),
+                qos.COMMAND)
         for r in self.bridge.robots:
             serve_xs_services(self, r, self.bridge.motors[r])
         self.cam_pubs = {name: self.create_publisher(Image, f"/{name}/image_raw", qos.SENSOR)
@@ -104,12 +120,18 @@ class AlohaSimNode(Node):
         self.create_timer(DT / max(rate, 1e-3), self._step)
 
     # ---- episodes -----------------------------------------------------------------------
-    def _start_episode(self, seed: int) -> None:
+    def _start_episode(self, seed: int, reset: bool = False) -> None:
         self.seed = seed
         self._ended = False
         # MuJoCo restarts its clock at a reset; /clock must never go backwards.
         self._time_offset += self.sim.time
         self.bridge.reset(seed)
+        self.lockstep.restart()
+        # the first episode runs free: the drivers' start-up needs the clock to go on
+        self._hold_episode = reset and self.hold_steps > 0
+        self._settle_left = self.hold_steps if self._hold_episode else 0
+        self._holding, self._last = False, None
+        self.held.clear()
         self.success_pub.publish(Bool(data=False))
         self.episode_pub.publish(String(data=json.dumps(
             {"task": self.sim.task, "seed": seed, "start": self.now_sim()})))
@@ -119,16 +141,16 @@ class AlohaSimNode(Node):
         return self._time_offset + self.sim.time
 
     def _reset_srv(self, _req, response):
-        self._start_episode(self.seed + 1)
+        self._start_episode(self.seed + 1, reset=True)
         response.success, response.message = True, f"seed {self.seed}"
         return response
 
     # ---- commands -----------------------------------------------------------------------
-    def _command_cb(self, robot: str, apply):
+    def _command_cb(self, robot: str, kind: str, apply):
         """A command subscription: ``apply(msg)`` hands it to the bridge and returns a
         rejection reason (logged, throttled) or None."""
         def cb(msg) -> None:
-            self.lockstep.commanded(robot)
+            self.lockstep.commanded(robot, kind)
             reason = apply(msg)
             if reason:
                 self.get_logger().warning(f"{robot}: {reason}", throttle_duration_sec=2.0)
@@ -136,7 +158,14 @@ class AlohaSimNode(Node):
 
     # ---- stepping -----------------------------------------------------------------------
     def _step(self) -> None:
-        if self.pace is not None:
+        if self._hold_episode and self._last is not None:
+            # Held at its end: no step more, and the result goes out once the commands for
+            # the last step are in (whoever waits for it then has every tick of the episode).
+            if not self._ended and self.lockstep.may_step(time.monotonic()):
+                self._end_episode(self._last)
+            return
+        settling = self._settle_left > 0  # an episode's first steps, before its hold
+        if self.pace is not None and not settling:
             timeouts = self.pace.timeouts
             if not self.pace.may_step(self.now_sim(), time.monotonic()):
                 return
@@ -144,6 +173,10 @@ class AlohaSimNode(Node):
                 self.get_logger().warning(
                     f"pace: no grant for {self.pace.timeout_s:g} s; running free until the "
                     "next one")
+            if self._holding:  # the policy's first grant: the arms are commanded from now
+                self._holding = False
+                self.held.clear()
+                self.lockstep.expect()
         timeouts = self.lockstep.timeouts
         if not self.lockstep.may_step(time.monotonic()):
             return
@@ -172,16 +205,28 @@ class AlohaSimNode(Node):
                 self.cam_pubs[name].publish(rgb_to_image(self.sim.render(mj_cam), Image,
                                                          stamp=stamp, frame_id=name))
         self.clock_pub.publish(Clock(clock=stamp))
+        if settling:
+            self._settle_left -= 1
+            if self._settle_left == 0:
+                self.pace.hold(t, time.monotonic())
+                self._holding = True
+                self.held.set()
         if self.sim.steps >= self.episode_steps and not self._ended:
-            self._ended = not self.auto_reset  # without auto reset: report once, wait
-            self.success_pub.publish(Bool(data=info.success))
-            self.result_pub.publish(String(data=json.dumps(
-                {"task": self.sim.task, "seed": self.seed, "success": bool(info.success),
-                 "max_reward": int(self.sim.max_reward), "final_reward": int(info.reward)})))
-            self.get_logger().info(f"episode seed {self.seed} ended: max reward "
-                                   f"{self.sim.max_reward}, success {info.success}")
-            if self.auto_reset:
-                self._start_episode(self.seed + 1)
+            if self._hold_episode:
+                self._last = info
+            else:
+                self._end_episode(info)
+
+    def _end_episode(self, info) -> None:
+        self._ended = not self.auto_reset  # without auto reset: report once, wait
+        self.success_pub.publish(Bool(data=info.success))
+        self.result_pub.publish(String(data=json.dumps(
+            {"task": self.sim.task, "seed": self.seed, "success": bool(info.success),
+             "max_reward": int(self.sim.max_reward), "final_reward": int(info.reward)})))
+        self.get_logger().info(f"episode seed {self.seed} ended: max reward "
+                               f"{self.sim.max_reward}, success {info.success}")
+        if self.auto_reset:
+            self._start_episode(self.seed + 1)
 
 
 def main(args=None) -> None:

@@ -87,6 +87,12 @@ class PolicyNode(LifecycleNode):
         return OK
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # A fresh run: the plan from before is not the one the adapter will engage with.
+        self.loop.restart(self.now())
+        if self.pacer is not None:
+            from qwen_vla_ros.runtime.pacing import Pacer
+
+            self.pacer, self._granted = Pacer(self.pacer.delay_s, self.pacer.period_s), None
         self.active, self.status = True, "active: waiting for observations"
         if self.pacer is not None:
             self._pace()
@@ -230,6 +236,8 @@ class PolicyNode(LifecycleNode):
         return True
 
     def _on_chunk(self, request: Request, chunk) -> None:
+        if self.loop.before_restart(request):
+            return  # asked for before this activation: no pacer waits for it
         if self.pacer is not None:  # published when the sim's clock reaches its time
             self.pacer.finished(request, chunk)
             self._pace()

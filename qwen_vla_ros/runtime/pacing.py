@@ -11,9 +11,9 @@ is at the later of then and t + period (the policy's ``inference_rate_hz``). A r
 request (stale inputs) is tried again one period later. Every change is a new grant the node
 publishes, so the sim always knows how far it may run.
 
-Not yet exact: the moment an evaluation engages POLICY after a reset, and the tick at which
-the adapter first runs a new chunk, still follow message timing, so the same seeds repeat
-their outcomes but not bit-identical trajectories (docs/benchmarks.md, "paced").
+With the sim held at each episode's start (aloha_sim ``hold_after_reset_steps``) and a new
+Pacer at each activation, an evaluation's episodes repeat exactly (docs/control.md, "Paced
+simulation").
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ same code, and a replay given the same inputs and seed reproduces the live chunk
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,8 @@ class PolicyParams:
     max_observation_age: float = param(0.2, "s; older camera/joint data -> no inference",
                                        check=positive)
     flow_steps: int = param(10, "Euler steps per chunk", check=at_least(1))
-    seed: int = param(0, "base seed; chunk i uses seed + i (noise: per_chunk)")
+    seed: int = param(0, "base seed; chunk i since the node was activated uses seed + i "
+                         "(noise: per_chunk)")
     noise: str = param("per_chunk", "per_chunk: chunk i samples from seed + i; fixed: every "
                                      "chunk from seed, so consecutive chunks of similar "
                                      "observations agree", check=one_of("per_chunk", "fixed"))
@@ -153,7 +155,9 @@ class PolicyLoop:
         self.merger = JointStateMerger(spec)
         self.images = ImageBuffer(spec.cameras)
         self.schedule = ChunkExecutor(Limits.from_spec(spec), spec.dt, mode="rtc")
-        self.accepted = 0  # chunks accepted so far; chunk i is sampled with seed + i
+        self.accepted = 0  # chunks accepted so far (each chunk's id)
+        self.run_start = 0  # ``accepted`` at the last restart: chunk i of a run samples seed + i
+        self.started = -math.inf  # clock at the last restart; older requests are dropped
         self.instructions_ignored = 0  # empty instructions refused (the previous one stays)
         self.blind_since: float | None = None  # since when every request was rejected
         self.obs_age = LatencyStats()  # ms between an observation and its request
@@ -184,6 +188,22 @@ class PolicyLoop:
             return "empty instruction ignored; keeping the previous one"
         self.instruction = text.strip()
         return None
+
+    def restart(self, now: float) -> None:
+        """A new run from clock ``now`` (policy_node: each activation): no committed plan
+        (the adapter engages from the measured pose), chunk seeds from ``seed`` again, no past
+        frames, and answers to requests made before ``now`` dropped. The measured delay and
+        the latest inputs stay: they describe the machine and the robot, not the run."""
+        with self._lock:
+            self.schedule.reset(None)
+            self.run_start, self.started = self.accepted, now
+            self.last_tag, self.delay_change, self.blind_since = None, None, None
+            if self.history is not None:
+                self.history.clear()
+
+    def before_restart(self, request: Request) -> bool:
+        """``request`` was made before the last restart (its answer belongs to no run)."""
+        return request.tick < self.started - TIME_EPS
 
     # ---- ticks --------------------------------------------------------------------------
     def request(self, now: float) -> Request | Rejection:
@@ -244,7 +264,7 @@ class PolicyLoop:
         obs = Observation(images=dict(images), state=state, instruction=self.instruction,
                           embodiment=self.spec.name, stamp=stamp, history=history)
         h = self.history
-        seed = self.seed if self.fixed_noise else self.seed + self.accepted
+        seed = self.seed if self.fixed_noise else self.seed + self.accepted - self.run_start
         return Request(obs, prefix, seed, now, inputs,
                        h.length if h else 0, h.period if h else 0.0, delay, guide)
 
@@ -256,6 +276,9 @@ class PolicyLoop:
         adapter checks its prefix against the same schedule this loop keeps."""
         if not np.all(np.isfinite(chunk.actions)):
             return "model output contains NaN/inf: chunk dropped"
+        if self.before_restart(request):
+            return (f"chunk for the request at {request.tick:.3f} s dropped: from before the "
+                    f"restart at {self.started:.3f} s")
         prefix_len = 0 if request.prefix is None else len(request.prefix)
         with self._lock:
             try:
@@ -263,7 +286,7 @@ class PolicyLoop:
                                               prefix_len, self.accepted))
             except RejectedChunk as exc:
                 return f"chunk rejected: {exc}"
-            self.last_tag = ChunkTag(self.accepted, prefix_len, request.delay_steps)
+            self.last_tag = ChunkTag(self.accepted, prefix_len, request.delay_steps, now)
             self.accepted += 1
             before, self.delay_change = self.delay.steps, None
             if now is not None and self.delay.add(now - chunk.stamp) and self.prefix_steps < 0:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qwen_vla_ros.errors import ConfigError
 from qwen_vla_ros.params import at_least, one_of, param, positive, validate
 
 DT = 0.02
@@ -64,7 +65,8 @@ class AlohaSimParams:
              "recorded stay the leader's. 0: off", check=at_least(0.0))
     lockstep_timeout_s: float = param(
         0.0, "0: step on the wall timer. > 0: while the followers are commanded, step once "
-             "each arm's command since the last step has arrived, waiting up to this long "
+             "each arm's commands (arm and gripper) since the last step have arrived, waiting "
+             "up to this long "
              "(wall s; sim/lockstep.py): tests, demonstration collection and paced policy "
              "evaluations (eval --paced)", check=at_least(0.0))
 
@@ -73,9 +75,17 @@ class AlohaSimParams:
              "(std_msgs/Float64, sim s; policy_node pace_sim), waiting up to this long (wall "
              "s) for a new grant before running free (sim/lockstep.Pace): benchmarks",
         check=at_least(0.0))
+    hold_after_reset_steps: int = param(
+        0, "with pace_timeout_s > 0: after each reset (the first episode runs free: the "
+           "drivers start up in it) take this many steps on the timer, then wait there for a "
+           "paced policy's first grant, and without auto_reset stop at the episode's end "
+           "(eval --paced: every episode begins from the same state at the same moment of "
+           "the policy's schedule and ends at the same step). 0: off", check=at_least(0))
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.hold_after_reset_steps and not self.pace_timeout_s > 0:
+            raise ConfigError("hold_after_reset_steps needs pace_timeout_s > 0 (a paced sim)")
 
 
 def fingertip_centre(data, side: str) -> np.ndarray:

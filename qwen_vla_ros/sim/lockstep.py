@@ -8,7 +8,10 @@ followers are being commanded, the sim steps only once every robot's command sin
 step has arrived; it waits at most ``timeout_s`` of wall time from that step, after which it
 runs on its timer again (the commands stopped: HOLD, a fault) until commands come back. A
 command in flight for the previous step counts for the next one, so the command path lags
-the sim by a bounded number of steps instead of a growing one.
+the sim by a bounded number of steps instead of a growing one. A robot's commands may come as
+several messages per step (ALOHA: the arm's group command and the gripper's single one); the
+step waits for every kind that robot is known to send (``kinds`` given, and any other it has
+sent), so it never falls between them.
 
 Tests and demonstration collection use it. A policy evaluation on the wall clock does not (a
 real robot does not wait for a slow policy); a paced one (``eval --paced``) does, with
@@ -17,31 +20,53 @@ real robot does not wait for a slow policy); a paced one (``eval --paced``) does
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from qwen_vla_ros.runtime.pacing import TIME_EPS
 
 
 class Lockstep:
-    def __init__(self, robots: Iterable[str], timeout_s: float) -> None:
+    def __init__(self, robots: Iterable[str], timeout_s: float, kinds: Iterable[str] = ()
+                 ) -> None:
         if timeout_s < 0:
             raise ValueError(f"lockstep timeout must be >= 0 s, got {timeout_s}")
         self.robots = frozenset(robots)
         self.timeout_s = timeout_s
         self.driven = False  # commands are arriving: step with them
         self.timeouts = 0  # times the commands stopped for timeout_s while driven
-        self._commanded: set[str] = set()
+        # the kinds of command each robot sends per step: given, and learned as they come
+        self._kinds: dict[str, set[str]] = {r: set(kinds) for r in self.robots}
+        self._commanded: dict[str, set[str]] = {}  # kinds arrived since the last step
         self._last_step: float | None = None
 
-    def commanded(self, robot: str) -> None:
-        """A command for ``robot`` arrived."""
+    def commanded(self, robot: str, kind: str = "command") -> None:
+        """A command for ``robot`` arrived (``kind``: which of its command messages)."""
         if robot in self.robots:
-            self._commanded.add(robot)
+            self._kinds.setdefault(robot, set()).add(kind)
+            self._commanded.setdefault(robot, set()).add(kind)
             self.driven = True
+
+    def _complete(self) -> bool:
+        return all(r in self._commanded and self._commanded[r] >= self._kinds.get(r, set())
+                   for r in self.robots)
+
+    def restart(self) -> None:
+        """A new episode: nothing commands the robots yet, so step on the timer until
+        commands come (the kinds each robot sends are remembered)."""
+        self.driven = False
+        self._commanded.clear()
+        self._last_step = None
+
+    def expect(self) -> None:
+        """A driver takes over now: the next step is taken at once, each later one waits
+        for its commands (a driver commands after each step, so it cannot command first)."""
+        self.driven = True
+        self._commanded = {r: set(self._kinds.get(r, set())) for r in self.robots}
 
     def may_step(self, wall: float) -> bool:
         """On each timer tick (``wall``: a monotonic time, s): True = step now."""
-        if self.timeout_s > 0 and self.driven and not self._commanded >= self.robots:
+        if self.timeout_s > 0 and self.driven and not self._complete():
             since = self._last_step if self._last_step is not None else wall
             if wall - since < self.timeout_s:
                 return False
@@ -58,7 +83,12 @@ class Pace:
     never lets the world run on without it (a benchmark's delay is then exactly the one it
     injects, whatever the machine's load). Before any grant, or after ``release()``, the sim
     runs free; if no new grant comes for ``timeout_s`` of wall time while it waits, it runs
-    free again (the policy stopped), counted in ``timeouts``, until the next grant."""
+    free again (the policy stopped), counted in ``timeouts``, until the next grant.
+
+    ``hold(now)`` (a new episode, sim/aloha_sim ``hold_after_reset_steps``) stops it at
+    ``now`` until a policy grants from there on: a grant older than ``now`` (the previous
+    episode's, still in flight) or "run free" (inf: a policy that was stopped) does not
+    release it; the timeout does."""
 
     def __init__(self, timeout_s: float) -> None:
         if timeout_s <= 0:
@@ -68,14 +98,23 @@ class Pace:
         self.timeouts = 0
         self.waited = 0  # ticks on which the sim did not step for lack of a grant
         self._granted_wall: float | None = None
+        self.holding_at: float | None = None  # held for a new episode's first grant
 
     def grant(self, until: float, wall: float) -> None:
         """The policy lets the sim run until its clock reads ``until`` (s; inf: free)."""
+        if self.holding_at is not None:
+            if not (math.isfinite(until) and until >= self.holding_at - TIME_EPS):
+                return  # from before the hold
+            self.holding_at = None
         self.until = until
         self._granted_wall = wall
 
+    def hold(self, now: float, wall: float) -> None:
+        """Stop at ``now`` until a grant from ``now`` on (or the timeout, from ``wall``)."""
+        self.until, self.holding_at, self._granted_wall = now, now, wall
+
     def release(self) -> None:
-        self.until = float("inf")
+        self.until, self.holding_at = float("inf"), None
 
     def may_step(self, now: float, wall: float) -> bool:
         """True: take the step from sim time ``now`` (the first step at or past the grant is
@@ -83,7 +122,7 @@ class Pace:
         if now < self.until - TIME_EPS:
             return True
         if self._granted_wall is not None and wall - self._granted_wall >= self.timeout_s:
-            self.until = float("inf")
+            self.until, self.holding_at = float("inf"), None
             self.timeouts += 1
             return True
         self.waited += 1

@@ -411,6 +411,28 @@ def test_eval_refuses_to_pace_a_task_whose_sim_cannot_be_paced(tiny_checkpoint, 
     assert not (tmp_path / "x").exists()
 
 
+def test_a_paced_episode_repeats_exactly_whatever_ran_before_it(tiny_checkpoint, tmp_path):
+    """Paced, an episode's run depends on its seed alone: seed 9001 evaluated after 9000 and
+    evaluated alone sends the same commands (the smoothness figures are computed from every
+    command the adapter sent, so any step taken differently changes them). Each episode
+    begins from a reset held until POLICY is engaged, the policy's schedule and chunk seeds
+    restart with it, and a chunk runs from the tick after the one it was sent at."""
+    from qwen_vla_ros.evaluate import evaluate
+
+    quiet = {"paced": True, "blend": "rtc", "rate_factor": 4.0, "progress": False,
+             "log": lambda _: None}
+    both = evaluate(tiny_checkpoint, tmp_path / "both", episodes=2, seed_start=9000, **quiet)
+    alone = evaluate(tiny_checkpoint, tmp_path / "alone", episodes=1, seed_start=9001,
+                     **quiet)
+    # wall-clock figures; and the reward trace is timed by the harness's clock subscription
+    timed = ("inference_ms_p50", "inference_ms_p99", "time_to_success_s")
+    after, first = ({k: v for k, v in r.items() if k not in timed}
+                    for r in (both["per_episode"][1], alone["per_episode"][0]))
+    assert after["seed"] == 9001 and after["chunks"] > 10 and after["boundaries"] > 5
+    assert after == first
+    assert both["pace_timeouts"] == alone["pace_timeouts"] == 0
+
+
 def test_eval_of_a_known_bad_checkpoint_reports_zero_successes(tiny_checkpoint, tmp_path):
     """A checkpoint that always asks for the start pose (the random-init tiny one with its
     action statistics pinned there) cannot succeed, whatever the timing. (The random-init

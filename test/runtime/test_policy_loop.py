@@ -185,3 +185,22 @@ def test_a_paced_request_waits_for_what_the_sim_published_for_its_clock(loop):
     assert loop.awaiting(1.25) == ["cam_wrist"]
     assert loop.awaiting(1.6) == []  # everything stale: the request says so instead
     assert "stale" in str(loop.request(1.6))
+
+
+def test_a_restart_drops_the_plan_and_earlier_answers_and_restarts_the_seeds(loop):
+    """policy_node restarts its loop at each activation: the adapter engages from the
+    measured pose, so the old plan must not become a prefix, an answer to a request from
+    before is not published, and chunk seeds start from ``seed`` again (a run repeats)."""
+    loop.prefix_steps = 3
+    first = loop.request(1.1)
+    assert first.seed == 10 and loop.accept(first, chunk_for(loop, first), now=1.15) is None
+    again = loop.request(1.1)
+    assert again.seed == 11 and again.prefix is not None  # continuing the plan
+    loop.restart(1.12)
+    fresh = loop.request(1.12)
+    assert fresh.seed == 10 and fresh.prefix is None and len(loop.schedule.chunks) == 0
+    reason = loop.accept(again, chunk_for(loop, again), now=1.2)
+    assert reason and "before the restart" in reason and loop.accepted == 1
+    assert loop.accept(fresh, chunk_for(loop, fresh), now=1.2) is None
+    assert loop.last_tag.id == 1 and loop.last_tag.sent == 1.2  # ids go on; sent: its clock
+    assert loop.request(1.12).seed == 11

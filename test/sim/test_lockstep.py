@@ -72,3 +72,59 @@ def test_paced_it_steps_up_to_the_grant_then_waits_or_times_out():
     assert pace.may_step(0.3, wall=12.2)
     with pytest.raises(ValueError, match="pace timeout"):
         Pace(0.0)
+
+
+def test_a_step_waits_for_every_kind_of_command_a_robot_sends():
+    """ALOHA's adapter sends each follower an arm (group) and a gripper (single) command per
+    tick: a step between the two would apply the gripper's a step late, as timing falls."""
+    lock = Lockstep(ARMS, 1.0, kinds=("group", "single"))
+    for arm in ARMS:
+        lock.commanded(arm, "group")
+    assert not lock.may_step(0.00)  # the grippers' commands are still on their way
+    for arm in ARMS:
+        lock.commanded(arm, "single")
+    assert lock.may_step(0.01)
+    learned = Lockstep(ARMS, 1.0)  # kinds not given: learned as they come
+    for arm in ARMS:
+        learned.commanded(arm, "group")
+        learned.commanded(arm, "single")
+    assert learned.may_step(0.0)
+    for arm in ARMS:
+        learned.commanded(arm, "group")
+    assert not learned.may_step(0.01)
+
+
+def test_restart_steps_on_the_timer_and_expect_takes_one_step_then_waits():
+    lock = Lockstep(ARMS, 1.0, kinds=("group",))
+    for arm in ARMS:
+        lock.commanded(arm, "group")
+    assert lock.may_step(0.0) and not lock.may_step(0.01)
+    lock.restart()  # a new episode, nothing commanded: the timer
+    assert lock.may_step(0.02) and lock.may_step(0.03)
+    lock.expect()  # a driver engaged: this step at once, then one per command
+    assert lock.may_step(0.04) and not lock.may_step(0.05)
+    for arm in ARMS:
+        lock.commanded(arm, "group")
+    assert lock.may_step(0.06) and lock.timeouts == 0
+
+
+def test_a_held_pace_waits_for_a_fresh_grant():
+    """An episode's start (aloha_sim ``hold_after_reset_steps``): grants still in flight
+    from before the hold, and "run free" from a stopped policy, do not release it; the
+    policy's first grant from the held time on does, and the timeout counts from the hold."""
+    from qwen_vla_ros.sim.lockstep import Pace
+
+    pace = Pace(timeout_s=2.0)
+    pace.grant(5.0, wall=0.0)
+    pace.hold(3.0, wall=1.0)
+    assert not pace.may_step(3.0, wall=1.1)
+    pace.grant(2.9, wall=1.2)  # the previous episode's
+    pace.grant(float("inf"), wall=1.2)  # a policy deactivated
+    assert not pace.may_step(3.0, wall=1.3) and pace.holding_at == 3.0
+    pace.grant(3.0, wall=1.4)  # requested at the held time: still held while it works
+    assert pace.holding_at is None and not pace.may_step(3.0, wall=1.5)
+    pace.grant(3.1, wall=1.6)
+    assert pace.may_step(3.0, wall=1.6) and not pace.may_step(3.1, wall=1.7)
+    pace.hold(4.0, wall=10.0)
+    assert not pace.may_step(4.0, wall=11.9)
+    assert pace.may_step(4.0, wall=12.0) and pace.timeouts == 1 and pace.holding_at is None

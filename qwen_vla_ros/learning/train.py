@@ -583,7 +583,7 @@ def plot_history(history: Sequence[dict[str, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 5))
     trained = [h for h in history if "loss" in h]
     if trained:
         steps = [h["step"] for h in trained]
@@ -604,6 +604,7 @@ def plot_history(history: Sequence[dict[str, float]], path: Path) -> None:
         if pts:
             ax.plot(*zip(*pts, strict=True), ".--", color=colour, label=f"validation, {name}")
     ratios = sorted({k for h in history for k in h if k.startswith("val_language_ratio/")})
+    handles, labels = ax.get_legend_handles_labels()
     if ratios:
         ax2 = ax.twinx()
         for key in ratios:
@@ -612,11 +613,15 @@ def plot_history(history: Sequence[dict[str, float]], path: Path) -> None:
                      label=f"language probe, {key.split('/', 1)[1]} (other goal / own)")
         ax2.axhline(1.0, color="#94a3b8", lw=0.6)
         ax2.set_ylabel("loss told another goal / own")
-        ax2.legend(loc="upper center", fontsize=8)
+        more = ax2.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("flow-matching loss")
     ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
+    # one legend for both axes, below the plot: over it, it hid the curves of joint runs
+    rows = (len(handles) + 1) // 2
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0.0, 0.055 * rows, 1.0, 1.0))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -2,9 +2,9 @@
 
 The ``aloha_sim`` bringup's nodes in this process (as ``qwen-vla-ros demo`` runs them), less
 the ones a caller leaves out, with the sim waiting after each episode (``auto_reset``
-false). ``start(i)`` begins episode i: HOLD, then (after the first) the sim's ``~/reset`` to
-seed ``seed_start + i``; the caller engages a mode (``engage``) and ``wait_result(seed)``
-blocks until the sim reports the episode's end.
+false). ``start(i)`` begins episode i: HOLD, then (after the first; held, every time) the
+sim's ``~/reset`` to seed ``seed_start + i``; the caller engages a mode (``engage``) and
+``wait_result(seed)`` blocks until the sim reports the episode's end.
 """
 
 from __future__ import annotations

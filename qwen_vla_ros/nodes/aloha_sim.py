@@ -49,7 +49,7 @@ from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.sim.aloha import DT, AlohaSim, AlohaSimParams
 from qwen_vla_ros.sim.bridge import InterbotixSimBridge
-from qwen_vla_ros.sim.lockstep import Lockstep, Pace
+from qwen_vla_ros.sim.lockstep import EpisodeHold, Lockstep, Pace
 
 
 class AlohaSimNode(Node):
@@ -81,10 +81,7 @@ class AlohaSimNode(Node):
         # both from the first; otherwise the kinds a driver sends are learned as they come.
         self.lockstep = Lockstep(self.bridge.robots, params.lockstep_timeout_s,
                                  kinds=("group", "single") if self.hold_steps else ())
-        self._settle_left = 0  # steps before the hold (an episode begun by a reset)
-        self._hold_episode = False  # this episode holds at its start and its end
-        self._last = None  # a held episode's last step, reported once it was commanded
-        self._holding = False  # held: the next step is the policy's first of the episode
+        self.hold = EpisodeHold(self.hold_steps)
         self.held = threading.Event()  # set while held at an episode's start
         if self.pace is not None:
             from std_msgs.msg import Float64
@@ -127,10 +124,7 @@ class AlohaSimNode(Node):
         self._time_offset += self.sim.time
         self.bridge.reset(seed)
         self.lockstep.restart()
-        # the first episode runs free: the drivers' start-up needs the clock to go on
-        self._hold_episode = reset and self.hold_steps > 0
-        self._settle_left = self.hold_steps if self._hold_episode else 0
-        self._holding, self._last = False, None
+        self.hold.start(reset)  # the first episode runs free: the drivers start up in it
         self.held.clear()
         self.success_pub.publish(Bool(data=False))
         self.episode_pub.publish(String(data=json.dumps(
@@ -158,13 +152,13 @@ class AlohaSimNode(Node):
 
     # ---- stepping -----------------------------------------------------------------------
     def _step(self) -> None:
-        if self._hold_episode and self._last is not None:
+        if self.hold.finished:
             # Held at its end: no step more, and the result goes out once the commands for
             # the last step are in (whoever waits for it then has every tick of the episode).
             if not self._ended and self.lockstep.may_step(time.monotonic()):
-                self._end_episode(self._last)
+                self._end_episode(self.hold.last)
             return
-        settling = self._settle_left > 0  # an episode's first steps, before its hold
+        settling = self.hold.settling  # an episode's first steps, before its hold
         if self.pace is not None and not settling:
             timeouts = self.pace.timeouts
             if not self.pace.may_step(self.now_sim(), time.monotonic()):
@@ -173,8 +167,7 @@ class AlohaSimNode(Node):
                 self.get_logger().warning(
                     f"pace: no grant for {self.pace.timeout_s:g} s; running free until the "
                     "next one")
-            if self._holding:  # the policy's first grant: the arms are commanded from now
-                self._holding = False
+            if self.hold.granted():  # the policy's first grant: the arms are driven from now
                 self.held.clear()
                 self.lockstep.expect()
         timeouts = self.lockstep.timeouts
@@ -205,17 +198,12 @@ class AlohaSimNode(Node):
                 self.cam_pubs[name].publish(rgb_to_image(self.sim.render(mj_cam), Image,
                                                          stamp=stamp, frame_id=name))
         self.clock_pub.publish(Clock(clock=stamp))
-        if settling:
-            self._settle_left -= 1
-            if self._settle_left == 0:
-                self.pace.hold(t, time.monotonic())
-                self._holding = True
-                self.held.set()
-        if self.sim.steps >= self.episode_steps and not self._ended:
-            if self._hold_episode:
-                self._last = info
-            else:
-                self._end_episode(info)
+        if self.hold.stepped():
+            self.pace.hold(t, time.monotonic())
+            self.held.set()
+        if self.sim.steps >= self.episode_steps and not self._ended \
+                and not self.hold.finish(info):
+            self._end_episode(info)
 
     def _end_episode(self, info) -> None:
         self._ended = not self.auto_reset  # without auto reset: report once, wait

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from qwen_vla_ros.runtime.pacing import TIME_EPS
 
@@ -127,3 +128,55 @@ class Pace:
             return True
         self.waited += 1
         return False
+
+
+class EpisodeHold:
+    """A held episode's start and end (aloha_sim ``hold_after_reset_steps``, paced
+    evaluations). After a reset the sim takes ``steps`` steps on its timer (``settling``: no
+    grant or command waited for), then waits for the paced policy's first grant
+    (``waiting``; ``Pace.hold`` does the waiting); the first step after it is the driver's
+    first of the episode (``granted``). Once the episode's last step is taken (``finish``)
+    the sim takes no more, and reports the episode when that step's commands are in. An
+    episode not begun by a reset (the first, in which the drivers start up) is not held, nor
+    is any with ``steps`` 0."""
+
+    def __init__(self, steps: int) -> None:
+        if steps < 0:
+            raise ValueError(f"hold steps must be >= 0, got {steps}")
+        self.steps = steps
+        self.active = False  # this episode is held
+        self.settle_left = 0
+        self.waiting = False
+        self.last: Any = None  # the last step's outcome, once taken (held episodes)
+
+    def start(self, reset: bool) -> None:
+        self.active = reset and self.steps > 0
+        self.settle_left = self.steps if self.active else 0
+        self.waiting, self.last = False, None
+
+    @property
+    def settling(self) -> bool:
+        return self.settle_left > 0
+
+    def stepped(self) -> bool:
+        """After each step; True when this step ends the settling (wait from here)."""
+        if self.settle_left == 0:
+            return False
+        self.settle_left -= 1
+        self.waiting = self.settle_left == 0
+        return self.waiting
+
+    def granted(self) -> bool:
+        """Before a step the pace allowed: True once, for the first after the wait."""
+        first, self.waiting = self.waiting, False
+        return first
+
+    def finish(self, outcome: Any) -> bool:
+        """The episode's last step was taken; False if it is not held (report it now)."""
+        if self.active:
+            self.last = outcome
+        return self.active
+
+    @property
+    def finished(self) -> bool:
+        return self.active and self.last is not None

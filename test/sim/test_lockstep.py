@@ -128,3 +128,27 @@ def test_a_held_pace_waits_for_a_fresh_grant():
     pace.hold(4.0, wall=10.0)
     assert not pace.may_step(4.0, wall=11.9)
     assert pace.may_step(4.0, wall=12.0) and pace.timeouts == 1 and pace.holding_at is None
+
+
+def test_a_held_episode_settles_waits_for_its_first_grant_and_stops_at_its_end():
+    from qwen_vla_ros.sim.lockstep import EpisodeHold
+
+    hold = EpisodeHold(3)
+    hold.start(reset=False)  # the first episode: the drivers start up in it, never held
+    assert not hold.settling and not hold.stepped() and not hold.finish("end")
+    assert not hold.finished
+    hold.start(reset=True)
+    took = []
+    while hold.settling:
+        took.append(hold.stepped())
+    assert took == [False, False, True] and hold.waiting  # the third step begins the wait
+    assert not hold.stepped()  # later steps change nothing
+    assert hold.granted() and not hold.granted()  # the first step after the wait, once
+    assert hold.finish("outcome") and hold.finished and hold.last == "outcome"
+    hold.start(reset=True)
+    assert hold.settling and not hold.finished  # a new episode
+    off = EpisodeHold(0)
+    off.start(reset=True)
+    assert not off.settling and not off.finish("x")
+    with pytest.raises(ValueError, match="hold steps"):
+        EpisodeHold(-1)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from qwen_vla_ros.ros.conversions import sec_to_stamp, stamp_to_sec
+from qwen_vla_ros.runtime.modes import MODE_SERVICES
 
 # (name, mode it is injected in, process it targets)
 DRILLS = (
@@ -118,7 +119,7 @@ class _Probe:
                                   _with_sent_time(self._command(f"{arm}/gripper")),
                                   qos.COMMAND)
         self.clients = {k: n.create_client(Trigger, f"/mode_manager/{k}")
-                        for k in ("engage_teleop", "engage_policy", "hold")}
+                        for k in MODE_SERVICES}
         self.clock_pub = n.create_publisher(Clock, "/clock", 10)
 
     def _js(self, msg) -> None:

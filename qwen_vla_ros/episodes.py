@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from qwen_vla_ros.runtime.modes import Mode
+from qwen_vla_ros.runtime.modes import MODE_SERVICES
 from qwen_vla_ros.runtime.supervision import AdapterStatus
 
 SETTLE_STEPS = 5  # sim steps after a reset before a mode is engaged (0.1 s at 50 Hz)
@@ -151,7 +151,7 @@ class EpisodeStack:
         self.mode(service)
         if not self.hold:
             return
-        want = {"engage_policy": Mode.POLICY, "engage_teleop": Mode.TELEOP}[service]
+        want = MODE_SERVICES[service]
         with self._cond:
             if not self._cond.wait_for(lambda: self.adapter_status is not None
                                        and self.adapter_status.mode is want, timeout):

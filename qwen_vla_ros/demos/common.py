@@ -60,8 +60,9 @@ def mode_switch(node) -> Callable[[str], None]:
     (engage_teleop, engage_policy, hold); a refused switch raises with its reason."""
     from std_srvs.srv import Trigger
 
-    clients = {n: node.create_client(Trigger, f"/mode_manager/{n}")
-               for n in ("engage_teleop", "engage_policy", "hold")}
+    from qwen_vla_ros.runtime.modes import MODE_SERVICES
+
+    clients = {n: node.create_client(Trigger, f"/mode_manager/{n}") for n in MODE_SERVICES}
     return lambda service: call_mode(clients[service])
 
 

@@ -25,7 +25,7 @@ from visualization_msgs.srv import GetInteractiveMarkers
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.markers import menu_entry_mode, mode_menu_marker, mode_text_marker
 from qwen_vla_ros.ros.params import declare
-from qwen_vla_ros.runtime.modes import Mode, ModeMachine, ModeManagerParams
+from qwen_vla_ros.runtime.modes import MODE_SERVICES, Mode, ModeMachine, ModeManagerParams
 from qwen_vla_ros.runtime.supervision import AdapterStatus, Agreement
 
 
@@ -42,8 +42,7 @@ class ModeManager(Node):
                                      qos.LATCHED)
         self.pub = self.create_publisher(String, "~/mode", qos.LATCHED)
         self.text_pub = self.create_publisher(Marker, "~/mode_marker", qos.LATCHED)
-        for name, mode in (("engage_teleop", Mode.TELEOP), ("engage_policy", Mode.POLICY),
-                           ("hold", Mode.HOLD)):
+        for name, mode in MODE_SERVICES.items():
             self.create_service(Trigger, f"~/{name}", self._service(mode))
         # Interactive-marker server side of the protocol.
         self._seq = 0

@@ -21,6 +21,11 @@ class Mode(str, Enum):
             raise ValueError(f"unknown mode '{text}'; one of {[m.value for m in cls]}") from None
 
 
+# mode_manager's services (std_srvs/Trigger ~/<name>) and the mode each one asks for
+MODE_SERVICES: dict[str, Mode] = {"engage_teleop": Mode.TELEOP, "engage_policy": Mode.POLICY,
+                                  "hold": Mode.HOLD}
+
+
 @dataclass
 class Transition:
     stamp: float

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -303,6 +305,20 @@ def test_joint_training_logs_each_embodiment(joint):
     policy = QwenVLAPolicy.from_pretrained(ckpt)
     assert policy.norm_stats.get("vln", "action", "std", 4).shape == (4,)
     assert (ckpt / "train.png").exists()
+    # bench/curves.py puts each validation at its body's own batch count: the counts of the
+    # steps that drew each body, which together are the step
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        from curves import body_curves
+    finally:
+        sys.path.remove(str(bench))
+    curves = body_curves(log)
+    at = {body: curves[body]["val_loss"][-1] for body in ("aloha", "vln")}
+    assert at["vln"] == (sum(h["embodiment"] == "vln" for h in steps), last["val_loss/vln"])
+    assert at["aloha"][0] + at["vln"][0] == last["step"]
+    assert curves["vln"]["language"][-1] == (at["vln"][0], last["val_language_ratio/vln"])
+    assert "language" not in curves["aloha"]
 
 
 def test_vln_eval_judges_what_the_base_did(joint, tmp_path):

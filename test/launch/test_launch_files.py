@@ -148,7 +148,10 @@ def get_param(probe, node_name: str, name: str):
     try:
         assert client.wait_for_service(timeout_sec=20)
         future = client.call_async(GetParameters.Request(names=[name]))
-        ex.spin_until_future_complete(future, timeout_sec=20)
+        # a node answers between its own callbacks: policy_node loading its checkpoint on a
+        # loaded 2-core machine took over 20 s once (2026-12-07), so the bound is generous
+        ex.spin_until_future_complete(future, timeout_sec=90)
+        assert future.done(), f"{node_name} did not answer get_parameters within 90 s"
         value = future.result().values[0]
         return {1: value.bool_value, 2: value.integer_value, 3: value.double_value,
                 4: value.string_value}.get(value.type)

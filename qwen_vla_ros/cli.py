@@ -318,7 +318,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed_start=args.seed_start, instruction=args.instruction,
         rate_factor=args.rate_factor, allow_train_seeds=args.allow_train_seeds,
         blend=args.blend, colours=args.colours, paced=args.paced,
-        progress=not args.no_progress, policy_params=policy_params(args.param)))
+        episode_steps=args.episode_steps, progress=not args.no_progress,
+        policy_params=policy_params(args.param)))
 
 
 def policy_params(items: list[str]) -> dict[str, object]:
@@ -544,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arm tasks: the sim waits for each chunk and each command, so the "
                         "model's own time does not count and --param added_latency_ms:=N "
                         "is the exact delay (runtime/pacing.py); --rate-factor caps the speed")
+    p.add_argument("--episode-steps", type=int,
+                   help="arm tasks: steps per episode (default: aloha_sim's, 450 = 9 s), "
+                        "e.g. shorter for a quick look")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -49,8 +49,8 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
              seed_start: int = 10_000, instruction: str | None = None,
              rate_factor: float = 1.0, timeout_s: float = 300.0, allow_train_seeds: bool = False,
              blend: str | None = None, policy_params: dict[str, Any] | None = None,
-             colours: str = "", paced: bool = False, progress: bool = True,
-             log=print) -> dict[str, Any]:
+             colours: str = "", paced: bool = False, episode_steps: int | None = None,
+             progress: bool = True, log=print) -> dict[str, Any]:
     from tqdm import tqdm
 
     from qwen_vla_ros.episodes import SETTLE_STEPS, episode_stack, execution_params
@@ -71,6 +71,8 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     if paced and task == "vln_goto":
         raise ConfigError("--paced is for the arm tasks (navigation_node does not pace "
                           "base_sim)")
+    if episode_steps is not None and (task == "vln_goto" or episode_steps < 1):
+        raise ConfigError("--episode-steps is a positive number of steps of an arm task")
     out.mkdir(parents=True, exist_ok=True)
     if task == "vln_goto":  # navigation_node drives the base (vln_episodes.py)
         from qwen_vla_ros.sim.vln_task import parse_colours
@@ -86,11 +88,12 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     started = time.monotonic()
     extra = execution_params(blend)
     extra["policy_node"].update(policy_params or {})
+    extra["aloha_sim"] = {} if episode_steps is None else {"episode_steps": episode_steps}
     if paced:
         extra["policy_node"]["pace_sim"] = True
-        extra["aloha_sim"] = {"pace_timeout_s": PACE_TIMEOUT_S, "lockstep_timeout_s": 1.0,
-                              # each episode from a reset and a held start (EpisodeStack)
-                              "hold_after_reset_steps": SETTLE_STEPS + 1}
+        extra["aloha_sim"].update({"pace_timeout_s": PACE_TIMEOUT_S, "lockstep_timeout_s": 1.0,
+                                   # each episode from a reset and a held start (EpisodeStack)
+                                   "hold_after_reset_steps": SETTLE_STEPS + 1})
     values = {"checkpoint": str(checkpoint), "instruction": instruction}
     with episode_stack(seed_start, task, rate_factor, drop=("scripted_leader",),
                        values=values, extra=extra) as stack:
@@ -164,6 +167,7 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
         "seeds": seeds, "trained_seeds": trained_seeds(checkpoint), "rate_factor": rate_factor,
         "policy_params": dict(policy_params or {}),
         "blend": adapter_blend, "paced": paced,
+        "episode_steps": sim.episode_steps,
         # paced: times the sim ran free because no grant came for PACE_TIMEOUT_S (wall)
         "pace_timeouts": sim.pace.timeouts if sim.pace is not None else None,
         "minutes": round((time.monotonic() - started) / 60, 2),

@@ -419,8 +419,8 @@ def test_a_paced_episode_repeats_exactly_whatever_ran_before_it(tiny_checkpoint,
     restart with it, and a chunk runs from the tick after the one it was sent at."""
     from qwen_vla_ros.evaluate import evaluate
 
-    quiet = {"paced": True, "blend": "rtc", "rate_factor": 4.0, "progress": False,
-             "log": lambda _: None}
+    quiet = {"paced": True, "blend": "rtc", "rate_factor": 4.0, "episode_steps": 200,
+             "progress": False, "log": lambda _: None}
     both = evaluate(tiny_checkpoint, tmp_path / "both", episodes=2, seed_start=9000, **quiet)
     alone = evaluate(tiny_checkpoint, tmp_path / "alone", episodes=1, seed_start=9001,
                      **quiet)
@@ -428,6 +428,7 @@ def test_a_paced_episode_repeats_exactly_whatever_ran_before_it(tiny_checkpoint,
     timed = ("inference_ms_p50", "inference_ms_p99", "time_to_success_s")
     after, first = ({k: v for k, v in r.items() if k not in timed}
                     for r in (both["per_episode"][1], alone["per_episode"][0]))
+    assert both["episode_steps"] == 200
     assert after["seed"] == 9001 and after["chunks"] > 10 and after["boundaries"] > 5
     assert after == first
     assert both["pace_timeouts"] == alone["pace_timeouts"] == 0

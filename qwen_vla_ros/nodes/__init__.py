@@ -72,8 +72,8 @@ SHUTDOWN_GRACE_S = 10.0  # after SIGINT/SIGTERM, beyond the node's own shutdown_
 # Beyond the grace: the C-level stack dump and exit 1 (see _Stop). Not a short one: on a
 # loaded machine single calls of the teardown take seconds, and rclpy makes the middleware's
 # (a publisher's destroy) holding the interpreter lock (measured: base_sim 5-6 s from SIGINT
-# to its exit beside four busy loops, caught in a publisher's destroy or a software-GL render
-# 2 s after the signal); 5 s here once turned a slow teardown in CI into exit 1.
+# to its exit beside four busy loops; beside twelve, caught in a publisher's destroy or a
+# software-GL render 2 s after the signal); 5 s here once turned a slow teardown in CI into exit 1.
 LAST_RESORT_S = 20.0
 
 

@@ -411,6 +411,17 @@ def test_eval_refuses_to_pace_a_task_whose_sim_cannot_be_paced(tiny_checkpoint, 
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("task,steps", [("vln_goto", 100), ("transfer_cube", 0)])
+def test_eval_refuses_episode_steps_it_cannot_apply(tiny_checkpoint, tmp_path, task, steps):
+    from qwen_vla_ros.errors import ConfigError
+    from qwen_vla_ros.evaluate import evaluate
+
+    with pytest.raises(ConfigError, match="--episode-steps is a positive number"):
+        evaluate(tiny_checkpoint, tmp_path / "x", task=task, episodes=1, episode_steps=steps,
+                 progress=False)
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_paced_episode_repeats_exactly_whatever_ran_before_it(tiny_checkpoint, tmp_path):
     """Paced, an episode's run depends on its seed alone: seed 9001 evaluated after 9000 and
     evaluated alone sends the same commands (the smoothness figures are computed from every

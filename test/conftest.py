@@ -96,6 +96,20 @@ def camera_images(spec, seed: int = 0, shape=(480, 640, 3)) -> dict[str, np.ndar
     return {c: rng.integers(0, 256, shape, dtype=np.uint8) for c in spec.cameras}
 
 
+def bench_module(name: str):
+    """A script of bench/ (not a package) imported as a module, sys.path left as it was."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).resolve().parents[1] / "bench")
+    sys.path.insert(0, bench)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(bench)
+
+
 def wait_for(cond, timeout: float = 10.0) -> bool:
     """Poll ``cond`` (while an executor spins in another thread) until true or timeout."""
     end = time.monotonic() + timeout

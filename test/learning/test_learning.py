@@ -15,6 +15,8 @@ import pytest
 pytest.importorskip("gym_aloha")
 pytest.importorskip("interbotix_xs_msgs.msg", reason="make fixtures (make test does)")
 
+from conftest import bench_module
+
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.learning.dataset import (
     DatasetError,
@@ -238,11 +240,7 @@ def test_keep_every_leaves_the_weights_of_each_step(demos, tmp_path):
     planned = [Path(line.split("--out ")[1].split()[0]).name
                for line in proc.stdout.splitlines() if line.startswith("$ ")]
     assert planned == ["step_000002", "step_000004", f"{tmp_path.name}_run"], proc.stdout
-    sys.path.insert(0, str(repo / "bench"))
-    try:
-        from checkpoints import step_and_val_loss
-    finally:
-        sys.path.remove(str(repo / "bench"))
+    step_and_val_loss = bench_module("checkpoints").step_and_val_loss
     step, val = step_and_val_loss(kept / "step_000004")  # validated at the last step
     assert step == 4 and val is not None and step_and_val_loss(tmp_path / "run") == (4, val)
     early = json.loads((kept / "step_000002" / "train_log.json").read_text())["history"]

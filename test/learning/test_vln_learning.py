@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("gym_aloha")
 pytest.importorskip("interbotix_xs_msgs.msg", reason="make fixtures (make test does)")
+
+from conftest import bench_module
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
 from qwen_vla_ros.learning.dataset import DatasetSettings, load_episodes
@@ -307,13 +307,7 @@ def test_joint_training_logs_each_embodiment(joint):
     assert (ckpt / "train.png").exists()
     # bench/curves.py puts each validation at its body's own batch count: the counts of the
     # steps that drew each body, which together are the step
-    bench = Path(__file__).resolve().parents[2] / "bench"
-    sys.path.insert(0, str(bench))
-    try:
-        from curves import body_curves
-    finally:
-        sys.path.remove(str(bench))
-    curves = body_curves(log)
+    curves = bench_module("curves").body_curves(log)
     at = {body: curves[body]["val_loss"][-1] for body in ("aloha", "vln")}
     assert at["vln"] == (sum(h["embodiment"] == "vln" for h in steps), last["val_loss/vln"])
     assert at["aloha"][0] + at["vln"][0] == last["step"]

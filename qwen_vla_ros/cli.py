@@ -201,6 +201,13 @@ def _pair(text: str) -> tuple[str, str]:
     return name, value
 
 
+def _share(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"expected a share in (0, 1), got {text!r}") from None
+
+
 def _int(text: str, option: str) -> int:
     try:
         return int(text)
@@ -241,6 +248,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from qwen_vla_ros.learning.train import TrainConfig, train
 
     def run() -> None:
+        lead = _pair(args.lead) if args.lead else None
         cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr,
                           warmup=args.warmup, seed=args.seed, val_every=args.val_every,
                           val_samples=args.val_samples,
@@ -250,7 +258,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                           prefix_fraction=args.prefix_fraction,
                           state_noise=args.state_noise, start_share=args.start_share,
                           start_seconds=args.start_seconds, shift_pixels=args.shift_pixels,
-                          noise_samples=args.noise_samples)
+                          noise_samples=args.noise_samples, lead=lead[0] if lead else None,
+                          lead_share=_share(lead[1]) if lead else 0.0)
         settings = DatasetSettings(embodiment=args.embodiment, target=args.target,
                                    include_failed=args.include_failed)
         if args.threads:
@@ -442,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", nargs="*", default=[], metavar="EMBODIMENT=W",
                    help="joint training: how often each embodiment's batch is drawn "
                         "(default equal)")
+    p.add_argument("--lead", metavar="EMBODIMENT=SHARE",
+                   help="joint training: the first SHARE (0..1) of the budget (--steps or "
+                        "--minutes) trains EMBODIMENT alone, then --weights (e.g. vln=0.2)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory")
     p.add_argument("--preset", default="tiny", help="model shape when not --init")
     p.add_argument("--init", type=Path, help="start from this checkpoint (any backbone size)")

@@ -91,6 +91,14 @@ class TrainConfig:
     # one random time is a noisy signal for what the backbone should read from the frames;
     # several draws average that noise for the price of decoder passes only. 1: off.
     noise_samples: int = 1
+    # Joint training: the first ``lead_share`` of the run's budget (its steps, or its
+    # minutes) draws every batch from the ``lead`` embodiment alone, the rest by the
+    # sampling weights. Equal weights from step 0 never taught the VLN body the words
+    # (language probe ~1.0 over 5300 VLN batches; alone it used them after ~1250), while a
+    # checkpoint that already followed them kept doing so with the arm's batches mixed in
+    # (docs/benchmarks.md, "One checkpoint, two bodies"). None: off.
+    lead: str | None = None
+    lead_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -112,7 +120,17 @@ class TrainConfig:
             raise ConfigError(f"val_samples must be >= 1, got {self.val_samples}")
         if self.keep_every < 0:
             raise ConfigError(f"keep_every must be >= 0 (0: off), got {self.keep_every}")
+        if (self.lead is None) != (self.lead_share == 0.0) or not 0.0 <= self.lead_share < 1.0:
+            raise ConfigError(f"lead and lead_share go together: an embodiment and a share "
+                              f"in (0, 1), got {self.lead!r}, {self.lead_share}")
 
+
+
+def budget_used(step: int, cfg: TrainConfig, elapsed_s: float) -> float:
+    """How much of the run's budget is spent: its steps, or its minutes (0 .. 1)."""
+    if cfg.steps is not None:
+        return step / max(cfg.steps, 1)
+    return elapsed_s / (cfg.minutes * 60)
 
 
 def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
@@ -368,6 +386,9 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     unknown = sorted(set(weights) - set(sources))
     if unknown:
         raise ConfigError(f"sampling weights for {unknown}, which have no --data")
+    if cfg.lead is not None and (cfg.lead not in sources or len(sources) < 2):
+        raise ConfigError(f"lead embodiment {cfg.lead!r}: it must be one of two or more "
+                          f"bodies in --data, got {sorted(sources)}")
     unknown = sorted(set(image_pixels_of or {}) - set(sources))
     if unknown:
         raise ConfigError(f"image pixels for {unknown}, which have no --data")
@@ -437,6 +458,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
             f"{len(part.train.episodes)} episodes, validation {len(part.val)} from "
             f"{len(part.val.episodes)}; {len(part.skipped)} bag(s) skipped"
             + (f"; sampling weight {share:.2f}" if len(parts) > 1 else ""))
+    if cfg.lead is not None:
+        log(f"train: the first {cfg.lead_share:.0%} of the budget trains {cfg.lead} alone")
     log(f"train: {sum(p.numel() for p in params) / 1e6:.2f} M trainable parameters")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -508,7 +531,10 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        part = parts[int(rng.choice(len(parts), p=probs))] if len(parts) > 1 else first
+        if cfg.lead is not None and budget_used(step, cfg, trained_s) < cfg.lead_share:
+            part = next(p for p in parts if p.name == cfg.lead)
+        else:
+            part = parts[int(rng.choice(len(parts), p=probs))] if len(parts) > 1 else first
         ks = rng.integers(0, len(part.train), cfg.batch)
         if cfg.start_share > 0:
             early = rng.random(cfg.batch) < cfg.start_share

@@ -254,6 +254,14 @@ def test_train_refuses_what_it_cannot_use(demos, tmp_path):
     with pytest.raises(ConfigError, match=r"no train_state\.pt"):
         train([out], tmp_path / "y", TrainConfig(steps=1), resume=True, settings=settings(),
               progress=False, log=lambda _: None)
+    with pytest.raises(ConfigError, match="lead embodiment 'aloha': it must be one of two"):
+        train([out], tmp_path / "y", TrainConfig(steps=1, lead="aloha", lead_share=0.5),
+              settings=settings(), progress=False, log=lambda _: None)
+    proc = subprocess.run([sys.executable, "-m", "qwen_vla_ros.cli", "train", "--data",
+                           f"aloha={out}", "--out", str(tmp_path / "w"), "--steps", "1",
+                           "--lead", "aloha=half"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "expected a share in (0, 1), got 'half'" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "w").exists()
     proc = subprocess.run([sys.executable, "-m", "qwen_vla_ros.cli", "train", "--data",
                            str(tmp_path / "empty"), "--out", str(tmp_path / "z"), "--steps",
                            "1", "--no-progress"], capture_output=True, text=True)

@@ -18,6 +18,10 @@ from qwen_vla_ros.learning.train import TrainConfig
     ({"steps": 10, "noise_samples": 0}, "noise_samples"),
     ({"steps": 10, "val_samples": 0}, "val_samples must be >= 1"),
     ({"steps": 10, "keep_every": -5}, "keep_every must be >= 0"),
+    ({"steps": 10, "lead": "vln"}, "lead and lead_share go together"),
+    ({"steps": 10, "lead_share": 0.2}, "lead and lead_share go together"),
+    ({"steps": 10, "lead": "vln", "lead_share": 1.0}, "lead and lead_share go together"),
+    ({"steps": 10, "lead": "vln", "lead_share": float("nan")}, "lead and lead_share"),
 ])
 def test_bad_settings_are_refused_by_name(bad, match):
     with pytest.raises(ConfigError, match=match):

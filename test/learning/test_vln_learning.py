@@ -272,14 +272,16 @@ def test_instruction_swap_loss_compares_like_with_like(vln_demos, tmp_path):
 
 @pytest.fixture(scope="module")
 def joint(vln_demos, tmp_path_factory):
-    """One checkpoint trained on an arm episode and the base episodes."""
+    """One checkpoint trained on an arm episode and the base episodes: the first quarter of
+    its steps on the arm alone (``lead``), then 3:1 for the base."""
     from qwen_vla_ros.collect import collect
 
     arm = tmp_path_factory.mktemp("arm_demos")
     collect(arm, episodes=1, seed_start=720, rate_factor=2.0, **QUIET)
     ckpt = tmp_path_factory.mktemp("joint") / "run"
     cfg = TrainConfig(steps=40, batch=1, lr=1e-3, warmup=5, val_every=20,
-                      checkpoint_every=1000, seed=0, val_fraction=0.5)
+                      checkpoint_every=1000, seed=0, val_fraction=0.5, lead="aloha",
+                      lead_share=0.25)
     result = train({"aloha": [arm], "vln": [vln_demos[0]]}, ckpt, cfg,
                    settings=DatasetSettings(include_failed=True),
                    weights={"vln": 3.0, "aloha": 1.0}, **QUIET)
@@ -296,8 +298,10 @@ def test_joint_training_logs_each_embodiment(joint):
     assert log["embodiments"]["vln"]["dataset"]["history_frames"] == 4
     assert set(log["embodiments"]["vln"]["train_seeds"]) < set(SEEDS)
     steps = [h for h in log["history"] if "loss" in h]
-    share = np.mean([h["embodiment"] == "vln" for h in steps])
-    assert 0.55 < share < 0.95, share  # drawn 3:1
+    assert [h["embodiment"] for h in steps[:10]] == ["aloha"] * 10  # the lead: 25 % of 40
+    assert log["config"]["lead"] == "aloha" and log["config"]["lead_share"] == 0.25
+    share = np.mean([h["embodiment"] == "vln" for h in steps[10:]])
+    assert 0.55 < share < 0.95, share  # then drawn 3:1
     last = next(h for h in reversed(log["history"]) if "val_loss" in h)
     assert {"val_loss/aloha", "val_loss/vln"} <= set(last)
     # the language probe for the body that takes vln_goto instructions, not for the arm

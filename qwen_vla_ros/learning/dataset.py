@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -359,8 +361,11 @@ def stack_frames(frames: list[np.ndarray], resize: tuple[int, int, int] | None) 
 
 
 def _save(ep: Episode, folder: Path) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    """Writes the cache entry whole or not at all. Each writer has a folder of its own until
+    the rename, so two trainings filling one cache at once (the same data, the same frame
+    size) each finish: the second finds the entry already there and keeps it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp.", dir=folder.parent))
     for cam, f in ep.frames.items():
         np.save(tmp / f"frames_{cam}.npy", f)
     history = {} if ep.history_idx is None else {"history_idx": ep.history_idx,
@@ -370,7 +375,12 @@ def _save(ep: Episode, folder: Path) -> None:
     (tmp / "episode.json").write_text(json.dumps({
         "bag": str(ep.bag), "instruction": ep.instruction, "meta": ep.meta,
         "cameras": list(ep.frames), "rejected": ep.rejected}, indent=1))
-    tmp.rename(folder)  # complete or absent: a cut run leaves no valid-looking entry
+    try:
+        tmp.rename(folder)  # complete or absent: a cut run leaves no valid-looking entry
+    except OSError:
+        if not (folder / "episode.json").exists():
+            raise
+        shutil.rmtree(tmp)  # another run wrote the same entry first
 
 
 def _load(folder: Path) -> Episode:

@@ -89,6 +89,15 @@ def test_samples_come_from_the_teleop_window_in_embodiment_units(demos, tmp_path
     np.testing.assert_array_equal(np.asarray(again[0].frames["cam_low"][3]),
                                   np.asarray(eps[0].frames["cam_low"][3]))
     assert len(list((tmp_path / "cache").iterdir())) == 2
+    # a second training filling the same cache at once writes the same entry second: it
+    # keeps the first one's and leaves nothing of its own behind
+    from qwen_vla_ros.learning import dataset
+
+    entries = sorted((tmp_path / "cache").iterdir())
+    first = dataset._load(entries[0])
+    dataset._save(next(e for e in eps if e.bag != first.bag), entries[0])
+    assert sorted((tmp_path / "cache").iterdir()) == entries
+    np.testing.assert_array_equal(dataset._load(entries[0]).states, first.states)
     load_episodes([out], SPEC, settings(target="states"), cache=tmp_path / "cache")
     assert len(list((tmp_path / "cache").iterdir())) == 4  # other settings, other entries
 

@@ -73,9 +73,11 @@ def plot(runs: dict[str, dict[str, dict[str, list[tuple[int, float]]]]], path: P
             ax2.set_ylabel("loss told another goal / own")
             more = ax2.get_legend_handles_labels()
             handles, labels = handles + more[0], labels + more[1]
-        ax.legend(handles, labels, fontsize=7, loc="upper right")
+        # below the panel: over it, with several runs, it hid the curves
+        ax.legend(handles, labels, fontsize=7, loc="upper center", ncol=2,
+                  bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -93,10 +93,10 @@ class TrainConfig:
     noise_samples: int = 1
     # Joint training: the first ``lead_share`` of the run's budget (its steps, or its
     # minutes) draws every batch from the ``lead`` embodiment alone, the rest by the
-    # sampling weights. Equal weights from step 0 never taught the VLN body the words
-    # (language probe ~1.0 over 5300 VLN batches; alone it used them after ~1250), while a
-    # checkpoint that already followed them kept doing so with the arm's batches mixed in
-    # (docs/benchmarks.md, "One checkpoint, two bodies"). None: off.
+    # sampling weights (a curriculum: one body's skill first, then both). Measured once
+    # (docs/benchmarks.md, "Why the joint runs' VLN body never used the words"): that run's
+    # VLN body did not pick up the words in its lead either; whether a start does is a
+    # matter of the initial weights more than of the arm's batches. None: off.
     lead: str | None = None
     lead_share: float = 0.0
 

@@ -274,6 +274,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               weights={k: float(v) for k, v in (_pair(w) for w in args.weights)},
               cameras=args.cameras, image_pixels=args.image_pixels,
               image_pixels_of=_pixels_of(args.image_pixels_of), best_out=args.best_out,
+              instruction_first=args.instruction_first,
               keep_out=args.keep_out)
 
     return _one_line_errors("train", run)
@@ -505,6 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--instruction-first", action="store_true",
+                   help="a new model reads the instruction before the camera images (the "
+                        "image tokens can then depend on it); --init/--resume keep the "
+                        "checkpoint's layout")
     _model_view_args(p)
     p.set_defaults(func=cmd_train)
 

@@ -241,23 +241,34 @@ class VLMBackbone(nn.Module):
 
     # ---- inputs -------------------------------------------------------------------------
     def build_prompt(self, prompt: str, instruction: str, camera_names: Sequence[str],
-                     tokens_per_image: Sequence[int]) -> str:
-        parts = ["<|im_start|>user\n", prompt.strip(), "\n"]
+                     tokens_per_image: Sequence[int], instruction_first: bool = False) -> str:
+        """The chat text: the embodiment prompt, the cameras' image tokens and the
+        instruction, after the images or (``instruction_first``) before them. Every layer is
+        causal: only tokens after the instruction can read it, so with the instruction last
+        the image tokens' hidden states cannot depend on it."""
+        words = ["Instruction: ", instruction.strip(), "\n"]
+        parts = ["<|im_start|>user\n", prompt.strip(), "\n"] + (words if instruction_first
+                                                                 else [])
         for name, n in zip(camera_names, tokens_per_image, strict=True):
             parts += [f"{name}: <|vision_start|>", "<|image_pad|>" * int(n), "<|vision_end|>\n"]
-        parts += ["Instruction: ", instruction.strip(), "<|im_end|>\n<|im_start|>assistant\n"]
+        if not instruction_first:
+            parts += words[:2]
+        parts += ["<|im_end|>\n<|im_start|>assistant\n"]
         return "".join(parts)
 
     def prepare(self, images: Mapping[str, np.ndarray], camera_order: Sequence[str], prompt: str,
-                instruction: str) -> dict[str, torch.Tensor]:
+                instruction: str, instruction_first: bool = False) -> dict[str, torch.Tensor]:
         """Model inputs for one observation (batch of 1). Images are HxWx3 uint8 RGB."""
-        return self.prepare_batch([(images, camera_order, prompt, instruction)])
+        return self.prepare_batch([(images, camera_order, prompt, instruction)],
+                                  instruction_first)
 
     def prepare_batch(self, items: Sequence[tuple[Mapping[str, np.ndarray], Sequence[str], str,
-                                                  str]]) -> dict[str, torch.Tensor]:
+                                                  str]],
+                      instruction_first: bool = False) -> dict[str, torch.Tensor]:
         """Model inputs for a batch of observations, each (images, camera order, prompt,
-        instruction). Prompts of different lengths are padded on the right: every layer is
-        causal, so a padded sample's hidden states equal its unpadded ones (tested)."""
+        instruction); ``instruction_first``: see ``build_prompt``. Prompts of different
+        lengths are padded on the right: every layer is causal, so a padded sample's hidden
+        states equal its unpadded ones (tested)."""
         frames, texts = [], []
         for images, camera_order, prompt, instruction in items:
             missing = [c for c in camera_order if c not in images]
@@ -271,7 +282,8 @@ class VLMBackbone(nn.Module):
                                      f"{img.dtype}")
                 frames.append(img)
                 counts.append(self.pixels.tokens_per_image(img.shape[0], img.shape[1]))
-            texts.append(self.build_prompt(prompt, instruction, camera_order, counts))
+            texts.append(self.build_prompt(prompt, instruction, camera_order, counts,
+                                           instruction_first))
         device = next(self.model.parameters()).device
         vision = self.pixels(frames, device=device)
         enc = self._tokenize(texts)

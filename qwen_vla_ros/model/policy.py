@@ -51,6 +51,10 @@ class PolicyConfig:
     backbone_layers: int | None = None  # language-model layers run for conditioning
     flow_steps: int = 10
     preset: str = "custom"
+    # The instruction before the camera images in the backbone's prompt, so the image tokens
+    # (every layer is causal) can be read in its light; False: after them (every checkpoint
+    # trained before this option). Fixed for a checkpoint's life: its weights learned one.
+    instruction_first: bool = False
 
     def __post_init__(self) -> None:
         if self.flow_steps < 1:
@@ -198,7 +202,8 @@ class QwenVLAPolicy(nn.Module):
             spec = self.spec(o.embodiment)
             images, order = self.camera_inputs(spec, o)
             items.append((images, order, spec.prompt, o.instruction))
-        hidden, mask = self.backbone(self.backbone.prepare_batch(items))
+        hidden, mask = self.backbone(self.backbone.prepare_batch(
+            items, self.config.instruction_first))
         return hidden.to(self.dtype), mask
 
     def camera_inputs(self, spec: EmbodimentSpec, obs: Observation
@@ -241,7 +246,8 @@ class QwenVLAPolicy(nn.Module):
         t0 = time.perf_counter()
         state = self.state_tensor(spec, obs.state)
         images, order = self.camera_inputs(spec, obs)
-        inputs = self.backbone.prepare(images, order, spec.prompt, obs.instruction)
+        inputs = self.backbone.prepare(images, order, spec.prompt, obs.instruction,
+                                       self.config.instruction_first)
         t1 = time.perf_counter()
         hidden, mask = self.backbone(inputs)
         kvs, attn_mask = self.decoder.encode_context(hidden.to(self.dtype), mask)

@@ -266,6 +266,9 @@ def test_train_refuses_what_it_cannot_use(demos, tmp_path):
     with pytest.raises(ConfigError, match="lead embodiment 'aloha': it must be one of two"):
         train([out], tmp_path / "y", TrainConfig(steps=1, lead="aloha", lead_share=0.5),
               settings=settings(), progress=False, log=lambda _: None)
+    with pytest.raises(ConfigError, match="instruction_first shapes a new model"):
+        train([out], tmp_path / "y", TrainConfig(steps=1), init=tmp_path / "any",
+              instruction_first=True, settings=settings(), progress=False, log=lambda _: None)
     proc = subprocess.run([sys.executable, "-m", "qwen_vla_ros.cli", "train", "--data",
                            f"aloha={out}", "--out", str(tmp_path / "w"), "--steps", "1",
                            "--lead", "aloha=half"], capture_output=True, text=True)

@@ -357,3 +357,45 @@ def test_cpu_run_with_gpu_only_linear_attention_kernels_is_a_clear_error(tiny_po
         monkeypatch.undo()
         gpu_only_kernels.cache_clear()
     assert tiny_policy.predict(obs, seed=0).actions.shape[0] > 0
+
+
+def test_an_instruction_first_prompt_lets_the_image_tokens_read_it(tiny_policy, tmp_path):
+    """Every layer is causal: with the instruction after the images (the default, every
+    earlier checkpoint's layout) the image tokens' hidden states cannot depend on it; with
+    ``instruction_first`` they do. The cached layout equals the model's own positions either
+    way, and the policy's training and inference paths both use its configured layout, which
+    a saved checkpoint keeps."""
+    bb = tiny_policy.backbone
+    spec = tiny_policy.spec("vln")
+    obs = obs_for(tiny_policy, "vln", instruction="go to the red box")
+    images, order = obs.camera_inputs(spec.cameras)
+    image_id = bb.ids["image_token_id"]
+    with torch.inference_mode():
+        at_images = {}
+        for first in (False, True):
+            for words in ("go to the red box", "go to the blue box"):
+                inputs = bb.prepare(images, order, spec.prompt, words, first)
+                hidden, _ = bb(inputs)
+                moved = {k: v.to(torch.float32) if k == "pixel_values" else v
+                         for k, v in inputs.items()}
+                torch.testing.assert_close(
+                    hidden, bb.model(**moved, use_cache=False).last_hidden_state)
+                at_images[first, words] = hidden[inputs["input_ids"] == image_id]
+    torch.testing.assert_close(at_images[False, "go to the red box"],
+                               at_images[False, "go to the blue box"], rtol=0, atol=0)
+    assert (at_images[True, "go to the red box"]
+            - at_images[True, "go to the blue box"]).abs().max() > 1e-3
+
+    policy = QwenVLAPolicy(bb, tiny_policy.decoder,
+                           dataclasses.replace(tiny_policy.config, instruction_first=True),
+                           tiny_policy.embodiments, tiny_policy.norm_stats)
+    with torch.inference_mode():
+        trained_on, _ = policy.features(obs)
+        own, _ = bb(bb.prepare(images, order, spec.prompt, obs.instruction, True))
+    torch.testing.assert_close(trained_on, own)
+    moved = policy.predict(obs, seed=3).actions
+    assert np.abs(moved - tiny_policy.predict(obs, seed=3).actions).max() > 1e-4
+    policy.save_pretrained(tmp_path / "first")
+    again = QwenVLAPolicy.from_pretrained(tmp_path / "first")
+    assert again.config.instruction_first
+    np.testing.assert_allclose(again.predict(obs, seed=3).actions, moved, atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes  # for _leave, imported before a signal handler may need it
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -13,9 +14,13 @@ def spin_node(node_cls, args=None) -> None:
     SIGTERM after its sigterm_timeout).
 
     A signal while the node is still being constructed (a model loading) abandons the
-    construction and exits 0 at once. A stop cannot hang the process: see ``_Stop``. After a
-    stop by signal the process leaves once its own cleanup is done, without the interpreter's
-    finalisation (libraries' exit hooks and finalisers, e.g. MuJoCo's EGL display teardown,
+    construction and exits 0 at once, from the signal handler: nothing of the node's has run
+    to finish, and an exception raised into the construction instead lands wherever the main
+    thread is -- inside torch's import it aborted the process (SIGABRT, 2 of 28 runs of
+    test_shutdown beside two trainings), and code that catches it would carry on.
+
+    A stop cannot hang the process: see ``_Stop``. After a stop by signal the process leaves
+    once its own cleanup is done, without the interpreter's finalisation (libraries' exit hooks and finalisers, e.g. MuJoCo's EGL display teardown,
     run there in an order no node controls, where no timer can run any more)."""
     import faulthandler
     import signal
@@ -29,24 +34,15 @@ def spin_node(node_cls, args=None) -> None:
     starting = [True]
 
     def on_signal(*_) -> None:
-        stop.begin()
         if starting[0]:  # abandon the construction (a model may take a minute to load)
-            raise _Stopped
+            _leave(0)
+        stop.begin()
 
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     stop.watch()
-    try:
-        node = node_cls()
-        starting[0] = False
-    except BaseException:
-        if not stop.event.is_set():
-            raise
-        # Stopped while starting: nothing of the node's to finish. The signal's exception may
-        # surface as another one (an import it interrupted fails with ImportError).
-        if rclpy.ok():
-            rclpy.shutdown()
-        _leave(0)
+    node = node_cls()
+    starting[0] = False
     stop.grace = SHUTDOWN_GRACE_S + float(getattr(node, "shutdown_budget_s", 0.0))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -75,10 +71,6 @@ SHUTDOWN_GRACE_S = 10.0  # after SIGINT/SIGTERM, beyond the node's own shutdown_
 # to its exit beside four busy loops; beside twelve, caught in a publisher's destroy or a
 # software-GL render 2 s after the signal); 5 s here once turned a slow teardown in CI into exit 1.
 LAST_RESORT_S = 20.0
-
-
-class _Stopped(BaseException):
-    """A stop signal while the node was still being constructed (not an error)."""
 
 
 class _Stop:
@@ -149,12 +141,11 @@ class _Stop:
 
 def _leave(code: int) -> None:
     """Flush what was written (Python's and C's buffered streams), then exit at once."""
-    import ctypes
     import os
     import sys
 
-    for stream in (sys.stdout, sys.stderr):
-        with suppress(OSError, ValueError):
+    for stream in (sys.stdout, sys.stderr):  # RuntimeError: called amid a write (a handler)
+        with suppress(OSError, ValueError, RuntimeError):
             stream.flush()
     with suppress(OSError, AttributeError):
         ctypes.CDLL(None).fflush(None)

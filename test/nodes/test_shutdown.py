@@ -255,3 +255,23 @@ def test_a_signal_while_the_node_is_constructed_ends_it_at_once():
     code, took, err = run_stuck("pass", setup=slow_start)
     assert code == 0 and took <= 8, (code, took, err[-1000:])
     assert "Traceback" not in err and "shutdown still running" not in err, err[-1000:]
+
+
+def test_a_construction_that_swallows_exceptions_still_ends_at_the_signal():
+    """The stop does not raise into the construction: it lands wherever the main thread is,
+    and code there may catch it and carry on (or, inside torch's C++ import, abort the process
+    with SIGABRT). A constructor that swallows every exception ends at the signal all the
+    same, at once and with 0."""
+    swallowing = ("nodes.SHUTDOWN_GRACE_S = 30.0\n"
+                  "def swallow(self):\n"
+                  "    Node.__init__(self, 'swallowing_node')\n"
+                  "    say()\n"
+                  "    while True:  # a library that retries whatever went wrong\n"
+                  "        try:\n"
+                  "            time.sleep(0.05)\n"
+                  "        except BaseException:\n"
+                  "            pass\n"
+                  "Stuck.__init__ = swallow")
+    code, took, err = run_stuck("pass", setup=swallowing)
+    assert code == 0 and took <= 8, (code, took, err[-1000:])
+    assert "Traceback" not in err and "shutdown still running" not in err, err[-1000:]

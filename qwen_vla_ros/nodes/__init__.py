@@ -20,8 +20,9 @@ def spin_node(node_cls, args=None) -> None:
     test_shutdown beside two trainings), and code that catches it would carry on.
 
     A stop cannot hang the process: see ``_Stop``. After a stop by signal the process leaves
-    once its own cleanup is done, without the interpreter's finalisation (libraries' exit hooks and finalisers, e.g. MuJoCo's EGL display teardown,
-    run there in an order no node controls, where no timer can run any more)."""
+    once its own cleanup is done, without the interpreter's finalisation (libraries' exit hooks
+    and finalisers, e.g. MuJoCo's EGL display teardown, run there in an order no node controls,
+    where no timer can run any more)."""
     import faulthandler
     import signal
 
@@ -82,8 +83,11 @@ class _Stop:
     it and begins the stop too. A begun stop arms (1) a timer that, after ``grace`` s, prints
     where the threads are and exits 0 (``_force_exit``; ros2 launch would SIGKILL), and (2)
     for a C call that blocks while holding the interpreter lock, where no Python thread can
-    run, faulthandler's C watchdog: ``LAST_RESORT_S`` later it prints every thread's stack and
-    exits 1 -- a hang reported, never a process left hanging."""
+    run, faulthandler's C watchdog: ``LAST_RESORT_S`` later it prints every thread's stack,
+    and a second later ``_exit_0_later``'s C timer ends the process with 0 as (1) would --
+    a hang reported, never a process left hanging (exit 1, faulthandler's own, where that
+    timer cannot be made). Fast DDS's participant deletion, in rclpy's destroy_node of a
+    process's last node, is such a call now and then (docs/reliability.md)."""
 
     def __init__(self, grace: float) -> None:
         self.grace = grace
@@ -101,7 +105,8 @@ class _Stop:
             timer = threading.Timer(self.grace, _force_exit, args=(self.grace,))
             timer.daemon = True  # a clean exit does not wait for it
             timer.start()
-            faulthandler.dump_traceback_later(self.grace + LAST_RESORT_S, exit=True)
+            last = self.grace + LAST_RESORT_S
+            faulthandler.dump_traceback_later(last, exit=not _exit_0_later(last + 1.0))
 
     def watch(self) -> None:
         """Start the wake-up socket's watcher (main thread only, after the handlers are set)."""
@@ -150,6 +155,47 @@ def _leave(code: int) -> None:
     with suppress(OSError, AttributeError):
         ctypes.CDLL(None).fflush(None)
     os._exit(code)
+
+
+class _Sigevent(ctypes.Structure):
+    """glibc's ``struct sigevent`` (64 bytes) for a SIGEV_THREAD notification."""
+    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int),
+                ("function", ctypes.c_void_p), ("attribute", ctypes.c_void_p),
+                ("_pad", ctypes.c_int * 8)]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("interval", _Timespec), ("value", _Timespec)]
+
+
+_SIGEV_THREAD = 2  # Linux
+_CLOCK_MONOTONIC = 1
+
+
+def _exit_0_later(seconds: float) -> bool:
+    """End the process with status 0 after ``seconds``, with nothing of Python's involved: a
+    POSIX timer whose notification (SIGEV_THREAD) runs libc's ``_exit`` in a thread of its
+    own with the timer's value, 0, as its argument -- so a C call that holds the
+    interpreter lock forever cannot stop it, as it stops every Python-level timer. False
+    where it cannot be armed (not glibc on Linux)."""
+    if ctypes.sizeof(_Sigevent) != 64:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        event = _Sigevent(value=None, notify=_SIGEV_THREAD,
+                          function=ctypes.cast(libc._exit, ctypes.c_void_p).value)
+        timer = ctypes.c_void_p()
+        if libc.timer_create(_CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(timer)):
+            return False
+        whole = int(seconds)
+        when = _Itimerspec(value=_Timespec(whole, int((seconds - whole) * 1e9)))
+        return libc.timer_settime(timer, 0, ctypes.byref(when), None) == 0
+    except (AttributeError, OSError):
+        return False
 
 
 def _force_exit(grace: float) -> None:

@@ -84,11 +84,26 @@ def test_every_executable_exits_0_without_a_traceback(probe, tmp_path, sig):
             if p.poll() is None:
                 p.kill()
     logs = {exe: (tmp_path / f"{exe}.log").read_text() for exe in EXECUTABLES}
+    hung = [e for e, text in logs.items() if hung_outside_the_middleware_teardown(text)]
+    assert not hung, {e: logs[e][-3000:] for e in hung}
     if codes != dict.fromkeys(EXECUTABLES, 0):  # each log's tail on lines of its own
         pytest.fail("\n".join(f"{e} exited {codes[e]}; its log ends:\n"
                                + "\n".join(logs[e].splitlines()[-60:])
                                for e in EXECUTABLES if codes[e]), pytrace=False)
     assert not [e for e, text in logs.items() if "Traceback" in text], logs
+
+
+def hung_outside_the_middleware_teardown(log: str) -> bool:
+    """The log holds faulthandler's last-resort dump and its main thread was anywhere but
+    inside rclpy's Node.destroy_node. There, the process's last node's destruction deletes
+    the Fast DDS participant, which now and then does not return when the nine processes
+    leave the domain at once (docs/reliability.md: the stop is then ended with 0 after the
+    dump); a hang anywhere else is ours."""
+    if "Timeout (" not in log:
+        return False
+    main = [block.splitlines() for block in log.split("hread 0x") if "in spin_node" in block]
+    return not main or len(main[0]) < 2 or not (
+        'rclpy/node.py"' in main[0][1] and main[0][1].endswith(" in destroy_node"))
 
 
 def test_aloha_adapter_sleeps_the_arms_on_sigint(probe, tmp_path):
@@ -224,14 +239,38 @@ def test_a_node_blocked_in_a_c_call_still_sees_the_signal():
 
 
 def test_a_teardown_blocked_holding_the_interpreter_lock_is_reported_and_ended():
-    """Cleanup blocked in a C call that holds the interpreter lock (a GL context's free can)
-    stops every Python thread, the grace timer's too: faulthandler's watchdog, armed when the
-    stop began, prints every thread's stack and exits 1 after the grace and LAST_RESORT_S --
-    a hang reported, not a process left hanging."""
+    """Cleanup blocked in a C call that holds the interpreter lock (a GL context's free can;
+    Fast DDS's participant deletion now and then does) stops every Python thread, the grace
+    timer's too: faulthandler's watchdog, armed when the stop began, prints every thread's
+    stack after the grace and LAST_RESORT_S, and a C-level timer then ends the process with
+    0, as the grace timer would have -- a hang reported, not a process left hanging."""
     code, took, err = run_stuck("say(); self.destroy_timer(self.t)",
                                 teardown="lock(ctypes.PyDLL(None))")
-    assert code == 1 and 1.9 <= took <= 12, (code, took, err[-1000:])
+    assert code == 0 and 2.9 <= took <= 12, (code, took, err[-1000:])
     assert "Timeout" in err and "in destroy_node" in err, err[-2000:]
+    assert hung_outside_the_middleware_teardown(err)  # this one is the node's own cleanup
+
+
+# The main thread of scripted_leader's last-resort dump in CI (2026-12-07), paths shortened
+MIDDLEWARE_HANG = """Timeout (0:00:30)!
+Thread 0x00007f0952c3a6c0 (most recent call first):
+  File "/usr/lib/python3.11/threading.py", line 331 in wait
+  File "/usr/lib/python3.11/threading.py", line 1399 in run
+
+Thread 0x00007f09997dc540 (most recent call first):
+  File "/venv/lib/python3.11/site-packages/rclpy/node.py", line 1965 in destroy_node
+  File "/repo/qwen_vla_ros/nodes/scripted_leader.py", line 99 in destroy_node
+  File "/repo/qwen_vla_ros/nodes/__init__.py", line 64 in spin_node
+  File "/repo/qwen_vla_ros/nodes/scripted_leader.py", line 121 in main
+"""
+
+
+def test_only_a_hang_in_the_middlewares_node_destruction_is_told_apart():
+    assert not hung_outside_the_middleware_teardown(MIDDLEWARE_HANG)
+    ours = MIDDLEWARE_HANG.replace("rclpy/node.py\", line 1965 in destroy_node",
+                                   "qwen_vla_ros/sim/aloha.py\", line 12 in close")
+    assert hung_outside_the_middleware_teardown(ours)
+    assert not hung_outside_the_middleware_teardown("no dump here")
 
 
 def test_after_its_cleanup_the_node_leaves_without_the_exit_hooks():

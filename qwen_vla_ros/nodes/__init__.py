@@ -16,8 +16,9 @@ def spin_node(node_cls, args=None) -> None:
     A signal while the node is still being constructed (a model loading) abandons the
     construction and exits 0 at once, from the signal handler: nothing of the node's has run
     to finish, and an exception raised into the construction instead lands wherever the main
-    thread is -- inside torch's import it aborted the process (SIGABRT, 2 of 28 runs of
-    test_shutdown beside two trainings), and code that catches it would carry on.
+    thread is -- inside torch's import it aborted the process (SIGABRT; test_shutdown
+    failed so in 3 of 50 runs beside two trainings, none in 69 since), and code that catches
+    it would carry on.
 
     A stop cannot hang the process: see ``_Stop``. After a stop by signal the process leaves
     once its own cleanup is done, without the interpreter's finalisation (libraries' exit hooks

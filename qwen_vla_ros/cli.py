@@ -201,11 +201,11 @@ def _pair(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _share(text: str) -> float:
+def _float(text: str, option: str, expected: str = "a number") -> float:
     try:
         return float(text)
     except ValueError:
-        raise ConfigError(f"expected a share in (0, 1), got {text!r}") from None
+        raise ConfigError(f"{option}: expected {expected}, got {text!r}") from None
 
 
 def _int(text: str, option: str) -> int:
@@ -259,7 +259,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                           state_noise=args.state_noise, start_share=args.start_share,
                           start_seconds=args.start_seconds, shift_pixels=args.shift_pixels,
                           noise_samples=args.noise_samples, lead=lead[0] if lead else None,
-                          lead_share=_share(lead[1]) if lead else 0.0)
+                          lead_share=_float(lead[1], "--lead", "a share in (0, 1)")
+                          if lead else 0.0)
         settings = DatasetSettings(embodiment=args.embodiment, target=args.target,
                                    include_failed=args.include_failed)
         if args.threads:
@@ -271,7 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train(data, args.out, cfg, preset=args.preset, init=args.init,
               embodiment=args.embodiment, resume=args.resume, settings=settings,
               cache=args.cache or first / "cache", progress=not args.no_progress,
-              weights={k: float(v) for k, v in (_pair(w) for w in args.weights)},
+              weights={k: _float(v, "--weights") for k, v in map(_pair, args.weights)},
               cameras=args.cameras, image_pixels=args.image_pixels,
               image_pixels_of=_pixels_of(args.image_pixels_of), best_out=args.best_out,
               instruction_first=args.instruction_first,

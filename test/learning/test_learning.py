@@ -272,8 +272,13 @@ def test_train_refuses_what_it_cannot_use(demos, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "qwen_vla_ros.cli", "train", "--data",
                            f"aloha={out}", "--out", str(tmp_path / "w"), "--steps", "1",
                            "--lead", "aloha=half"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "expected a share in (0, 1), got 'half'" in proc.stderr
+    assert proc.returncode == 2 and "--lead: expected a share in (0, 1), got 'half'" in proc.stderr
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "w").exists()
+    proc = subprocess.run([sys.executable, "-m", "qwen_vla_ros.cli", "train", "--data",
+                           f"aloha={out}", "--out", str(tmp_path / "v"), "--steps", "1",
+                           "--weights", "aloha=heavy"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--weights: expected a number, got 'heavy'" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "v").exists()
     proc = subprocess.run([sys.executable, "-m", "qwen_vla_ros.cli", "train", "--data",
                            str(tmp_path / "empty"), "--out", str(tmp_path / "z"), "--steps",
                            "1", "--no-progress"], capture_output=True, text=True)

@@ -275,7 +275,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               weights={k: _float(v, "--weights") for k, v in map(_pair, args.weights)},
               cameras=args.cameras, image_pixels=args.image_pixels,
               image_pixels_of=_pixels_of(args.image_pixels_of), best_out=args.best_out,
-              instruction_first=args.instruction_first,
+              instruction_first=args.instruction_first, prompt_summary=args.prompt_summary,
               keep_out=args.keep_out)
 
     return _one_line_errors("train", run)
@@ -511,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a new model reads the instruction before the camera images (the "
                         "image tokens can then depend on it); --init/--resume keep the "
                         "checkpoint's layout")
+    p.add_argument("--prompt-summary", action="store_true",
+                   help="a new model's action decoder also reads the backbone's last prompt "
+                        "token (it has read the instruction) in every block's adaLN "
+                        "condition; --init/--resume keep the checkpoint's")
     _model_view_args(p)
     p.set_defaults(func=cmd_train)
 

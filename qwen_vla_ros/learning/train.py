@@ -355,7 +355,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
           image_pixels: int | None = None,
           image_pixels_of: Mapping[str, int] | None = None,
           best_out: Path | None = None, keep_out: Path | None = None,
-          instruction_first: bool = False) -> dict[str, Any]:
+          instruction_first: bool = False, prompt_summary: bool = False) -> dict[str, Any]:
     """Train on ``data``: bag folders of ``embodiment``, or {embodiment: folders} for one
     checkpoint of several bodies (joint training; ``weights``: how often each embodiment's
     batch is drawn, default equal). The loss and validation loss are logged per embodiment.
@@ -378,7 +378,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
     ``keep_out`` (default OUT_steps): with ``cfg.keep_every``, the weights and log at every
     that many steps, in ``step_NNNNNN`` folders (not resumable), for a closed-loop choice.
     ``instruction_first``: a new model's prompt layout (``PolicyConfig.instruction_first``);
-    ``init`` and ``resume`` keep the checkpoint's."""
+    ``init`` and ``resume`` keep the checkpoint's. ``prompt_summary``: the same for
+    ``DecoderConfig.prompt_summary``."""
     from tqdm import tqdm
 
     from qwen_vla_ros.embodiment.spec import load_embodiment
@@ -397,9 +398,11 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
         raise ConfigError(f"image pixels for {unknown}, which have no --data")
     if image_pixels is not None and resume:
         raise ConfigError("image_pixels shapes a new model; --resume keeps the checkpoint's")
-    if instruction_first and (resume or init is not None):
-        raise ConfigError("instruction_first shapes a new model; --init and --resume keep "
-                          "the checkpoint's prompt layout")
+    for name, on in (("instruction_first", instruction_first),
+                     ("prompt_summary", prompt_summary)):
+        if on and (resume or init is not None):
+            raise ConfigError(f"{name} shapes a new model; --init and --resume keep the "
+                              "checkpoint's")
     torch.manual_seed(cfg.seed)
     state = None
     if resume:
@@ -419,7 +422,8 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
                 log(f"train: {name} is new to {init}; its spec from config/embodiments")
     else:
         policy = build_preset(preset, list(sources), seed=cfg.seed, device=cfg.device,
-                              image_pixels=image_pixels, instruction_first=instruction_first)
+                              image_pixels=image_pixels, instruction_first=instruction_first,
+                              prompt_summary=prompt_summary)
     if cameras:
         policy.embodiments[embodiment] = policy.spec(embodiment).with_cameras(cameras)
     for name, pixels in (image_pixels_of or {}).items():
@@ -487,6 +491,7 @@ def train(data: Sequence[Path] | dict[str, Sequence[Path]], out: Path, cfg: Trai
             "embodiment": first.name, "cameras": list(first.spec.cameras),
             "image_pixels": policy.config.image_pixels,
             "instruction_first": policy.config.instruction_first,
+            "prompt_summary": policy.decoder.cfg.prompt_summary,
             "image_pixels_of": {p.name: p.spec.image_pixels for p in parts
                                 if p.spec.image_pixels is not None}, **data_of(first)}
     if len(parts) > 1:  # joint training: every embodiment's data, and its share of steps

@@ -5,13 +5,17 @@ adaLN-modulated self-attention, cross-attention to the backbone's hidden states,
 Time enters through adaLN *per token*: a token of the committed prefix (real-time chunking) is
 clean data and carries t = 1, the rest carry the flow time of the sample. Cross-attention keys
 and values depend only on the observation, so ``encode_context`` computes them once per chunk
-and every flow step reuses them.
+and every flow step reuses them. With ``prompt_summary``, the backbone's last prompt token (in a
+causal backbone the one that has read the whole prompt, the instruction included) is added to
+every token's adaLN condition too, a path for the instruction that is not one key among the
+image tokens' hundreds in cross-attention.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +35,9 @@ class DecoderConfig:
     max_horizon: int = 64
     context_dim: int = 64  # backbone hidden size
     time_embed_dim: int = 256
+    # The backbone's last prompt token added to every token's adaLN condition (module
+    # docstring); False: cross-attention alone (every checkpoint trained before this option).
+    prompt_summary: bool = False
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "heads", "action_width", "state_width", "max_horizon",
@@ -64,6 +71,20 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
+
+
+class Context(NamedTuple):
+    """What the decoder reads of one observation, computed once per chunk: each block's
+    cross-attention K/V, and (``prompt_summary``) the prompt's summary [B, width] or None."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    summary: torch.Tensor | None = None
+
+    def repeat_interleave(self, n: int) -> Context:
+        """Each observation's context ``n`` times in a row (several samples per context)."""
+        return Context([(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0))
+                        for k, v in self.kv],
+                       None if self.summary is None else self.summary.repeat_interleave(n, 0))
 
 
 class Block(nn.Module):
@@ -132,23 +153,35 @@ class ActionDecoder(nn.Module):
         self.out = nn.Linear(d, cfg.action_width)
         nn.init.normal_(self.final_ada.weight, std=0.02)
         nn.init.zeros_(self.final_ada.bias)
+        # Created last: with the option off, every other weight draws as it always did.
+        self.summary_in = (nn.Sequential(nn.LayerNorm(cfg.context_dim),
+                                         nn.Linear(cfg.context_dim, d))
+                           if cfg.prompt_summary else None)
 
     def encode_context(self, context: torch.Tensor, context_mask: torch.Tensor | None
-                       ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]:
-        """Per-block cross-attention K/V, computed once per chunk."""
+                       ) -> tuple[Context, torch.Tensor | None]:
+        """Per-block cross-attention K/V (and the prompt's summary), once per chunk.
+        ``context_mask``: True on the real tokens, padding on the right only (the backbone's
+        batches are padded so)."""
         kvs = [blk.context_kv(context) for blk in self.blocks]
+        summary = None
+        if self.summary_in is not None:
+            last = (context_mask.sum(dim=1) - 1 if context_mask is not None else
+                    torch.full(context.shape[:1], context.shape[1] - 1, device=context.device))
+            rows = torch.arange(context.shape[0], device=context.device)
+            summary = self.summary_in(context[rows, last.long()])
         attn_mask = None
         if context_mask is not None and not bool(context_mask.all()):
             attn_mask = context_mask[:, None, None, :]
-        return kvs, attn_mask
+        return Context(kvs, summary), attn_mask
 
     def forward(self, x_t: torch.Tensor, t_tok: torch.Tensor, state: torch.Tensor,
                 action_mask: torch.Tensor, state_mask: torch.Tensor,
                 prefix_mask: torch.Tensor,
-                kvs: list[tuple[torch.Tensor, torch.Tensor]],
-                attn_mask: torch.Tensor | None) -> torch.Tensor:
+                kvs: Context, attn_mask: torch.Tensor | None) -> torch.Tensor:
         """x_t [B,H,A]; t_tok [B,H] flow time per action token; state [B,S];
-        action_mask [B,A]; state_mask [B,S]; prefix_mask [B,H] -> velocity [B,H,A]."""
+        action_mask [B,A]; state_mask [B,S]; prefix_mask [B,H]; ``kvs``: ``encode_context``'s
+        -> velocity [B,H,A]."""
         horizon = x_t.shape[1]
         if horizon > self.cfg.max_horizon:
             raise ValueError(f"horizon {horizon} exceeds decoder max_horizon "
@@ -162,7 +195,9 @@ class ActionDecoder(nn.Module):
         # State token is observed data: time 1.
         t_all = torch.cat([torch.ones_like(t_tok[:, :1]), t_tok], dim=1)
         cond = self.time_mlp(timestep_embedding(t_all, self.cfg.time_embed_dim).to(x_t.dtype))
-        for blk, kv in zip(self.blocks, kvs, strict=True):
+        if kvs.summary is not None:
+            cond = cond + kvs.summary[:, None].to(cond.dtype)
+        for blk, kv in zip(self.blocks, kvs.kv, strict=True):
             tokens = blk(tokens, cond, kv, attn_mask)
         shift, scale = self.final_ada(cond).chunk(2, dim=-1)
         out = self.out(_modulate(self.final_norm(tokens), shift, scale))

@@ -65,7 +65,7 @@ def flow_matching_loss(decoder: ActionDecoder, actions: torch.Tensor, state: tor
 
         actions, state, action_mask, state_mask = map(rep, (actions, state, action_mask,
                                                              state_mask))
-        kvs = [(rep(k), rep(v)) for k, v in kvs]
+        kvs = kvs.repeat_interleave(samples)
         attn_mask = None if attn_mask is None else rep(attn_mask)
         if isinstance(prefix_len, torch.Tensor):
             prefix_len = rep(prefix_len)

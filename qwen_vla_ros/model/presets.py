@@ -58,17 +58,20 @@ def preset_configs(name: str, tokenizer, image_pixels: int | None = None):
 def build_preset(name: str, embodiments: Sequence[str | EmbodimentSpec] | None = None,
                  seed: int = 0, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, image_pixels: int | None = None,
-                 instruction_first: bool = False) -> QwenVLAPolicy:
+                 instruction_first: bool = False, prompt_summary: bool = False
+                 ) -> QwenVLAPolicy:
     """A random-init policy of the preset's shape, for every embodiment in config/
     (``image_pixels``: per camera frame, default the preset's; ``instruction_first``:
-    ``PolicyConfig``'s)."""
+    ``PolicyConfig``'s; ``prompt_summary``: ``DecoderConfig``'s)."""
     specs: dict[str, EmbodimentSpec] = {}
     for e in embodiments if embodiments is not None else available_embodiments():
         spec = e if isinstance(e, EmbodimentSpec) else load_embodiment(e)
         specs[spec.name] = spec
     tokenizer = train_tiny_tokenizer()
     bb_cfg, pol_cfg = preset_configs(name, tokenizer, image_pixels)
-    pol_cfg = dataclasses.replace(pol_cfg, instruction_first=instruction_first)
+    pol_cfg = dataclasses.replace(
+        pol_cfg, instruction_first=instruction_first,
+        decoder=dataclasses.replace(pol_cfg.decoder, prompt_summary=prompt_summary))
     processor = make_image_processor(pol_cfg.image_pixels)
     torch.manual_seed(seed)
     with torch.device(device):

@@ -269,6 +269,9 @@ def test_train_refuses_what_it_cannot_use(demos, tmp_path):
     with pytest.raises(ConfigError, match="instruction_first shapes a new model"):
         train([out], tmp_path / "y", TrainConfig(steps=1), init=tmp_path / "any",
               instruction_first=True, settings=settings(), progress=False, log=lambda _: None)
+    with pytest.raises(ConfigError, match="prompt_summary shapes a new model"):
+        train([out], tmp_path / "y", TrainConfig(steps=1), resume=True, prompt_summary=True,
+              settings=settings(), progress=False, log=lambda _: None)
     proc = subprocess.run([sys.executable, "-m", "qwen_vla_ros.cli", "train", "--data",
                            f"aloha={out}", "--out", str(tmp_path / "w"), "--steps", "1",
                            "--lead", "aloha=half"], capture_output=True, text=True)

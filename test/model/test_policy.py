@@ -399,3 +399,29 @@ def test_an_instruction_first_prompt_lets_the_image_tokens_read_it(tiny_policy, 
     again = QwenVLAPolicy.from_pretrained(tmp_path / "first")
     assert again.config.instruction_first
     np.testing.assert_allclose(again.predict(obs, seed=3).actions, moved, atol=1e-5)
+
+
+def test_a_prompt_summary_policy_is_saved_loaded_and_trains_its_new_weights(tmp_path):
+    """``prompt_summary``: the decoder's extra weights draw after every other one (the rest of
+    a seed's model is unchanged), get gradients from the loss, and a saved checkpoint keeps
+    the option and its predictions."""
+    from qwen_vla_ros.model.presets import build_preset
+
+    plain = build_preset("tiny", ["vln"], seed=3)
+    summed = build_preset("tiny", ["vln"], seed=3, prompt_summary=True)
+    assert summed.decoder.cfg.prompt_summary and summed.decoder.summary_in is not None
+    extra = {k for k in summed.state_dict() if k.startswith("decoder.summary_in.")}
+    assert extra and set(summed.state_dict()) - extra == set(plain.state_dict())
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(summed.state_dict()[name], value, rtol=0, atol=0)
+    obs = obs_for(summed, "vln", instruction="go to the red box")
+    target = np.zeros((summed.spec("vln").horizon, summed.spec("vln").action_dim))
+    summed.loss([obs, obs], np.stack([target, target])).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in summed.decoder.summary_in.parameters())
+    summed.zero_grad()
+    chunk = summed.predict(obs, seed=2).actions
+    summed.save_pretrained(tmp_path / "s")
+    again = QwenVLAPolicy.from_pretrained(tmp_path / "s")
+    assert again.decoder.cfg.prompt_summary
+    np.testing.assert_allclose(again.predict(obs, seed=2).actions, chunk, atol=1e-5)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from curves import body_curves  # bench/, beside this script
 
 from qwen_vla_ros.learning.train import LOG_FILE
 from qwen_vla_ros.results import save_results
@@ -87,12 +88,12 @@ def goal_word_attention(policy, observations, targets, reword: Callable[[str], s
 
 
 def last_language_probe(checkpoint: Path) -> float | None:
+    """The VLN body's last language probe in the checkpoint's training log (None: none)."""
     log = checkpoint / LOG_FILE
     if not log.exists():
         return None
-    probes = [r[k] for r in json.loads(log.read_text())["history"] for k in r
-              if k.startswith("val_language_ratio/")]
-    return float(probes[-1]) if probes else None
+    probes = body_curves(json.loads(log.read_text())).get("vln", {}).get("language")
+    return probes[-1][1] if probes else None
 
 
 def plot(results: dict[str, dict[str, float | None]], path: Path) -> None:
@@ -131,14 +132,18 @@ def main() -> None:
     args = ap.parse_args()
     results: dict[str, dict[str, float | None]] = {}
     chosen = None
+    loaded: dict[DatasetSettings, Samples] = {}  # checkpoints that read the data alike
     for label, directory in args.run:
         policy = QwenVLAPolicy.from_pretrained(directory).eval()
         spec = policy.spec("vln")
         settings = training_settings(spec, DatasetSettings(embodiment="vln"),
                                      policy.backbone.pixels.resize_rule)
-        episodes, _ = load_episodes([args.data], spec, settings,
-                                    cache=args.cache or args.data / "cache", log=lambda _: None)
-        samples = Samples(episodes, "vln", spec.cameras)
+        if settings not in loaded:
+            episodes, _ = load_episodes([args.data], spec, settings,
+                                        cache=args.cache or args.data / "cache",
+                                        log=lambda _: None)
+            loaded[settings] = Samples(episodes, "vln", spec.cameras)
+        samples = loaded[settings]
         if chosen is None:  # the same samples for every checkpoint
             chosen = np.random.default_rng(args.seed).choice(len(samples), args.samples,
                                                              replace=False)

@@ -564,9 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "navigation_node for vln_goto), e.g. stop_threshold:=0.7 "
                         "(repeatable; recorded in eval.json)")
     p.add_argument("--paced", action="store_true",
-                   help="arm tasks: the sim waits for each chunk and each command, so the "
-                        "model's own time does not count and --param added_latency_ms:=N "
-                        "is the exact delay (runtime/pacing.py); --rate-factor caps the speed")
+                   help="the sim waits for each chunk and each command, so the model's "
+                        "own time does not count and --param added_latency_ms:=N is the "
+                        "exact delay (runtime/pacing.py; vln_goto: navigation_node paces "
+                        "base_sim); --rate-factor caps the speed")
     p.add_argument("--episode-steps", type=int,
                    help="arm tasks: steps per episode (default: aloha_sim's, 450 = 9 s), "
                         "e.g. shorter for a quick look")

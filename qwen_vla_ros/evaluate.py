@@ -12,7 +12,8 @@ If CPU inference is slower than the sim, slow the sim (``rate_factor`` < 1): the
 which rate ran. ``paced``: the sim waits for the policy (runtime/pacing.py) and for the
 adapter's commands (sim/lockstep.py), so the model's own time does not count and a policy
 ``added_latency_ms`` is the exact delay in sim time: the figures no longer depend on how
-fast or busy the machine is (arm tasks; ``rate_factor`` is then the fastest the sim may go).
+fast or busy the machine is (``rate_factor`` is then the fastest the sim may go; vln_goto:
+base_sim waits for navigation_node, vln_episodes.py).
 """
 
 from __future__ import annotations
@@ -68,9 +69,6 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     if overlap and not allow_train_seeds:
         raise ConfigError(f"evaluation seeds {overlap[:10]} were trained on "
                           f"({checkpoint}/train_log.json); choose another --seed-start")
-    if paced and task == "vln_goto":
-        raise ConfigError("--paced is for the arm tasks (navigation_node does not pace "
-                          "base_sim)")
     if episode_steps is not None and (task == "vln_goto" or episode_steps < 1):
         raise ConfigError("--episode-steps is a positive number of steps of an arm task")
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +77,8 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
         from qwen_vla_ros.vln_episodes import evaluate_vln
 
         return evaluate_vln(checkpoint, out, episodes, seed_start, trained, rate_factor,
-                            policy_params, parse_colours(colours), instruction, progress, log)
+                            policy_params, parse_colours(colours), instruction, progress, log,
+                            paced=paced)
     if colours:
         raise ConfigError("--colours is for --task vln_goto")
     instruction = instruction or DEFAULT_INSTRUCTION

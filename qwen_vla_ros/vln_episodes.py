@@ -13,6 +13,13 @@ instruction to navigation_node's ``~/instruction``, then
   teach the stop flag);
 - eval: POLICY until navigation_node says STOPPED, or the time limit.
 
+Paced (``eval --task vln_goto --paced``) the sim waits for navigation_node (sim/lockstep.py,
+runtime/pacing.py, as the arm's paced evaluation): every episode, the first included (begun
+again by ``/base_sim/restart``), waits ``HOLD_STEPS`` after its reset for the policy's first
+grant; the instruction is in before POLICY is engaged; a STOP keeps the sim at the stop.
+Each episode then runs the same to the step, alone or after others, on an idle or a busy
+machine.
+
 Success, SPL and the distance at the stop use ``sim/vln_task.py``'s definitions.
 """
 
@@ -55,12 +62,16 @@ from qwen_vla_ros.sim.vln_task import (
 )
 
 REST_S = 2.0  # s of sim time recorded at rest after the demonstrator arrives
+# Paced: steps after a reset before the hold, two camera periods of base_sim's default rate
+# (the second frame comes at the hold: the first plan sees the start pose's own).
+HOLD_STEPS = 20
 EPISODE_TOPIC = "/collect/episode"
 
 
 class VlnEpisodeStack:
     def __init__(self, nodes: dict[str, Any], probe, seed_start: int,
-                 colours: tuple[str, ...] = (), beside: bool = False) -> None:
+                 colours: tuple[str, ...] = (), beside: bool = False,
+                 paced: bool = False) -> None:
         from geometry_msgs.msg import Twist
         from nav_msgs.msg import Odometry
         from std_msgs.msg import Int32, String
@@ -70,7 +81,8 @@ class VlnEpisodeStack:
         from qwen_vla_ros.ros import qos
 
         self.nodes, self.probe, self.seed_start = nodes, probe, seed_start
-        self.colours, self.beside = colours, beside
+        self.colours, self.beside, self.paced = colours, beside, paced
+        self.t_start: float | None = None  # paced: the sim time the episode was held at
         self._twist = Twist
         self._cond = threading.Condition()
         self.track: list[tuple[float, float, float, float]] = []  # (t, x, y, yaw)
@@ -82,6 +94,7 @@ class VlnEpisodeStack:
         self.detours: list[list[float]] = []  # [start, end] (clock s): the driver was pushed
         self.mode = mode_switch(probe)  # mode("hold"), mode("engage_teleop"), ...
         self._reset = probe.create_client(Trigger, "/base_sim/reset")
+        self._restart = probe.create_client(Trigger, "/base_sim/restart")
         self.instruction_pub = probe.create_publisher(String, "/navigation_node/instruction",
                                                       qos.COMMAND)
         self.teleop_pub = probe.create_publisher(Twist, "/teleop_cmd_vel", qos.COMMAND)
@@ -158,12 +171,26 @@ class VlnEpisodeStack:
         self.mode("hold")
         with self._cond:
             self.driver, self.arrived_at = None, None
-        if i > 0:
+        if self.paced and i == 0:
+            # Held, a step's odometry is not sent again: the harness hears base_sim and
+            # navigation_node hears it before the first held start (restarted: episode 0 again).
+            self._wait(lambda: bool(self.track) and 0 in self.announced
+                       and self.instruction_pub.get_subscription_count() > 0, timeout,
+                       "base_sim's odometry and navigation_node's instruction topic")
+            call_mode(self._restart)  # answered after the restart: ``held`` is clear by then
+        elif i > 0:
             call_mode(self._reset)
         self._wait(lambda: i in self.announced, timeout, f"/base_sim/episode {i}")
         start_time = float(self.announced[i]["start_time"])
-        self._wait(lambda: bool(self.track) and self.track[-1][0] > start_time, timeout,
-                   "odometry after the reset")
+        if self.paced:
+            sim = self.nodes["base_sim"]
+            if not sim.held.wait(timeout):
+                raise TimeoutError(f"episode {i}: base_sim did not reach its hold within "
+                                   f"{timeout:g} s")
+            self.t_start = sim.gate.held_at
+        self._wait(lambda: bool(self.track) and self.track[-1][0] > start_time
+                   and self.track[-1][0] >= (self.t_start - 1e-6 if self.paced else start_time),
+                   timeout, "odometry after the reset")
         episode = episode_at(self.seed_start, i, self.colours, self.beside)
         if self.announced[i]["instruction"] != episode.instruction:
             raise RuntimeError(f"base_sim runs {self.announced[i]}, not {episode}")
@@ -172,7 +199,12 @@ class VlnEpisodeStack:
         with self._cond:
             self.track = [p for p in self.track if p[0] > start_time]
             self.collisions, self.status = 0, []
+        taken = self.nodes["navigation_node"].nav.instruction_taken
+        taken.clear()
         self.instruction_pub.publish(String(data=episode.instruction))
+        if self.paced and not taken.wait(timeout):  # in before POLICY: the run's first request
+            raise TimeoutError(f"navigation_node did not take the instruction within "
+                               f"{timeout:g} s")
         return episode
 
     def demonstrate(self, episode: VlnEpisode, timeout: float = 120.0,
@@ -196,7 +228,7 @@ class VlnEpisodeStack:
 
     def run_policy(self, episode: VlnEpisode, timeout: float = 300.0) -> dict[str, Any]:
         """POLICY until navigation_node says STOPPED or the time limit; returns the result."""
-        t0 = self.now()
+        t0 = self.t_start if self.paced else self.now()
         self.mode("engage_policy")
 
         def stopped() -> bool:
@@ -204,10 +236,15 @@ class VlnEpisodeStack:
 
         self._wait(lambda: stopped() or self.track[-1][0] > t0 + TIME_LIMIT, timeout,
                    "the policy's episode")
-        self.mode("hold")
         with self._cond:
             t_stop, reason = next(((t, s) for t, s in self.status if s.startswith("STOPPED")),
                                   (None, None))
+        if self.paced and t_stop is not None:
+            # navigation_node keeps the sim where it stopped: that step is the stop's
+            t_stop = self.nodes["base_sim"].now_sim()
+            self._wait(lambda: self.track[-1][0] >= t_stop - 1e-6, timeout,
+                       "the odometry at the stop")
+        self.mode("hold")
         result = self.result(episode, t0, t_stop)
         result["stop_reason"] = reason
         return result
@@ -219,12 +256,14 @@ class VlnEpisodeStack:
 
         stopped = t_stop is not None
         with self._cond:
-            track = np.array([p for p in self.track if p[0] >= t0])
+            track = np.array([p for p in self.track if p[0] >= t0 - 1e-6])
             collisions = self.collisions
-        end = track[-1] if t_stop is None else track[np.searchsorted(track[:, 0], t_stop)
-                                                      .clip(max=len(track) - 1)]
+        # the episode ends at the stop, or at the time limit (the track runs on a little)
+        t_end = t_stop if stopped else min(float(track[-1, 0]), t0 + TIME_LIMIT)
+        track = track[: max(int(np.searchsorted(track[:, 0], t_end + 1e-6)), 1)]
+        end = track[-1]
         pose = Pose2D(float(end[1]), float(end[2]), float(end[3]))
-        elapsed = float((t_stop if t_stop is not None else track[-1, 0]) - track[0, 0])
+        elapsed = float(t_end - track[0, 0])
         travelled = float(np.sum(np.hypot(*np.diff(track[:, 1:3], axis=0).T)))
         _, shortest = plan_path(episode.start, episode.target)
         near = min(OBJECTS, key=lambda o: footprint_distance(pose.x, pose.y, o))
@@ -251,8 +290,8 @@ class VlnEpisodeStack:
 def vln_episode_stack(seed_start: int, rate_factor: float = 1.0,
                       values: dict[str, str] | None = None,
                       extra: dict[str, dict] | None = None,
-                      colours: tuple[str, ...] = (), beside: bool = False
-                      ) -> Iterator[VlnEpisodeStack]:
+                      colours: tuple[str, ...] = (), beside: bool = False,
+                      paced: bool = False) -> Iterator[VlnEpisodeStack]:
     from qwen_vla_ros.episodes import bringup_nodes
 
     node_extra = {"base_sim": {"task": "vln_goto", "seed": seed_start,
@@ -263,7 +302,7 @@ def vln_episode_stack(seed_start: int, rate_factor: float = 1.0,
     # collisions into halts beside the object (collect's TELEOP never uses it).
     with bringup_nodes("vln_sim", {"rate_factor": str(rate_factor), "scan_topic": "",
                                    **(values or {})}, node_extra) as (nodes, probe):
-        yield VlnEpisodeStack(nodes, probe, seed_start, colours, beside)
+        yield VlnEpisodeStack(nodes, probe, seed_start, colours, beside, paced)
 
 
 def vln_topics():
@@ -351,20 +390,27 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
                  trained: list[int], rate_factor: float = 1.0,
                  params: dict[str, Any] | None = None, colours: tuple[str, ...] = (),
                  instruction: str | None = None, progress: bool = True,
-                 log=print) -> dict[str, Any]:
+                 log=print, paced: bool = False) -> dict[str, Any]:
     """Closed loop: navigation_node (POLICY) drives base_sim, one episode per seed; with
     ``colours``, each seed's start pose once per colour (``episodes`` start poses); with
-    ``instruction``, that text instead of each episode's."""
+    ``instruction``, that text instead of each episode's; ``paced``: the sim waits for the
+    policy (module docstring)."""
     from tqdm import tqdm
 
+    from qwen_vla_ros.evaluate import PACE_TIMEOUT_S
     from qwen_vla_ros.ros.params import require_parameters
 
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     total = episodes_in_run(episodes, colours)
-    extra = {"navigation_node": {"torch_threads": 1, **(params or {})}}
+    extra: dict[str, dict[str, Any]] = {
+        "navigation_node": {"torch_threads": 1, **(params or {})}}
+    if paced:
+        extra["navigation_node"]["pace_sim"] = True
+        extra["base_sim"] = {"pace_timeout_s": PACE_TIMEOUT_S, "lockstep_timeout_s": 1.0,
+                             "hold_after_reset_steps": HOLD_STEPS}
     with vln_episode_stack(seed_start, rate_factor, {"checkpoint": str(checkpoint)},
-                           extra, colours) as stack:
+                           extra, colours, paced=paced) as stack:
         node = stack.nodes["navigation_node"]
         require_parameters(node, params or {})
         if node.policy is None:
@@ -377,6 +423,9 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
             bar.update(1)
             bar.set_postfix(success=f"{sum(r['success'] for r in rows)}/{i + 1}")
         bar.close()
+        gate = stack.nodes["base_sim"].gate
+        timeouts = {"pace_timeouts": gate.pace.timeouts if gate.pace is not None else None,
+                    "lockstep_timeouts": gate.lockstep.timeouts if paced else None}
     known = [r for r in rows if r["names_known_object"]]
     wins = sum(r["success"] for r in known)
     result = {"checkpoint": str(checkpoint), "task": "vln_goto", "episodes": len(rows),
@@ -395,7 +444,7 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
               "failures": failure_kinds(rows),
               "colours": list(colours),
               "seeds": [r["seed"] for r in rows], "trained_seeds": trained,
-              "policy_params": dict(params or {}),
+              "policy_params": dict(params or {}), "paced": paced, **timeouts,
               "rate_factor": rate_factor, "minutes": round((time.monotonic() - started) / 60,
                                                            2),
               "per_episode": rows}

@@ -259,3 +259,19 @@ def spinning(*nodes) -> Iterator[object]:
         stop.set()
         th.join(5)
         ex.shutdown()
+
+
+def subscribe_pace(node, gate) -> None:
+    """A simulator's paced policy grants (``runtime.pacing.PACE_TOPIC``, std_msgs/Float64:
+    the sim s it may run to) into its ``sim.lockstep.SteppingGate``, when it is paced."""
+    if gate.pace is None:
+        return
+    import time
+
+    from std_msgs.msg import Float64
+
+    from qwen_vla_ros.ros import qos
+    from qwen_vla_ros.runtime.pacing import PACE_TOPIC
+
+    node.create_subscription(Float64, PACE_TOPIC, lambda m: gate.pace.grant(
+        float(m.data), time.monotonic()), qos.COMMAND)

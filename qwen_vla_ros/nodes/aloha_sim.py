@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 
 from rclpy.node import Node
@@ -43,13 +42,14 @@ from std_msgs.msg import Bool, Int32, String
 from std_srvs.srv import Trigger
 
 from qwen_vla_ros.embodiment.spec import load_embodiment
+from qwen_vla_ros.nodes import subscribe_pace
 from qwen_vla_ros.nodes.xs_services import serve_xs_services
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import rgb_to_image, sec_to_stamp
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.sim.aloha import DT, AlohaSim, AlohaSimParams
 from qwen_vla_ros.sim.bridge import InterbotixSimBridge
-from qwen_vla_ros.sim.lockstep import EpisodeHold, Lockstep, Pace
+from qwen_vla_ros.sim.lockstep import SteppingGate
 
 
 class AlohaSimNode(Node):
@@ -74,22 +74,15 @@ class AlohaSimNode(Node):
         self.sim = AlohaSim(task, image_size=(h, w), fast_render=fast,
                             disturbance=params.disturbance_rad)
         self.bridge = InterbotixSimBridge(self.spec, self.sim, gripper_mode)
-        self.pace = Pace(params.pace_timeout_s) if params.pace_timeout_s > 0 else None
-        self.hold_steps = params.hold_after_reset_steps
         # Held (paced evaluations) the followers are driven by aloha_adapter, which sends
         # each one's arm (group) and gripper (single) command every tick: a step waits for
         # both from the first; otherwise the kinds a driver sends are learned as they come.
-        self.lockstep = Lockstep(self.bridge.robots, params.lockstep_timeout_s,
-                                 kinds=("group", "single") if self.hold_steps else ())
-        self.hold = EpisodeHold(self.hold_steps)
-        self.held = threading.Event()  # set while held at an episode's start
-        if self.pace is not None:
-            from std_msgs.msg import Float64
-
-            from qwen_vla_ros.runtime.pacing import PACE_TOPIC
-
-            self.create_subscription(Float64, PACE_TOPIC, lambda m: self.pace.grant(
-                float(m.data), time.monotonic()), qos.COMMAND)
+        self.gate = SteppingGate(params, self.bridge.robots,
+                                 kinds=("group", "single") if params.hold_after_reset_steps
+                                 else ())
+        self.pace, self.lockstep, self.hold = self.gate.pace, self.gate.lockstep, self.gate.hold
+        self.held = self.gate.held  # set while held at an episode's start
+        subscribe_pace(self, self.gate)
         self._time_cls = Time
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.js_pubs = {r: self.create_publisher(JointState, f"/{r}/joint_states", qos.SENSOR)
@@ -123,9 +116,7 @@ class AlohaSimNode(Node):
         # MuJoCo restarts its clock at a reset; /clock must never go backwards.
         self._time_offset += self.sim.time
         self.bridge.reset(seed)
-        self.lockstep.restart()
-        self.hold.start(reset)  # the first episode runs free: the drivers start up in it
-        self.held.clear()
+        self.gate.start_episode(reset)  # the first runs free: the drivers start up in it
         self.success_pub.publish(Bool(data=False))
         self.episode_pub.publish(String(data=json.dumps(
             {"task": self.sim.task, "seed": seed, "start": self.now_sim()})))
@@ -158,25 +149,8 @@ class AlohaSimNode(Node):
             if not self._ended and self.lockstep.may_step(time.monotonic()):
                 self._end_episode(self.hold.last)
             return
-        settling = self.hold.settling  # an episode's first steps, before its hold
-        if self.pace is not None and not settling:
-            timeouts = self.pace.timeouts
-            if not self.pace.may_step(self.now_sim(), time.monotonic()):
-                return
-            if self.pace.timeouts > timeouts:
-                self.get_logger().warning(
-                    f"pace: no grant for {self.pace.timeout_s:g} s; running free until the "
-                    "next one")
-            if self.hold.granted():  # the policy's first grant: the arms are driven from now
-                self.held.clear()
-                self.lockstep.expect()
-        timeouts = self.lockstep.timeouts
-        if not self.lockstep.may_step(time.monotonic()):
+        if not self.gate.may_step(self.now_sim(), time.monotonic(), self.get_logger()):
             return
-        if self.lockstep.timeouts > timeouts:
-            self.get_logger().info(
-                f"lockstep: no follower command for {self.lockstep.timeout_s:g} s; stepping "
-                "on the timer until commands resume")
         info = self.bridge.step()
         t = self.now_sim()
         stamp = sec_to_stamp(t, self._time_cls)
@@ -198,9 +172,7 @@ class AlohaSimNode(Node):
                 self.cam_pubs[name].publish(rgb_to_image(self.sim.render(mj_cam), Image,
                                                          stamp=stamp, frame_id=name))
         self.clock_pub.publish(Clock(clock=stamp))
-        if self.hold.stepped():
-            self.pace.hold(t, time.monotonic())
-            self.held.set()
+        self.gate.stepped(t, time.monotonic())
         if self.sim.steps >= self.episode_steps and not self._ended \
                 and not self.hold.finish(info):
             self._end_episode(info)

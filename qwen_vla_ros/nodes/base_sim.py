@@ -17,7 +17,18 @@ Topics:
   pub  ~/collisions         std_msgs/Int32: moves refused in this episode (vln_goto)
   srv  ~/reset              std_srvs/Trigger: back to the start pose; vln_goto: the next
                             episode (the next seed, or the next colour with ``colours``)
+  srv  ~/restart            std_srvs/Trigger: the same episode again from its start pose
+  sub  /sim_pace            std_msgs/Float64, with pace_timeout_s > 0: how far a paced
+                            navigation_node lets the sim run (sim s)
 RViz: fixed frame ``odom``.
+
+Steps at 50 Hz of sim time, ``rate_factor`` x real time. Paced (``eval --task vln_goto
+--paced``; sim/lockstep.py, as aloha_sim): with ``pace_timeout_s`` > 0 no further than
+navigation_node (``pace_sim``) grants; with ``lockstep_timeout_s`` > 0 each step waits for
+the cmd_vel of the step before (a paced navigation_node sends one per step); with
+``hold_after_reset_steps`` > 0 every episode begun by a reset or restart waits after that
+many steps for the policy's first grant (``held``; ``gate.held_at``: the sim time it waits at);
+the first, which nothing began, runs free.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
@@ -34,11 +46,13 @@ from sensor_msgs.msg import Image, LaserScan
 from std_msgs.msg import Bool, Int32, String
 from std_srvs.srv import Trigger
 
+from qwen_vla_ros.nodes import subscribe_pace
 from qwen_vla_ros.ros import qos
 from qwen_vla_ros.ros.conversions import arrays_to_scan, rgb_to_image, sec_to_stamp
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.navigation import Pose2D, quaternion_from_yaw
 from qwen_vla_ros.sim.base import SCAN_RANGE, BaseSimParams
+from qwen_vla_ros.sim.lockstep import SteppingGate
 from qwen_vla_ros.sim.vln_task import episode_at, parse_colours
 
 DT = 0.02
@@ -87,10 +101,16 @@ class BaseSimNode(Node):
         self.episode_pub = self.create_publisher(String, "~/episode", qos.LATCHED)
         self.collision_pub = self.create_publisher(Int32, "~/collisions", qos.COMMAND)
         self.create_subscription(Twist, "cmd_vel", self._cmd_cb, qos.COMMAND)
-        self.create_service(Trigger, "~/reset", self._reset_srv)
+        self.create_service(Trigger, "~/reset", lambda _req, res: self._begin(res, next_=True))
+        self.create_service(Trigger, "~/restart",
+                            lambda _req, res: self._begin(res, next_=False))
         self._cmd = (0.0, 0.0)
         self._cmd_time = -math.inf
         self.steps = 0
+        self.gate = SteppingGate(params, ("base",), kinds=("cmd_vel",))
+        self.held = self.gate.held
+        subscribe_pace(self, self.gate)
+        self.gate.start_episode(reset=False)  # the first runs free (the harness restarts it)
         self._announce()
         self.create_timer(DT / max(rate, 1e-3), self._step)
 
@@ -98,6 +118,7 @@ class BaseSimNode(Node):
         return self.sim.time
 
     def _cmd_cb(self, msg: Twist) -> None:
+        self.gate.lockstep.commanded("base", "cmd_vel")
         v, w = float(msg.linear.x), float(msg.angular.z)
         if not (math.isfinite(v) and math.isfinite(w)):
             self.get_logger().warning("cmd_vel with NaN/inf ignored: stopping",
@@ -106,14 +127,17 @@ class BaseSimNode(Node):
         self._cmd = (v, w)
         self._cmd_time = self.sim.time
 
-    def _reset_srv(self, _req, response):
-        if self.episode is not None:
+    def _begin(self, response, next_: bool):
+        """``~/reset`` (``next_``: vln_goto's next episode) or ``~/restart`` (this one again)."""
+        if self.episode is not None and next_:
             self.k += 1
             self.episode = episode_at(self.seed, self.k, self.colours, self.beside)
             self.start = self.episode.start
         self.sim.reset(self.start)
         self._cmd, self._cmd_time = (0.0, 0.0), -math.inf
         self.collisions = 0
+        self.steps = 0  # images and scans at the same steps of every episode
+        self.gate.start_episode(reset=True)
         self._announce()
         response.success = True
         response.message = (f"vln_goto seed {self.episode.seed}: {self.episode.instruction}"
@@ -132,6 +156,8 @@ class BaseSimNode(Node):
         self.get_logger().info(f"episode: vln_goto seed {ep.seed}: {ep.instruction!r}")
 
     def _step(self) -> None:
+        if not self.gate.may_step(self.sim.time, time.monotonic(), self.get_logger()):
+            return
         v, w = self._cmd if self.sim.time - self._cmd_time <= self.cmd_timeout else (0.0, 0.0)
         pose = self.sim.step(v, w, DT)
         self.steps += 1
@@ -167,6 +193,7 @@ class BaseSimNode(Node):
             self.scan_pub.publish(arrays_to_scan(angles, ranges, SCAN_RANGE, LaserScan,
                                                  stamp=stamp, frame_id="base_link"))
         self.clock_pub.publish(Clock(clock=stamp))  # after what was measured at this stamp
+        self.gate.stepped(self.sim.time, time.monotonic())
 
     def destroy_node(self) -> None:
         self.sim.close()

@@ -35,6 +35,8 @@ Topics (relative, remappable):
 
 from __future__ import annotations
 
+import math
+
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
@@ -61,6 +63,7 @@ from qwen_vla_ros.ros.diagnostics import publish_diagnostics
 from qwen_vla_ros.ros.params import declare
 from qwen_vla_ros.runtime.modes import Mode
 from qwen_vla_ros.runtime.nav_control import NavigationController, NavigationParams
+from qwen_vla_ros.runtime.pacing import PACE_TOPIC, TIME_EPS, Pacer, StepSchedule
 from qwen_vla_ros.runtime.policy_loop import Request, stamp_or
 
 
@@ -100,9 +103,15 @@ class NavigationNode(Node):
                                  qos.COMMAND)
         self.create_subscription(String, "mode", self._mode_cb, qos.LATCHED)
         self.create_subscription(Twist, "teleop_cmd_vel", self._teleop_cb, qos.COMMAND)
-        self.create_timer(1.0 / params.inference_rate_hz, guarded(self._inference_tick,
-                                                                  self._zero_velocity))
-        self.create_timer(self.nav.control_dt, guarded(self._control_tick, self._zero_velocity))
+        self.pacer = None  # pace_sim: a runtime.pacing.Pacer for each POLICY run
+        if params.pace_sim:  # the sim's clock drives plans and control; no timers
+            self._configure_pacing()
+        else:
+            self.host.added_latency = params.added_latency_ms / 1e3
+            self.create_timer(1.0 / params.inference_rate_hz, guarded(self._inference_tick,
+                                                                      self._zero_velocity))
+            self.create_timer(self.nav.control_dt, guarded(self._control_tick,
+                                                           self._zero_velocity))
         self.create_timer(1.0, self._publish_diagnostics)
         self.out.set_status(f"ERROR: {self.policy_error}" if self.policy_error
                             else "IDLE: no instruction yet")
@@ -156,6 +165,8 @@ class NavigationNode(Node):
                                    pose_2d(position, q))
         if reason:
             self._warn("odom", f"odometry rejected: {reason}")
+        elif self.params.pace_sim:
+            self._pace()  # the pose a paced step was waiting for
 
     def _set_instruction(self, text: str) -> None:
         reason = self.nav.set_instruction(text)
@@ -165,6 +176,8 @@ class NavigationNode(Node):
         self.get_logger().info(f"instruction: {text.strip()!r}")
         if not self.policy_error:  # without a policy the ERROR stays on show
             self.out.set_status("NAVIGATING")
+        if self.params.pace_sim:
+            self._pace()
 
     def _mode_cb(self, msg: String) -> None:
         try:
@@ -172,6 +185,8 @@ class NavigationNode(Node):
                 self.get_logger().info(f"mode {self.nav.mode.value}")
         except ValueError as exc:
             self._warn("mode", str(exc))
+        if self.params.pace_sim:
+            self._pace()  # a held sim sends no clock: a run begins from here
 
     def _teleop_cb(self, msg: Twist) -> None:
         reason = self.nav.set_teleop(self.now(), float(msg.linear.x), float(msg.angular.z))
@@ -182,13 +197,28 @@ class NavigationNode(Node):
     def _inference_tick(self) -> None:
         if not self.nav.wants_plan() or not self.host.worker.idle() or self.policy is None:
             return
-        request = self.nav.request(self.now())
+        self._request(self.now())
+
+    def _request(self, now: float) -> bool:
+        """Ask the model for a plan from the observation at ``now``; False if there is none."""
+        request = self.nav.request(now)
         if isinstance(request, str):
             self._warn("infer", request)
-            return
+            return False
         self.host.worker.submit(request)
+        return True
 
     def _on_chunk(self, request: Request, chunk) -> None:
+        if self.params.pace_sim:  # applied when the sim's clock reaches its time
+            with self._pace_lock:
+                if self.pacer is None or self.nav.loop.before_restart(request):
+                    return  # asked for in a run that is over
+                self.pacer.finished(request, chunk)
+            self._pace()
+            return
+        self._apply_chunk(request, chunk)
+
+    def _apply_chunk(self, request: Request, chunk) -> None:
         out = self.nav.on_chunk(request, chunk)
         if out.error:
             self.get_logger().error(out.error)
@@ -199,6 +229,91 @@ class NavigationNode(Node):
     # ---- control ------------------------------------------------------------------------
     def _control_tick(self) -> None:
         self.out.apply(self.nav.control(self.now()), self.nav.mode)
+
+    # ---- pacing (pace_sim) --------------------------------------------------------------
+    def _configure_pacing(self) -> None:
+        import threading
+
+        from rosgraph_msgs.msg import Clock
+        from std_msgs.msg import Float64
+
+        self._pace_lock = threading.RLock()
+        self._sim_now: float | None = None  # the sim's last clock reading
+        self._controlled_at = -math.inf  # the clock reading of the last step commanded
+        self._control = StepSchedule(self.nav.control_dt)  # the follower's ticks (sim s)
+        self._velocity = None  # what it sent last: sent again on the steps between
+        self._granted: float | None = None
+        self._grant_pub = self.create_publisher(Float64, PACE_TOPIC, qos.COMMAND)
+
+        def on_clock(msg) -> None:
+            self._sim_now = stamp_to_sec(msg.clock)
+            self._pace()
+
+        def on_failure() -> None:
+            with self._pace_lock:
+                if self.pacer is not None and self._sim_now is not None:
+                    self.pacer.failed(self._sim_now)
+            self._pace()
+
+        self.host.on_failure = on_failure
+        self.host.on_input = self._pace  # a step may be waiting for this frame
+        self.create_subscription(Clock, "/clock", guarded(on_clock, self._zero_velocity),
+                                 qos.COMMAND)
+
+    def _pace(self) -> None:
+        """At the sim's last clock reading, once that moment's inputs are in (POLICY): the
+        plan the pacer says is due, a new request, the follower on its schedule (once per
+        step: cmd_vel every step), then the grant. A run that STOPPED keeps the sim at the
+        stop until the mode changes; out of POLICY the sim runs free."""
+        from std_msgs.msg import Float64
+
+        with self._pace_lock:
+            now = self._sim_now
+            if now is None:
+                return
+            policy = self.nav.mode is Mode.POLICY and self.policy is not None
+            if policy and self.nav.awaiting(now):
+                return  # that moment's frame or pose is on its way
+            grant = math.inf
+            if policy and self.nav.wants_plan():
+                if self.pacer is None:  # a run begins
+                    self.pacer = Pacer(self.params.added_latency_ms / 1e3,
+                                       1.0 / self.params.inference_rate_hz)
+                    self.nav.restart_run(now)
+                    self._control.restart(now)
+                due = self.pacer.tick(now)
+                if due.publish is not None:
+                    self._apply_chunk(*due.publish)
+                if self.nav.wants_plan():
+                    if due.request and not self._request(now):
+                        self.pacer.failed(now)
+                    grant = self.pacer.grant
+                else:
+                    grant = now  # stopped: the sim waits here for the mode to change
+            elif policy and self.pacer is not None:
+                grant = self._granted if self._granted is not None else now
+            else:
+                self.pacer = None
+            if now > self._controlled_at + TIME_EPS:
+                self._controlled_at = now
+                self._control_step(now)
+            if grant != self._granted:
+                self._granted = grant
+                self._grant_pub.publish(Float64(data=grant))
+
+    def _control_step(self, now: float) -> None:
+        """One sim step's cmd_vel: the follower's at its rate, the last one again between."""
+        if not self._control.due(now):
+            self.out.send(self._velocity)
+            return
+        try:
+            out = self.nav.control(now)
+        except Exception as exc:
+            self._zero_velocity("tick:control", f"control failed: {type(exc).__name__}: {exc}")
+            self._velocity = self.nav.stop_velocity()
+            return
+        self._velocity = out.velocity
+        self.out.apply(out, self.nav.mode)
 
     # ---- diagnostics --------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -30,6 +30,7 @@ from qwen_vla_ros.runtime.navigation import (
 )
 from qwen_vla_ros.runtime.observation import Rejection
 from qwen_vla_ros.runtime.obstacle import FreeSpace, free_space
+from qwen_vla_ros.runtime.pacing import TIME_EPS
 from qwen_vla_ros.runtime.policy_loop import PolicyLoop, Request
 
 
@@ -69,6 +70,18 @@ class NavigationParams:
         2, "stop votes in a row that stop the base (a plan flagged stop at its first step, "
         "or the end of a path that ends in a stop); fewer: hold still, plan again",
         check=at_least(1))
+    added_latency_ms: float = param(
+        0.0, "drill/benchmark: extra latency (ms of the node's clock) after each inference; "
+             "with pace_sim, each plan is applied exactly this long (sim time) after its "
+             "request", check=at_least(0.0))
+    pace_sim: bool = param(
+        False, "benchmark: pace base_sim (pace_timeout_s > 0): it runs only as far as this "
+               "node grants on /sim_pace; in POLICY, plans are requested on the sim's clock "
+               "(every 1/inference_rate_hz at most, each once that moment's camera frame and "
+               "odometry are in) and the model's own time does not count "
+               "(runtime/pacing.py); the follower runs on the sim's clock too and cmd_vel "
+               "goes out once per sim step (base_sim's lockstep waits for it). Never on a "
+               "real robot")
     publish_goal: bool = param(True, "publish goal_pose in POLICY")
     follower: bool = param(True, "drive cmd_vel with the built-in pure-pursuit follower")
     control_rate_hz: float = param(20.0, "follower rate", check=positive)
@@ -133,6 +146,7 @@ class NavigationController:
         self._free: FreeSpace | None = None if params.scan_topic else \
             FreeSpace(math.inf, math.inf, math.inf)
         self._lock = threading.Lock()
+        self.instruction_taken = threading.Event()  # set at each (a harness waits on it)
 
     # ---- inputs -------------------------------------------------------------------------
     def add_image(self, rgb, stamp: float) -> None:
@@ -165,6 +179,7 @@ class NavigationController:
             if reason:
                 return reason
             self.navigator.new_instruction()
+            self.instruction_taken.set()
             self.follower.clear()
             if self.loop.history is not None:  # a new task: look back only at its frames,
                 self.loop.history.clear()  # as the demonstrations it learned from did
@@ -210,6 +225,25 @@ class NavigationController:
         if free is None or now - free.stamp > self.params.max_observation_age:
             return "scan is missing or stale"
         return None
+
+    def awaiting(self, now: float) -> list[str]:
+        """Inputs a paced sim published for clock ``now`` that have not arrived yet (its clock
+        may come first): the camera frame due by ``now`` and the odometry stamped ``now``
+        (each while the last one is fresh; stale inputs are not waited for)."""
+        with self._lock:
+            late = self.loop.awaiting(now)
+            latest = self.poses.latest()
+        if latest is not None and latest[0] < now - TIME_EPS \
+                and now - latest[0] <= self.params.max_odom_age:
+            late.append("odom")
+        return late
+
+    def restart_run(self, now: float) -> None:
+        """A paced POLICY run begins at clock ``now``: chunk seeds from ``seed`` again, the
+        history begun from the latest frame, answers to earlier requests dropped
+        (``PolicyLoop.restart``), so a run repeats whatever ran before it."""
+        with self._lock:
+            self.loop.restart(now)
 
     # ---- planning -----------------------------------------------------------------------
     def wants_plan(self) -> bool:

@@ -145,6 +145,10 @@ class ImageBuffer:
                              f"(max {max_age * 1e3:.0f} ms)")
         return {c: img for c, (img, _) in self._frames.items()}
 
+    def latest(self, camera: str) -> tuple[np.ndarray, float] | None:
+        """``camera``'s last frame and its stamp, or None before its first."""
+        return self._frames.get(camera)
+
     def oldest_stamp(self) -> float:
         return min((s for _, s in self._frames.values()), default=-np.inf)
 

@@ -88,3 +88,27 @@ class Pacer:
             self.requested_at, self._done = None, None
             self.next_request = start + self.period_s
             self.grant = self._grant()
+
+
+class StepSchedule:
+    """A rate on a stepped clock (a paced navigation_node's follower on the sim's steps):
+    ``due(now)`` is True at the first reading at or past each period, counted from the first
+    reading or from ``restart(now)``; a reading that falls behind by a whole period starts the
+    count again from it."""
+
+    def __init__(self, period_s: float) -> None:
+        if not period_s > 0:
+            raise ValueError(f"a schedule needs a period > 0 s, got {period_s}")
+        self.period_s = period_s
+        self.next = -math.inf
+
+    def restart(self, now: float) -> None:
+        self.next = now
+
+    def due(self, now: float) -> bool:
+        if now < self.next - TIME_EPS:
+            return False
+        self.next += self.period_s
+        if self.next <= now + TIME_EPS:
+            self.next = now + self.period_s
+        return True

@@ -190,16 +190,20 @@ class PolicyLoop:
         return None
 
     def restart(self, now: float) -> None:
-        """A new run from clock ``now`` (policy_node: each activation): no committed plan
-        (the adapter engages from the measured pose), chunk seeds from ``seed`` again, no past
-        frames, and answers to requests made before ``now`` dropped. The measured delay and
-        the latest inputs stay: they describe the machine and the robot, not the run."""
+        """A new run from clock ``now`` (policy_node: each activation; a paced
+        navigation_node: each POLICY run): no committed plan (the adapter engages from the
+        measured pose), chunk seeds from ``seed`` again, no past frames (the latest one begins
+        the history), and answers to requests made before ``now`` dropped. The measured delay
+        and the latest inputs stay: they describe the machine and the robot, not the run."""
         with self._lock:
             self.schedule.reset(None)
             self.run_start, self.started = self.accepted, now
             self.last_tag, self.delay_change, self.blind_since = None, None, None
             if self.history is not None:
                 self.history.clear()
+                latest = self.images.latest(self.history.camera)
+                if latest is not None:
+                    self.history.put(*latest)
 
     def before_restart(self, request: Request) -> bool:
         """``request`` was made before the last restart (its answer belongs to no run)."""

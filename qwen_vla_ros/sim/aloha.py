@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qwen_vla_ros.errors import ConfigError
-from qwen_vla_ros.params import at_least, one_of, param, positive, validate
+from qwen_vla_ros.params import at_least, one_of, param, positive
+from qwen_vla_ros.sim.lockstep import PacedSimParams
 
 DT = 0.02
 START_ARM = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])  # gym-aloha START_ARM_POSE, per arm
@@ -36,7 +36,7 @@ DEFAULT_CAMERA_MAP = {"cam_high": "top", "cam_low": "angle", "cam_left_wrist": "
 
 
 @dataclass
-class AlohaSimParams:
+class AlohaSimParams(PacedSimParams):
     """aloha_sim's parameters (the node declares them from this list)."""
 
     task: str = param("transfer_cube", "transfer_cube or insertion",
@@ -63,29 +63,9 @@ class AlohaSimParams:
              "position targets in the sim, so demonstrations show the arm pushed off and the "
              "leader's commands pulling it back (DART-style recovery data); the commands "
              "recorded stay the leader's. 0: off", check=at_least(0.0))
-    lockstep_timeout_s: float = param(
-        0.0, "0: step on the wall timer. > 0: while the followers are commanded, step once "
-             "each arm's commands (arm and gripper) since the last step have arrived, waiting "
-             "up to this long "
-             "(wall s; sim/lockstep.py): tests, demonstration collection and paced policy "
-             "evaluations (eval --paced)", check=at_least(0.0))
-
-    pace_timeout_s: float = param(
-        0.0, "0: off. > 0: step only as far as a paced policy grants on /sim_pace "
-             "(std_msgs/Float64, sim s; policy_node pace_sim), waiting up to this long (wall "
-             "s) for a new grant before running free (sim/lockstep.Pace): benchmarks",
-        check=at_least(0.0))
-    hold_after_reset_steps: int = param(
-        0, "with pace_timeout_s > 0: after each reset (the first episode runs free: the "
-           "drivers start up in it) take this many steps on the timer, then wait there for a "
-           "paced policy's first grant, and without auto_reset stop at the episode's end "
-           "(eval --paced: every episode begins from the same state at the same moment of "
-           "the policy's schedule and ends at the same step). 0: off", check=at_least(0))
 
     def __post_init__(self) -> None:
-        validate(self)
-        if self.hold_after_reset_steps and not self.pace_timeout_s > 0:
-            raise ConfigError("hold_after_reset_steps needs pace_timeout_s > 0 (a paced sim)")
+        PacedSimParams.__post_init__(self)
 
 
 def fingertip_centre(data, side: str) -> np.ndarray:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qwen_vla_ros.params import at_least, one_of, param, positive, validate
+from qwen_vla_ros.params import at_least, one_of, param, positive
 from qwen_vla_ros.runtime.navigation import Pose2D, wrap
+from qwen_vla_ros.sim.lockstep import PacedSimParams
 
 ROOM = 3.0  # half size (m): the room spans [-3, 3] x [-3, 3]
 BASE_RADIUS = 0.2
@@ -202,7 +203,7 @@ def _colours_error(text: str) -> str | None:
 
 
 @dataclass
-class BaseSimParams:
+class BaseSimParams(PacedSimParams):
     """base_sim's parameters (the node declares them from this list)."""
 
     rate_factor: float = param(1.0, "sim seconds per wall second", check=positive)
@@ -225,4 +226,4 @@ class BaseSimParams:
                                 "objects, once per other colour (sim/vln_task.sample_beside)")
 
     def __post_init__(self) -> None:
-        validate(self)
+        PacedSimParams.__post_init__(self)

@@ -16,14 +16,21 @@ sent), so it never falls between them.
 Tests and demonstration collection use it. A policy evaluation on the wall clock does not (a
 real robot does not wait for a slow policy); a paced one (``eval --paced``) does, with
 ``Pace`` below, so that the figures do not depend on the machine.
+
+Both simulators (aloha_sim, base_sim) step through one ``SteppingGate``, from one list of
+parameters (``PacedSimParams``).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from qwen_vla_ros.errors import ConfigError
+from qwen_vla_ros.params import at_least, param, validate
 from qwen_vla_ros.runtime.pacing import TIME_EPS
 
 
@@ -180,3 +187,82 @@ class EpisodeHold:
     @property
     def finished(self) -> bool:
         return self.active and self.last is not None
+
+
+@dataclass
+class PacedSimParams:
+    """The stepping parameters aloha_sim and base_sim share (their parameter lists extend it)."""
+
+    lockstep_timeout_s: float = param(
+        0.0, "0: step on the wall timer. > 0: while the robots are commanded, step once each "
+             "one's commands since the last step have arrived (aloha_sim: each arm's arm and "
+             "gripper command; base_sim: cmd_vel), waiting up to this long "
+             "(wall s; sim/lockstep.py): tests, demonstration collection and paced policy "
+             "evaluations (eval --paced)", check=at_least(0.0))
+    pace_timeout_s: float = param(
+        0.0, "0: off. > 0: step only as far as a paced policy grants on /sim_pace "
+             "(std_msgs/Float64, sim s; policy_node or navigation_node pace_sim), waiting up "
+             "to this long (wall s) for a new grant before running free "
+             "(sim/lockstep.Pace): benchmarks", check=at_least(0.0))
+    hold_after_reset_steps: int = param(
+        0, "with pace_timeout_s > 0: after each reset (aloha_sim: its first episode runs "
+           "free, the drivers start up in it; base_sim holds its first too) take this many "
+           "steps on the timer, then wait there for a paced policy's first grant, and "
+           "(aloha_sim without auto_reset) stop at the episode's end "
+           "(eval --paced: every episode begins from the same state at the same moment of "
+           "the policy's schedule). 0: off", check=at_least(0))
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.hold_after_reset_steps and not self.pace_timeout_s > 0:
+            raise ConfigError("hold_after_reset_steps needs pace_timeout_s > 0 (a paced sim)")
+
+
+class SteppingGate:
+    """Whether a simulator takes its next timer step: its ``Lockstep`` (off at timeout 0),
+    ``Pace`` (with ``pace_timeout_s`` > 0) and ``EpisodeHold`` together, as both simulators
+    step. ``held`` is set while an episode waits at its start for the policy's first grant
+    (``held_at``: the sim time it waits at)."""
+
+    def __init__(self, params: PacedSimParams, robots: Iterable[str],
+                 kinds: Iterable[str] = ()) -> None:
+        self.pace = Pace(params.pace_timeout_s) if params.pace_timeout_s > 0 else None
+        self.lockstep = Lockstep(robots, params.lockstep_timeout_s, kinds)
+        self.hold = EpisodeHold(params.hold_after_reset_steps)
+        self.held = threading.Event()
+        self.held_at: float | None = None
+
+    def start_episode(self, reset: bool) -> None:
+        """A new episode (``reset``: begun by a reset, so held when holding is on)."""
+        self.lockstep.restart()
+        self.hold.start(reset)
+        self.held.clear()
+
+    def may_step(self, now: float, wall: float, logger) -> bool:
+        """Before a timer step from sim time ``now`` (``wall``: monotonic s): True = step.
+        A pace or lockstep timeout is logged when it happens."""
+        if self.pace is not None and not self.hold.settling:
+            timeouts = self.pace.timeouts
+            if not self.pace.may_step(now, wall):
+                return False
+            if self.pace.timeouts > timeouts:
+                logger.warning(f"pace: no grant for {self.pace.timeout_s:g} s; running free "
+                               "until the next one")
+            if self.hold.granted():  # the policy's first grant: driven from now on
+                self.held.clear()
+                self.lockstep.expect()
+        timeouts = self.lockstep.timeouts
+        if not self.lockstep.may_step(wall):
+            return False
+        if self.lockstep.timeouts > timeouts:
+            logger.info(f"lockstep: no command for {self.lockstep.timeout_s:g} s; stepping on "
+                        "the timer until commands resume")
+        return True
+
+    def stepped(self, now: float, wall: float) -> None:
+        """After a step to sim time ``now`` (its clock published): hold here if this step
+        ends an episode's settling."""
+        if self.hold.stepped():
+            self.pace.hold(now, wall)
+            self.held_at = now
+            self.held.set()

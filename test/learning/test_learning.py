@@ -427,16 +427,6 @@ def test_eval_refuses_seeds_the_checkpoint_was_trained_on(trained, tmp_path):
         evaluate(ckpt, tmp_path / "x", episodes=1, seed_start=seed, progress=False)
 
 
-def test_eval_refuses_to_pace_a_task_whose_sim_cannot_be_paced(tiny_checkpoint, tmp_path):
-    from qwen_vla_ros.errors import ConfigError
-    from qwen_vla_ros.evaluate import evaluate
-
-    with pytest.raises(ConfigError, match="--paced is for the arm tasks"):
-        evaluate(tiny_checkpoint, tmp_path / "x", task="vln_goto", episodes=1, paced=True,
-                 progress=False)
-    assert not (tmp_path / "x").exists()
-
-
 @pytest.mark.parametrize("task,steps", [("vln_goto", 100), ("transfer_cube", 0)])
 def test_eval_refuses_episode_steps_it_cannot_apply(tiny_checkpoint, tmp_path, task, steps):
     from qwen_vla_ros.errors import ConfigError

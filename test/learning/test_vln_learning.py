@@ -403,3 +403,30 @@ def test_a_body_the_checkpoint_was_not_trained_for_is_refused_at_load(joint, tmp
             node.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def test_a_paced_vln_episode_repeats_exactly_whatever_ran_before_it(tmp_path):
+    """Paced (base_sim waits for navigation_node), a vln_goto episode's run depends on its
+    seed alone: seed 9201 evaluated after 9200 and evaluated alone drives the same path to the
+    same stop, with the shipped VLN checkpoint (it drives and stops on its own). Each episode
+    begins from a reset held until POLICY is engaged with the instruction in, plans come at
+    the same sim times whatever the model's wall time, the follower runs on the sim's clock,
+    and the sim steps once per cmd_vel."""
+    from qwen_vla_ros.evaluate import evaluate
+    from qwen_vla_ros.paths import SHIPPED_CHECKPOINTS, shipped_checkpoint
+
+    ckpt = shipped_checkpoint(SHIPPED_CHECKPOINTS["vln"])
+    quiet = {"task": "vln_goto", "paced": True, "rate_factor": 4.0, "progress": False,
+             "log": lambda _: None}
+    both = evaluate(ckpt, tmp_path / "both", episodes=2, seed_start=9200, **quiet)
+    alone = evaluate(ckpt, tmp_path / "alone", episodes=1, seed_start=9201, **quiet)
+    after, first = both["per_episode"][1], alone["per_episode"][0]
+    assert after["seed"] == first["seed"] == 9201
+    assert after["path_m"] > 0.5  # it drove
+    for key in ("success", "stopped", "stop_reason", "reached", "collisions", "elapsed_s"):
+        assert after[key] == first[key], key
+    np.testing.assert_allclose(after["end"], first["end"], atol=1e-6)
+    np.testing.assert_allclose(after["path"], first["path"], atol=1e-6)
+    assert after["path_m"] == pytest.approx(first["path_m"], abs=1e-6)
+    assert both["paced"] and both["pace_timeouts"] == alone["pace_timeouts"] == 0
+    assert both["lockstep_timeouts"] == alone["lockstep_timeouts"] == 0

@@ -151,3 +151,25 @@ def test_a_nan_chunk_is_refused():
     chunk.actions[2, 1] = math.nan
     out = nav.on_chunk(request, chunk)
     assert out.error and "NaN" in out.error and out.plan is None
+
+
+def test_a_paced_step_waits_for_its_frame_and_pose_and_a_run_restarts_the_history():
+    """``awaiting``: the camera frame due by the clock and the odometry stamped at it, while
+    the last ones are fresh (stale ones are not waited for). ``restart_run``: chunk seeds from
+    the start again and the latest frame begins the history."""
+    nav = controller(history_frames=2, history_period_s=1.0)
+    for k in range(3):  # frames at 0, 0.2, 0.4 s: the camera's period is learned
+        feed(nav, 0.2 * k)
+    assert nav.awaiting(0.4) == []
+    assert nav.add_pose(0.42, Pose2D()) is None
+    assert nav.awaiting(0.6) == ["front", "odom"]  # both sent for 0.6 before the clock
+    feed(nav, 0.6)
+    assert nav.awaiting(0.6) == []
+    assert nav.awaiting(5.0) == []  # stale: the request will say so, nothing to wait for
+    request, chunk = chunk_for(nav, 0.6, 0.5)
+    assert nav.on_chunk(request, chunk).error is None
+    assert nav.request(0.6).seed == request.seed + 1  # the next chunk's seed
+    nav.restart_run(0.6)
+    assert nav.request(0.6).seed == request.seed  # a run's chunks sample the same seeds
+    assert [t for t, _ in nav.loop.history.frames(1.6)] == [0.6]
+    assert nav.instruction_taken.is_set()

@@ -89,3 +89,23 @@ def test_a_request_waits_until_its_inputs_are_in():
     assert not pacer.tick(0.0, ready=lambda: False).request
     assert pacer.grant <= 0.0  # the sim stays held until they come
     assert pacer.tick(0.0, ready=lambda: True).request
+
+
+def test_a_step_schedule_ticks_at_the_first_step_past_each_period():
+    """20 Hz on a 50 Hz clock: ticks 2 or 3 steps apart, 20 per second, the same from any
+    start; a restart counts from there; a gap of a whole period starts the count again."""
+    from qwen_vla_ros.runtime.pacing import StepSchedule
+
+    def ticks(start: float, n: int, schedule: StepSchedule) -> list[int]:
+        return [k for k in range(n) if schedule.due(start + k * DT)]
+
+    a = ticks(0.0, 51, StepSchedule(0.05))
+    assert a == [0, 3, 5, 8, 10, 13, 15, 18, 20, 23, 25, 28, 30, 33, 35, 38, 40, 43, 45, 48,
+                 50]
+    late = StepSchedule(0.05)
+    assert ticks(1234.56, 51, late) == a  # an absolute clock of another run: the same steps
+    late.restart(2000.0)
+    assert not late.due(1999.98) and late.due(2000.0) and not late.due(2000.02)
+    assert late.due(2003.0) and late.next == pytest.approx(2003.05)  # behind: counted anew
+    with pytest.raises(ValueError, match="period > 0"):
+        StepSchedule(0.0)

@@ -43,6 +43,9 @@ def embodiments_dir() -> Path:
 # (docs/learning.md, docs/benchmarks.md): what the demos run when given none.
 SHIPPED_CHECKPOINTS = {"aloha": "aloha_transfer_cube_tiny", "vln": "vln_goto_tiny"}
 SHIPPED_CHECKPOINT = SHIPPED_CHECKPOINTS["aloha"]
+# One set of weights for both bodies (docs/benchmarks.md, "Phase 3" and its confirmation);
+# the demos keep the single-body ones above by default (--checkpoint picks this one).
+SHIPPED_JOINT_CHECKPOINT = "aloha_vln_joint_tiny"
 
 
 def shipped_checkpoint(name: str = SHIPPED_CHECKPOINT) -> Path | None:

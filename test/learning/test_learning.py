@@ -585,6 +585,22 @@ def test_an_exported_log_keeps_no_absolute_path_anywhere():
     assert out["train_episodes"] == ["episode_01000"] and out["preset"] == "tiny"
 
 
+def test_the_shipped_joint_checkpoint_is_one_set_of_weights_for_both_bodies():
+    """checkpoints/aloha_vln_joint_tiny: found as the package's data, trained for ALOHA and
+    the VLN body (on recorded seeds of each, which eval refuses), exported without optimiser
+    state, and loads with both embodiments."""
+    from qwen_vla_ros.evaluate import trained_seeds
+    from qwen_vla_ros.model.checkpoint import load_policy, read_meta
+    from qwen_vla_ros.paths import SHIPPED_JOINT_CHECKPOINT, shipped_checkpoint
+
+    ckpt = shipped_checkpoint(SHIPPED_JOINT_CHECKPOINT)
+    assert ckpt is not None and ckpt.name == "aloha_vln_joint_tiny"
+    assert sorted(read_meta(ckpt)["trained_embodiments"]) == ["aloha", "vln"]
+    assert trained_seeds(ckpt, "aloha") and trained_seeds(ckpt, "vln")
+    assert not (ckpt / "train_state.pt").exists()
+    assert sorted(load_policy(ckpt).embodiments) == ["aloha", "vln"]
+
+
 def test_the_shipped_vln_checkpoint_is_trained_and_is_what_demo_vln_runs(tmp_path):
     """checkpoints/vln_goto_tiny: found as the package's data, loads, was trained for the VLN
     body on recorded seeds (eval refuses them), and is demo vln's default."""

@@ -33,6 +33,14 @@ DEFAULT_INSTRUCTION = "transfer the red cube to the other arm"
 PACE_TIMEOUT_S = 10.0  # wall s a paced sim waits for a grant (a first chunk, a slow model)
 
 
+def paced_sim_params(hold_steps: int) -> dict[str, Any]:
+    """A simulator's stepping parameters in a paced evaluation (sim/lockstep.PacedSimParams):
+    it waits for the policy's grants and its driver's commands, and holds each episode
+    ``hold_steps`` after its reset for the policy's first grant."""
+    return {"pace_timeout_s": PACE_TIMEOUT_S, "lockstep_timeout_s": 1.0,
+            "hold_after_reset_steps": hold_steps}
+
+
 def trained_seeds(checkpoint: Path, embodiment: str = "aloha") -> list[int]:
     """The seeds of the episodes ``checkpoint`` was trained on for ``embodiment``."""
     log = checkpoint / "train_log.json"
@@ -90,9 +98,8 @@ def evaluate(checkpoint: Path, out: Path, task: str = "transfer_cube", episodes:
     extra["aloha_sim"] = {} if episode_steps is None else {"episode_steps": episode_steps}
     if paced:
         extra["policy_node"]["pace_sim"] = True
-        extra["aloha_sim"].update({"pace_timeout_s": PACE_TIMEOUT_S, "lockstep_timeout_s": 1.0,
-                                   # each episode from a reset and a held start (EpisodeStack)
-                                   "hold_after_reset_steps": SETTLE_STEPS + 1})
+        # each episode from a reset and a held start (EpisodeStack)
+        extra["aloha_sim"].update(paced_sim_params(SETTLE_STEPS + 1))
     values = {"checkpoint": str(checkpoint), "instruction": instruction}
     with episode_stack(seed_start, task, rate_factor, drop=("scripted_leader",),
                        values=values, extra=extra) as stack:

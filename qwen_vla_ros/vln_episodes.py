@@ -40,6 +40,7 @@ import numpy as np
 
 from qwen_vla_ros.errors import ConfigError
 from qwen_vla_ros.results import wilson_interval
+from qwen_vla_ros.runtime.pacing import TIME_EPS
 from qwen_vla_ros.sim.base import OBJECTS
 from qwen_vla_ros.sim.vln_task import (
     SUCCESS_RADIUS,
@@ -189,7 +190,7 @@ class VlnEpisodeStack:
                                    f"{timeout:g} s")
             self.t_start = sim.gate.held_at
         self._wait(lambda: bool(self.track) and self.track[-1][0] > start_time
-                   and self.track[-1][0] >= (self.t_start - 1e-6 if self.paced else start_time),
+                   and (not self.paced or self.track[-1][0] >= self.t_start - TIME_EPS),
                    timeout, "odometry after the reset")
         episode = episode_at(self.seed_start, i, self.colours, self.beside)
         if self.announced[i]["instruction"] != episode.instruction:
@@ -242,7 +243,7 @@ class VlnEpisodeStack:
         if self.paced and t_stop is not None:
             # navigation_node keeps the sim where it stopped: that step is the stop's
             t_stop = self.nodes["base_sim"].now_sim()
-            self._wait(lambda: self.track[-1][0] >= t_stop - 1e-6, timeout,
+            self._wait(lambda: self.track[-1][0] >= t_stop - TIME_EPS, timeout,
                        "the odometry at the stop")
         self.mode("hold")
         result = self.result(episode, t0, t_stop)
@@ -256,11 +257,11 @@ class VlnEpisodeStack:
 
         stopped = t_stop is not None
         with self._cond:
-            track = np.array([p for p in self.track if p[0] >= t0 - 1e-6])
+            track = np.array([p for p in self.track if p[0] >= t0 - TIME_EPS])
             collisions = self.collisions
         # the episode ends at the stop, or at the time limit (the track runs on a little)
         t_end = t_stop if stopped else min(float(track[-1, 0]), t0 + TIME_LIMIT)
-        track = track[: max(int(np.searchsorted(track[:, 0], t_end + 1e-6)), 1)]
+        track = track[: max(int(np.searchsorted(track[:, 0], t_end + TIME_EPS)), 1)]
         end = track[-1]
         pose = Pose2D(float(end[1]), float(end[2]), float(end[3]))
         elapsed = float(t_end - track[0, 0])
@@ -397,7 +398,7 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
     policy (module docstring)."""
     from tqdm import tqdm
 
-    from qwen_vla_ros.evaluate import PACE_TIMEOUT_S
+    from qwen_vla_ros.evaluate import paced_sim_params
     from qwen_vla_ros.ros.params import require_parameters
 
     rows: list[dict[str, Any]] = []
@@ -407,8 +408,7 @@ def evaluate_vln(checkpoint: Path, out: Path, episodes: int, seed_start: int,
         "navigation_node": {"torch_threads": 1, **(params or {})}}
     if paced:
         extra["navigation_node"]["pace_sim"] = True
-        extra["base_sim"] = {"pace_timeout_s": PACE_TIMEOUT_S, "lockstep_timeout_s": 1.0,
-                             "hold_after_reset_steps": HOLD_STEPS}
+        extra["base_sim"] = paced_sim_params(HOLD_STEPS)
     with vln_episode_stack(seed_start, rate_factor, {"checkpoint": str(checkpoint)},
                            extra, colours, paced=paced) as stack:
         node = stack.nodes["navigation_node"]

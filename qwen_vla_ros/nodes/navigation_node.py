@@ -255,6 +255,11 @@ class NavigationNode(Node):
                     self.pacer.failed(self._sim_now)
             self._pace()
 
+        def follower_failed(key: str, text: str) -> None:
+            self._velocity = self.nav.stop_velocity()  # and on the steps between
+            self._zero_velocity(key, text)
+
+        self._follow = guarded(self._follow_step, follower_failed)
         self.host.on_failure = on_failure
         self.host.on_input = self._pace  # a step may be waiting for this frame
         self.create_subscription(Clock, "/clock", guarded(on_clock, self._zero_velocity),
@@ -291,7 +296,7 @@ class NavigationNode(Node):
                 else:
                     grant = now  # stopped: the sim waits here for the mode to change
             elif policy and self.pacer is not None:
-                grant = self._granted if self._granted is not None else now
+                grant = self._granted  # stopped earlier in this run: stay at the stop
             else:
                 self.pacer = None
             if now > self._controlled_at + TIME_EPS:
@@ -303,15 +308,13 @@ class NavigationNode(Node):
 
     def _control_step(self, now: float) -> None:
         """One sim step's cmd_vel: the follower's at its rate, the last one again between."""
-        if not self._control.due(now):
+        if self._control.due(now):
+            self._follow(now)
+        else:
             self.out.send(self._velocity)
-            return
-        try:
-            out = self.nav.control(now)
-        except Exception as exc:
-            self._zero_velocity("tick:control", f"control failed: {type(exc).__name__}: {exc}")
-            self._velocity = self.nav.stop_velocity()
-            return
+
+    def _follow_step(self, now: float) -> None:
+        out = self.nav.control(now)
         self._velocity = out.velocity
         self.out.apply(out, self.nav.mode)
 

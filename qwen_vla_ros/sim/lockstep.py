@@ -205,10 +205,10 @@ class PacedSimParams:
              "to this long (wall s) for a new grant before running free "
              "(sim/lockstep.Pace): benchmarks", check=at_least(0.0))
     hold_after_reset_steps: int = param(
-        0, "with pace_timeout_s > 0: after each reset (aloha_sim: its first episode runs "
-           "free, the drivers start up in it; base_sim holds its first too) take this many "
-           "steps on the timer, then wait there for a paced policy's first grant, and "
-           "(aloha_sim without auto_reset) stop at the episode's end "
+        0, "with pace_timeout_s > 0: after each reset (base_sim: or restart; the first "
+           "episode, which nothing began, runs free) take this many steps on the timer, "
+           "then wait there for a paced policy's first grant, and (aloha_sim without "
+           "auto_reset) stop at the episode's end "
            "(eval --paced: every episode begins from the same state at the same moment of "
            "the policy's schedule). 0: off", check=at_least(0))
 
